@@ -1,0 +1,3 @@
+from wsgistack.cli import main
+
+raise SystemExit(main())

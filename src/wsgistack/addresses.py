@@ -1,0 +1,128 @@
+"""Listen addresses: parsing `host:port`, `:port`, `[::1]:port`, `/path.sock`, `unix:/path.sock`, and binding them.
+
+Binding happens once, in the master, before any worker exists; workers inherit the sockets.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from wsgistack.config.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Address:
+    protocol: str              # "http", "uwsgi" or "fastcgi"
+    text: str                  # as the user wrote it, for messages
+    host: str | None = None    # TCP: "" means all interfaces
+    port: int | None = None
+    path: str | None = None    # unix socket path
+
+    @property
+    def is_unix(self) -> bool:
+        return self.path is not None
+
+    @property
+    def family(self) -> int:
+        if self.is_unix:
+            return socket.AF_UNIX
+        return socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
+
+
+def parse_address(text: str, protocol: str, option: str) -> Address:
+    raw = text.strip()
+    if raw.startswith("unix:"):
+        raw = raw[len("unix:"):]
+        if not raw:
+            raise ConfigError(f"empty unix socket path in {text!r}", option=option)
+        return Address(protocol, text, path=raw)
+    if raw.startswith(("/", "./", "../")) or raw.endswith(".sock"):
+        return Address(protocol, text, path=raw)
+    if raw.startswith("["):
+        host, bracket, rest = raw[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ConfigError(f"bad address {text!r}: expected [ipv6]:port", option=option)
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = raw.rpartition(":")
+        if not colon:
+            raise ConfigError(f"bad address {text!r}: expected host:port, :port or a unix socket path",
+                              option=option)
+        if ":" in host:
+            raise ConfigError(f"bad address {text!r}: write IPv6 addresses as [addr]:port", option=option)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"bad port in {text!r}: expected 0-65535", option=option)
+    if host in ("*", "0"):
+        host = ""
+    return Address(protocol, text, host=host, port=int(port_text))
+
+
+def bind(address: Address, backlog: int, chmod: str, option: str) -> socket.socket:
+    """Create, bind and listen; errors name the option and the address."""
+    try:
+        if address.is_unix:
+            return _bind_unix(address, backlog, chmod)
+        return _bind_tcp(address, backlog)
+    except OSError as exc:
+        reason = {errno.EADDRINUSE: "address already in use",
+                  errno.EADDRNOTAVAIL: "address not available on this machine",
+                  errno.EACCES: "permission denied"}.get(exc.errno, exc.strerror or str(exc))
+        raise ConfigError(f"cannot listen on {address.text!r}: {reason}", option=option) from None
+
+
+def _bind_tcp(address: Address, backlog: int) -> socket.socket:
+    host = address.host or ""
+    infos = socket.getaddrinfo(host or None, address.port, address.family if host else socket.AF_INET,
+                               socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind_unix(address: Address, backlog: int, chmod: str) -> socket.socket:
+    path = address.path
+    assert path is not None
+    _remove_stale_unix_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, int(chmod, 8) if chmod else 0o666)
+        sock.listen(backlog)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    """A socket file left by a dead server is replaced; a live one means the address is in use."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "a file that is not a socket exists there")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, "address already in use")

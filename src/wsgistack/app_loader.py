@@ -1,0 +1,75 @@
+"""Loading the WSGI callable from `--module pkg.mod[:callable]` or `--wsgi-file PATH`.
+
+Runs in each worker after fork, so a reload imports fresh code. Failures become a
+ConfigError naming the option and the value; the traceback goes to the error log.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from typing import Callable
+
+from wsgistack.config import Config, ConfigError
+
+
+def prepare_import_path(config: Config) -> None:
+    """Make the app importable the way uWSGI does: the working directory and --pythonpath first."""
+    for entry in reversed([os.getcwd(), *config.pythonpath]):
+        path = os.path.abspath(entry)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def choose_app_source(config: Config) -> tuple[str, str, str | None]:
+    """Return (option, value, note): which app is served and, when two are named, why."""
+    if config.module and config.wsgi_file:
+        if not os.path.exists(config.wsgi_file):
+            return ("module", config.module,
+                    f"warning: wsgi-file {config.wsgi_file!r} does not exist; serving module {config.module!r}")
+        return ("module", config.module,
+                f"both wsgi-file and module are set; serving module {config.module!r} (module wins, as in uWSGI)")
+    if config.module:
+        return ("module", config.module, None)
+    return ("wsgi-file", config.wsgi_file, None)
+
+
+def load_app(config: Config) -> Callable:
+    option, value, _ = choose_app_source(config)
+    module_name, _, callable_name = value.partition(":")
+    callable_name = callable_name or config.callable
+    try:
+        if option == "module":
+            module = importlib.import_module(module_name)
+        else:
+            module = _load_file(value)
+    except ConfigError:
+        raise
+    except BaseException as exc:  # the app's own import may raise anything, even SystemExit
+        traceback.print_exc(file=sys.stderr)
+        kind = "cannot import" if isinstance(exc, ImportError) else "error while loading"
+        raise ConfigError(f"{kind} {value!r}: {type(exc).__name__}: {exc}", option=option) from None
+    app = getattr(module, callable_name, None)
+    if app is None:
+        raise ConfigError(f"{value!r} has no callable {callable_name!r}", option=option)
+    if not callable(app):
+        raise ConfigError(f"{value}:{callable_name} is a {type(app).__name__}, not a callable", option=option)
+    return app
+
+
+def _load_file(path: str):
+    if not os.path.isfile(path):
+        raise ConfigError(f"no such file {path!r}", option="wsgi-file")
+    # A stable module name per file, like uWSGI's uwsgi_file_<path>.
+    name = "wsgistack_file_" + re.sub(r"\W", "_", os.path.abspath(path))
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load {path!r} as Python", option="wsgi-file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,144 @@
+"""Request bodies as `wsgi.input`: buffered in memory, spooled to a temp file past a threshold
+(uWSGI's --post-buffering), or streamed to an app thread for `Expect: 100-continue`.
+
+The event loop only ever appends; the app only ever reads. Reading a buffered body never
+blocks the loop because the whole body is there before the app is called.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+from typing import Callable
+
+
+class EmptyInput:
+    """wsgi.input for requests without a body: shared, stateless, allocation-free."""
+
+    __slots__ = ()
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+
+EMPTY_INPUT = EmptyInput()
+
+
+class BodyBuffer:
+    """Collects a body as it arrives; past `spool_threshold` bytes it moves to an unnamed temp file."""
+
+    __slots__ = ("chunks", "size", "spool_threshold", "file")
+
+    def __init__(self, spool_threshold: int):
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.spool_threshold = spool_threshold
+        self.file = None
+
+    def append(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.file is not None:
+            self.file.write(data)
+        elif self.size > self.spool_threshold:
+            # Unnamed (unlinked) temp file: nothing to clean up, even if the worker is killed.
+            self.file = tempfile.TemporaryFile(prefix="wsgistack-body-")
+            self.file.writelines(self.chunks)
+            self.file.write(data)
+            self.chunks = []
+        else:
+            self.chunks.append(data)
+
+    def as_input(self):
+        if self.file is not None:
+            self.file.seek(0)
+            return self.file
+        return io.BytesIO(b"".join(self.chunks))
+
+
+class StreamingInput(io.RawIOBase):
+    """wsgi.input fed by the loop while the app reads it on its own thread (Expect: 100-continue).
+
+    The first read asks the loop to send `100 Continue`: the client uploads only if the app wants it.
+    """
+
+    def __init__(self, on_first_read: Callable[[], None]):
+        super().__init__()
+        self._cond = threading.Condition()
+        self._chunks: list[bytes] = []
+        self.size = 0
+        self._ended = False
+        self._failed = False
+        self._on_first_read: Callable[[], None] | None = on_first_read
+
+    # --- loop side ---
+    def feed(self, data: bytes) -> None:
+        self.size += len(data)
+        with self._cond:
+            self._chunks.append(data)
+            self._cond.notify_all()
+
+    def end(self, failed: bool = False) -> None:
+        with self._cond:
+            self._ended = True
+            self._failed = failed
+            self._cond.notify_all()
+
+    @property
+    def complete(self) -> bool:
+        return self._ended and not self._failed
+
+    # --- app side ---
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._take(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self._take(1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        return self._take(size)
+
+    def readline(self, size: int = -1) -> bytes:
+        line = bytearray()
+        while size < 0 or len(line) < size:
+            byte = self._take(1)
+            if not byte:
+                break
+            line += byte
+            if byte == b"\n":
+                break
+        return bytes(line)
+
+    def _take(self, size: int) -> bytes:
+        if self._on_first_read is not None:
+            callback, self._on_first_read = self._on_first_read, None
+            callback()
+        with self._cond:
+            while not self._chunks and not self._ended:
+                self._cond.wait()
+            if self._failed:
+                raise OSError("client disconnected before sending the whole body")
+            if not self._chunks:
+                return b""
+            chunk = self._chunks[0]
+            if len(chunk) <= size:
+                self._chunks.pop(0)
+                return chunk
+            self._chunks[0] = chunk[size:]
+            return chunk[:size]

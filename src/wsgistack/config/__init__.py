@@ -1,0 +1,60 @@
+"""Loading configuration: ini files first, then command-line flags over them, into one `Config`."""
+
+from __future__ import annotations
+
+import sys
+
+from wsgistack.config.args import ParsedArgs, parse_argv
+from wsgistack.config.errors import ConfigError
+from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS, Config, apply_setting
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_argv"]
+
+
+def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stderr)) -> Config:
+    """Build the Config: every ini file's entries in order, then the flags (flags win)."""
+    config = Config()
+    ini_specs = list(parsed.ini_files) + [f.value for f in parsed.flags if f.spec.name == "ini"]
+    strict = any(f.spec.name == "strict" and f.value not in (False, "false", "0", "no", "off")
+                 for f in parsed.flags)
+    for ini_spec in ini_specs:
+        _apply_ini(config, str(ini_spec), strict=strict, warn=warn)
+    for flag in parsed.flags:
+        apply_setting(config, flag.spec, flag.value, flag=flag.flag)
+    _validate(config)
+    return config
+
+
+def _apply_ini(config: Config, ini_spec: str, *, strict: bool, warn) -> None:
+    from wsgistack.config.ini import read_ini
+
+    for entry in read_ini(ini_spec):
+        if entry.key in IGNORED_OPTIONS:
+            continue
+        spec = OPTIONS.get(entry.key)
+        if spec is None:
+            error = ConfigError("unknown option", option=entry.key, file=entry.file, line=entry.line)
+            if strict:
+                raise error
+            warn(f"wsgistack: warning: {error} (ignored)")
+            continue
+        if spec.name == "ini":      # includes were already expanded by the reader
+            continue
+        apply_setting(config, spec, entry.value, file=entry.file, line=entry.line)
+
+
+def _validate(config: Config) -> None:
+    if not (config.http or config.socket or config.fastcgi_socket):
+        raise ConfigError("nothing to listen on: give --http ADDR, --socket ADDR or --fastcgi-socket ADDR")
+    if not (config.module or config.wsgi_file):
+        raise ConfigError("no application: give --module pkg.mod[:callable] or --wsgi-file PATH")
+    for name in ("processes", "threads"):
+        if getattr(config, name) < 1:
+            raise ConfigError("must be at least 1", option=name)
+    if config.chmod_socket in ("true", "True"):
+        config.chmod_socket = "666"
+    if config.chmod_socket and not all(c in "01234567" for c in config.chmod_socket):
+        raise ConfigError(f"expected an octal mode like 666, got {config.chmod_socket!r}", option="chmod-socket")
+    for item in config.env:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", option="env")

@@ -1,0 +1,85 @@
+"""Command-line flags, uWSGI style: `--name VALUE`, `--name=VALUE`, `-p 4`, bare boolean flags.
+
+Only the grammar of argv lives here; names, types and help come from the option table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wsgistack.config.errors import ConfigError
+from wsgistack.config.model import OPTIONS, OptionSpec
+
+# Actions that are not settings: they make the command do something else than serve.
+ACTIONS = {"help": False, "version": False}
+
+
+@dataclass
+class Flag:
+    spec: OptionSpec
+    value: str | bool
+    flag: str          # as typed, for error messages
+
+
+@dataclass
+class ParsedArgs:
+    flags: list[Flag] = field(default_factory=list)
+    ini_files: list[str] = field(default_factory=list)
+    actions: dict[str, str | bool] = field(default_factory=dict)
+
+
+def parse_argv(argv: list[str]) -> ParsedArgs:
+    parsed = ParsedArgs()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            if arg.endswith((".ini", ".ini:uwsgi", ".ini:wsgistack")) or ".ini:" in arg:
+                parsed.ini_files.append(arg)
+                continue
+            raise ConfigError(f"unexpected argument {arg!r} (options start with --; ini files end in .ini)")
+        name, has_inline, inline_value = arg.lstrip("-").partition("=")
+        if name in ACTIONS:
+            if ACTIONS[name]:
+                value, i = _take_value(arg, name, has_inline, inline_value, argv, i)
+                parsed.actions[name] = value
+            else:
+                parsed.actions[name] = True
+            continue
+        spec = OPTIONS.get(name) or OPTIONS.get(name.replace("_", "-"))
+        if spec is None:
+            raise ConfigError(f"unknown option (see wsgistack --help)", option=arg.partition("=")[0])
+        if spec.takes_value:
+            value, i = _take_value(arg, name, has_inline, inline_value, argv, i)
+        else:
+            value = inline_value if has_inline else True
+        parsed.flags.append(Flag(spec, value, "--" + name if len(name) > 1 else "-" + name))
+    return parsed
+
+
+def _take_value(arg: str, name: str, has_inline: str, inline_value: str,
+                argv: list[str], i: int) -> tuple[str, int]:
+    if has_inline:
+        return inline_value, i
+    if i >= len(argv):
+        raise ConfigError("needs a value", option=arg)
+    return argv[i], i + 1
+
+
+def format_help() -> str:
+    lines = ["usage: wsgistack [FILE.ini] [--option VALUE ...]",
+             "",
+             "Every option is also an ini key (in [uwsgi] or [wsgistack]) of the same name.", ""]
+    seen = set()
+    for spec in OPTIONS.values():
+        if spec.name in seen:
+            continue
+        seen.add(spec.name)
+        names = ", ".join(("--" if len(n) > 1 else "-") + n for n in (spec.name, *spec.aliases))
+        value = f" {spec.metavar}" if spec.takes_value else ""
+        default = "" if spec.default in ("", [], False) else f" (default: {spec.default})"
+        lines.append(f"  {names}{value}")
+        lines.append(f"      {spec.help}{default}")
+    lines += ["", "  --version      print the version", "  --help         this text"]
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""The typed configuration model: one table of options, the single source of truth.
+
+Every option is declared once here, as a field of `Config`, with its type, default,
+aliases and help. The command line, ini files and `--help` are all derived from it.
+Reading argv and ini text lives elsewhere (`args.py`, `ini.py`); this file only types values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsgistack.config.errors import ConfigError
+
+
+def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), metavar: str = "VALUE") -> Any:
+    """Declare an option; list defaults are copied per Config so instances never share them."""
+    meta = {"help": help, "aliases": aliases, "metavar": metavar}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    # --- where to listen (list options: every occurrence adds one) ---
+    http: list[str] = option([], "listen for HTTP/1.1 on ADDR (host:port, :port, [::1]:port, /path.sock, unix:/path.sock)",
+                             aliases=("http-socket", "http11-socket"), metavar="ADDR")
+    socket: list[str] = option([], "listen for the uwsgi binary protocol on ADDR (what nginx's uwsgi_pass talks)",
+                               aliases=("uwsgi-socket", "s"), metavar="ADDR")
+    fastcgi_socket: list[str] = option([], "listen for FastCGI on ADDR (what nginx's fastcgi_pass talks)", metavar="ADDR")
+    listen: int = option(1024, "listen backlog of every socket (uWSGI: 100, gunicorn: 2048; the kernel caps it at somaxconn)",
+                         metavar="N")
+    chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE")
+
+    # --- the application ---
+    module: str = option("", "import the WSGI app from pkg.mod[:callable]", aliases=("w", "wsgi"), metavar="MODULE")
+    wsgi_file: str = option("", "load the WSGI app from a Python file", aliases=("file",), metavar="PATH")
+    callable: str = option("application", "name of the WSGI callable in the module or file", metavar="NAME")
+    chdir: str = option("", "change to DIR before loading the app", metavar="DIR")
+    pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp",), metavar="DIR")
+    env: list[str] = option([], "set an environment variable KEY=VALUE (repeatable)", metavar="KEY=VALUE")
+
+    # --- processes and threads ---
+    processes: int = option(1, "number of worker processes", aliases=("workers", "p"), metavar="N")
+    threads: int = option(1, "app threads per worker; 1 runs the app on the event-loop thread (fastest)", metavar="N")
+    master: bool = option(True, "accepted for uWSGI compatibility: wsgistack always runs a master")
+
+    # --- HTTP limits (nginx-like answers: 414, 431, 413, 408) ---
+    limit_request_line: int = option(8190, "max bytes of the request line, else 414 (gunicorn: 4094, nginx: 8k buffer)",
+                                     metavar="BYTES")
+    limit_request_field_size: int = option(8190, "max bytes of one header field, else 431 (nginx: 8k buffer)",
+                                           metavar="BYTES")
+    limit_request_fields: int = option(100, "max number of header fields, else 431 (gunicorn, Apache: 100)", metavar="N")
+    limit_request_head: int = option(32768, "max bytes of the whole request head, else 431 (nginx: 4 x 8k buffers)",
+                                     metavar="BYTES")
+    limit_post: int = option(0, "max bytes of a request body, else 413 before it is read (0: no limit)", metavar="BYTES")
+    post_buffering: int = option(1048576, "request bodies up to BYTES stay in memory, larger ones are spooled to a "
+                                          "temporary file", metavar="BYTES")
+    keepalive_timeout: int = option(75, "close a keep-alive connection idle this long (nginx: 75 s)", metavar="SECONDS")
+    header_timeout: int = option(60, "answer 408 if a request head takes longer (nginx client_header_timeout: 60 s)",
+                                 metavar="SECONDS")
+    body_timeout: int = option(60, "answer 408 if a request body stalls this long between reads "
+                                   "(nginx client_body_timeout: 60 s)", metavar="SECONDS")
+
+    # --- logging ---
+    disable_logging: bool = option(False, "no access log (errors are still logged)")
+    logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
+
+    # --- sources of configuration ---
+    ini: list[str] = option([], "read options from an ini file FILE[:section] (section [uwsgi] or [wsgistack])",
+                            metavar="FILE")
+    strict: bool = option(False, "unknown options are errors instead of warnings")
+
+
+# uWSGI options we accept and deliberately ignore, with the reason (listed in the docs).
+IGNORED_OPTIONS: dict[str, str] = {
+    "enable-threads": "app threads are always enabled",
+    "single-interpreter": "there is always one interpreter per worker",
+    "lazy-apps": "workers always import the app after fork, so reloads load fresh code",
+    "thunder-lock": "not needed: accepting is done by each worker's event loop",
+    "http-keepalive": "keep-alive is always on (HTTP/1.1)",
+    "need-app": "a missing app is always a startup error",
+    "plugins": "Python is built in",
+    "plugin": "Python is built in",
+    "die-on-term": "SIGTERM always means a graceful stop",
+}
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str          # ini key and long flag, e.g. "wsgi-file"
+    attr: str          # Config attribute, e.g. "wsgi_file"
+    kind: type         # int, bool, str or list
+    default: Any
+    help: str
+    aliases: tuple[str, ...]
+    metavar: str
+
+    @property
+    def takes_value(self) -> bool:
+        return self.kind is not bool
+
+    @property
+    def is_list(self) -> bool:
+        return self.kind is list
+
+
+def _build_table() -> dict[str, OptionSpec]:
+    kinds = {"int": int, "bool": bool, "str": str, "list[str]": list}
+    table: dict[str, OptionSpec] = {}
+    for f in dataclasses.fields(Config):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        spec = OptionSpec(f.name.replace("_", "-"), f.name, kinds[f.type], default,
+                          f.metadata["help"], f.metadata["aliases"], f.metadata["metavar"])
+        for name in (spec.name, *spec.aliases):
+            table[name] = spec
+    return table
+
+
+#: every accepted name (canonical and alias) -> its spec
+OPTIONS: dict[str, OptionSpec] = _build_table()
+
+_TRUE = {"true", "yes", "on", "1", "y", "t"}
+_FALSE = {"false", "no", "off", "0", "n", "f"}
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected true/false/yes/no/on/off/1/0, got {text!r}")
+
+
+def parse_int(text: str) -> int:
+    stripped = text.strip()
+    if not stripped.isdigit():   # no sign, no spaces, no hex: a count or a size
+        raise ValueError(f"expected a non-negative integer, got {text!r}")
+    return int(stripped)
+
+
+def apply_setting(config: Config, spec: OptionSpec, value: str | bool, *,
+                  file: str | None = None, line: int | None = None, flag: str | None = None) -> None:
+    """Type one value and store it: list options append, the others are replaced (last wins)."""
+    try:
+        if spec.kind is bool:
+            typed: Any = value if isinstance(value, bool) else parse_bool(value)
+        elif spec.kind is int:
+            typed = parse_int(str(value))
+        else:
+            typed = str(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc), option=flag or spec.name, file=file, line=line) from None
+    if spec.is_list:
+        getattr(config, spec.attr).append(typed)
+    else:
+        setattr(config, spec.attr, typed)

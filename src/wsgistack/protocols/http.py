@@ -1,0 +1,468 @@
+"""HTTP/1.1 (RFC 9112) connections: llhttp (via httptools) parses, this file enforces the rest.
+
+llhttp already rejects CL+TE, bad/duplicate Content-Length, bad chunks, bare CR/LF, obs-fold,
+bad tokens and control characters (tests/test_http_strict.py proves each). Here: size limits,
+Host rules, transfer codings llhttp lets through, Expect, and turning a head into a WSGI environ.
+Responses leave in request order; the Exchange (wsgi.py) decides their framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from wsgistack.body import EMPTY_INPUT, BodyBuffer, StreamingInput
+from wsgistack.wsgi import Exchange
+
+log = logging.getLogger("wsgistack")
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+            417: "Expectation Failed", 431: "Request Header Fields Too Large", 501: "Not Implemented",
+            505: "HTTP Version Not Supported"}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_env_keys: dict[bytes, str] = {}       # raw header name -> environ key ("" = dropped); bounded
+_MAX_CACHED_KEYS = 4096
+# Pipelined requests parsed ahead of the one being answered; past this we stop reading the socket.
+MAX_PENDING = 32
+# Bytes an app thread may have queued for the loop to write before it waits (per connection).
+THREAD_WRITE_AHEAD = 1 << 20
+
+
+class Reject(Exception):
+    """A request the server answers itself, with `status`, and then closes."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _environ_key(name: bytes) -> str:
+    key = _env_keys.get(name)
+    if key is not None:
+        return key
+    text = name.decode("latin-1").upper()
+    if "_" in text:
+        key = ""          # would collide with its '-' twin (nginx drops these too)
+    elif text == "CONTENT-TYPE":
+        key = "CONTENT_TYPE"
+    elif text == "CONTENT-LENGTH":
+        key = "CONTENT_LENGTH"
+    else:
+        key = "HTTP_" + text.replace("-", "_")
+    if len(_env_keys) < _MAX_CACHED_KEYS:
+        _env_keys[name] = key
+    return key
+
+
+def error_response(status: int, detail: str) -> bytes:
+    reason = _REASONS.get(status, "Error")
+    body = f"{status} {reason}: {detail}\n".encode("latin-1", "replace")
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: wsgistack\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = ("worker", "loop", "transport", "parser", "conn_environ", "pending", "active", "closed",
+                 "write_paused", "out", "batching", "ticks", "head_age", "head_bytes", "in_head", "in_body",
+                 "url", "headers", "request", "body", "body_limit", "streaming", "closing", "flow",
+                 "inflight", "reading_paused", "server_port")
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.loop = worker.loop
+
+    # --- asyncio.Protocol ---
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.conn_environ = self.worker.connection_environ(transport)
+        self.pending: deque = deque()
+        self.active: Exchange | None = None
+        self.closed = False
+        self.write_paused = False
+        self.out: list[bytes] = []
+        self.batching = False
+        self.ticks = 0
+        self.head_age = 0
+        self.head_bytes = 0
+        self.in_head = False
+        self.in_body = False
+        self.streaming: StreamingInput | None = None
+        self.closing = False             # answer what was read, then close (errors, shutdown, upgrade)
+        self.reading_paused = False
+        self.flow = threading.Condition() if self.worker.threaded else None
+        self.inflight = 0
+        self.worker.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.ticks = 0
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True          # no protocol switch: answer the request, then close
+        except httptools.HttpParserCallbackError as exc:
+            reject = exc.__context__
+            if isinstance(reject, Reject):
+                self._reject(reject.status, reject.detail)
+            else:
+                log.error("internal error while parsing a request", exc_info=reject)
+                self._reject(400, "malformed request")
+        except httptools.HttpParserInvalidMethodError:
+            self._reject(*self._method_error(data))
+        except httptools.HttpParserError as exc:
+            self._reject(400, str(exc).strip() or "malformed request")
+        else:
+            if self.in_head:
+                self.head_bytes += len(data)    # an estimate: can include earlier pipelined requests
+                if self.head_bytes > self.worker.config.limit_request_head:
+                    self._reject(431, "request head too large")
+        if self.pending and self.active is None:
+            self.batching = True
+            self._run_pending()
+            self.batching = False
+            self._flush()
+        if len(self.pending) > MAX_PENDING and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        # A client that half-closes after its request still gets the answer, then we close.
+        self.closing = True
+        if self.in_head or self.in_body:
+            if self.streaming is not None:
+                self.streaming.end(failed=True)
+            self.in_head = self.in_body = False
+        if self.active is None and not self.pending:
+            return False
+        return True
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.worker.connections.discard(self)
+        if self.streaming is not None:
+            self.streaming.end(failed=True)
+        if self.flow is not None:
+            with self.flow:
+                self.flow.notify_all()
+        active = self.active
+        if active is not None and not self.worker.threaded and active.iterator is not None:
+            active.abandon()            # a paused inline stream: its close() must still run
+        self.pending.clear()
+        self.worker.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.flow is not None:
+            with self.flow:
+                self.flow.notify_all()
+        active = self.active
+        if active is not None and not active.threaded and active.iterator is not None and not active.finished:
+            self.worker.run_inline(self, active.pump)
+
+    # --- llhttp callbacks (hot path: keep them flat) ---
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.in_head = True
+        self.head_age = 0
+        self.head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.worker.config.limit_request_line:
+            raise Reject(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        config = self.worker.config
+        if len(headers) >= config.limit_request_fields:
+            raise Reject(431, "too many header fields")
+        if len(name) + len(value) > config.limit_request_field_size:
+            raise Reject(431, "header field too large")
+        headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version[:1] in ("0", ""):
+                raise Reject(400, "HTTP/0.9 is not supported")
+            raise Reject(505, f"HTTP/{version} is not supported")
+        http11 = version == "1.1"
+        method = parser.get_method()
+        environ = self.conn_environ.copy()
+        environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("ascii")
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if http11 else "HTTP/1.0"
+        target_host = self._set_target(environ, self.url)
+        for name, value in self.headers:
+            key = _env_keys.get(name) or _environ_key(name)
+            if not key:
+                continue
+            if key in environ:
+                self._join_header(environ, key, value)
+            else:
+                environ[key] = value.decode("latin-1")
+        if http11 and "HTTP_HOST" not in environ:
+            raise Reject(400, "missing Host header")
+        if target_host is not None:
+            environ["HTTP_HOST"] = target_host
+        content_length = environ.get("CONTENT_LENGTH")
+        chunked = "HTTP_TRANSFER_ENCODING" in environ
+        if chunked:
+            if not http11:
+                raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if environ["HTTP_TRANSFER_ENCODING"].lower() != "chunked":
+                raise Reject(501, "only the chunked transfer coding is supported")
+        limit = self.worker.config.limit_post
+        if limit and content_length is not None and int(content_length) > limit:
+            raise Reject(413, f"request body larger than {limit} bytes")
+        keep_alive = parser.should_keep_alive() and not self.closing
+        has_body = chunked or (content_length is not None and content_length != "0")
+        self.body = None
+        expect = environ.get("HTTP_EXPECT")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                raise Reject(417, "only 'Expect: 100-continue' is supported")
+            if has_body and http11:
+                self._start_streaming(environ, keep_alive)
+                return
+        if has_body:
+            self.in_body = True
+            self.body = BodyBuffer(self.worker.config.post_buffering)
+        else:
+            environ["wsgi.input"] = EMPTY_INPUT
+        self.request = (environ, environ["REQUEST_METHOD"] == "HEAD", http11, keep_alive)
+
+    def on_body(self, data: bytes) -> None:
+        sink = self.body if self.body is not None else self.streaming
+        limit = self.worker.config.limit_post
+        if limit and sink.size + len(data) > limit:
+            raise Reject(413, f"request body larger than {limit} bytes")
+        if self.streaming is not None:
+            self.streaming.feed(data)
+        else:
+            sink.append(data)
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        if self.streaming is not None:
+            self.streaming.end()
+            self.streaming = None
+            return
+        if self.body is not None:
+            self.request[0]["wsgi.input"] = self.body.as_input()
+            self.body = None
+        self.pending.append(self.request)
+
+    # --- helpers of the callbacks ---
+    @staticmethod
+    def _set_target(environ: dict, url: bytes) -> str | None:
+        """Fill PATH_INFO, QUERY_STRING, REQUEST_URI; return the authority of an absolute-form target."""
+        host = None
+        if url[:1] == b"/":
+            path, _, query = url.partition(b"?")
+        elif url == b"*":
+            path, query = b"*", b""
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise Reject(400, "invalid request target") from None
+            if parsed.host is None:
+                raise Reject(400, "invalid request target")
+            path, query = parsed.path or b"/", parsed.query or b""
+            # absolute-form: the target's authority replaces Host (RFC 9112, section 3.2.2)
+            host = (parsed.host + (b":%d" % parsed.port if parsed.port else b"")).decode("latin-1")
+        if b"#" in path:
+            path = path.partition(b"#")[0]
+        if b"#" in query:
+            query = query.partition(b"#")[0]
+        environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+        environ["QUERY_STRING"] = query.decode("latin-1")
+        environ["REQUEST_URI"] = url.decode("latin-1")
+        return host
+
+    @staticmethod
+    def _join_header(environ: dict, key: str, value: bytes) -> None:
+        if key == "HTTP_HOST":
+            raise Reject(400, "more than one Host header")
+        separator = "; " if key == "HTTP_COOKIE" else ", "
+        environ[key] += separator + value.decode("latin-1")
+
+    def _method_error(self, data: bytes) -> tuple[int, str]:
+        method = data.split(b" ", 1)[0]
+        token = method and all(33 <= c < 127 and c not in b'"(),/:;<=>?@[\\]{}' for c in method)
+        return (501, "method not implemented") if token else (400, "invalid method")
+
+    def _start_streaming(self, environ: dict, keep_alive: bool) -> None:
+        """Expect: 100-continue: the app runs now, on a thread, and `100 Continue` goes out on its first read."""
+        self.in_body = True
+        stream = StreamingInput(lambda: self.loop.call_soon_threadsafe(self._send_continue))
+        environ["wsgi.input"] = stream
+        self.streaming = stream
+        self.pending.append((environ, environ["REQUEST_METHOD"] == "HEAD", True, keep_alive, stream))
+
+    def _send_continue(self) -> None:
+        if not self.closed and self.active is not None and not self.active.head_sent:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    # --- answering ---
+    def _reject(self, status: int, detail: str) -> None:
+        log.info("rejected a request from %s: %d %s", self.conn_environ.get("REMOTE_ADDR"), status, detail)
+        self.closing = True
+        self.in_head = self.in_body = False
+        if self.streaming is not None:
+            self.streaming.end(failed=True)
+            self.streaming = None
+        self.pending.append((status, detail))
+
+    def _run_pending(self) -> None:
+        """Start queued requests in order, one at a time per connection."""
+        worker = self.worker
+        while self.pending and self.active is None and not self.closed:
+            item = self.pending.popleft()
+            if len(item) == 2:
+                self.send(error_response(*item))
+                self._close()
+                return
+            environ, is_head, http11, keep_alive = item[:4]
+            threaded = worker.threaded or len(item) == 5      # a streaming body needs its own thread
+            exchange = Exchange(self, environ, worker.app, is_head=is_head, http11=http11,
+                                keep_alive=keep_alive and not self.closing, threaded=threaded)
+            self.active = exchange
+            if threaded:
+                worker.submit(exchange)
+            elif not worker.run_inline(self, exchange.run):
+                self.active = None
+                self.pending.appendleft(item)
+                return
+        if self.reading_paused and len(self.pending) <= MAX_PENDING // 2 and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """Called on the loop thread when a response is complete (or abandoned)."""
+        self.active = None
+        self.worker.request_finished(self, exchange)
+        if not exchange.keep_alive or self.closed:
+            self._close()
+            return
+        if self.closing and not self.pending:
+            self._close()
+            return
+        if self.pending and not self.batching:
+            self.batching = True
+            self._run_pending()
+            self.batching = False
+            self._flush()
+
+    def kick(self) -> None:
+        """The app is free again (after a helper-thread exchange): continue a paused stream or the queue."""
+        if self.closed:
+            return
+        active = self.active
+        if active is not None:
+            if active.iterator is not None and not active.finished and not self.write_paused:
+                self.worker.run_inline(self, active.pump)
+        elif self.pending:
+            self.batching = True
+            self._run_pending()
+            self.batching = False
+            self._flush()
+
+    def abort_after_response(self) -> None:
+        self.closing = True
+
+    def _close(self) -> None:
+        self._flush()
+        self.pending.clear()
+        if not self.closed:
+            self.transport.close()
+
+    # --- writing (loop thread) ---
+    def send(self, data: bytes) -> None:
+        """Write; while answering a batch of pipelined requests, responses are coalesced into one write."""
+        if self.batching:
+            self.out.append(data)
+        elif not self.closed:
+            self.transport.write(data)
+
+    def send_now(self, data: bytes) -> None:
+        """Write a streamed chunk without waiting for the end of the batch."""
+        if self.out:
+            self._flush()
+        if not self.closed:
+            self.transport.write(data)
+
+    def _flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            self.out.clear()
+            if not self.closed:
+                self.transport.write(data)
+
+    def send_file(self, head: bytes, fd: int, offset: int, count: int, on_done) -> None:
+        self.send_now(head)
+        if count and not self.closed:
+            self.worker.sendfile(self, fd, offset, count, on_done)
+        else:
+            on_done()
+
+    # --- writing from an app thread ---
+    def from_thread(self, function, *args) -> None:
+        self.loop.call_soon_threadsafe(function, *args)
+
+    def from_thread_flow(self, data: bytes) -> None:
+        """Queue a chunk from an app thread; wait while the client is slow (bounded memory per connection)."""
+        flow = self.flow
+        with flow:
+            while (self.write_paused or self.inflight > THREAD_WRITE_AHEAD) and not self.closed:
+                flow.wait(1.0)
+            if self.closed:
+                raise ConnectionResetError("client went away")
+            self.inflight += len(data)
+        self.loop.call_soon_threadsafe(self._write_from_thread, data)
+
+    def _write_from_thread(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+        with self.flow:
+            self.inflight -= len(data)
+            self.flow.notify_all()
+
+    # --- timers (one sweep a second per worker, no timer per request) ---
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.active is not None or self.pending or self.closed:
+            return
+        config = self.worker.config
+        if self.in_head:
+            self.head_age += 1
+            if self.head_age >= config.header_timeout:
+                self._reject(408, "request head not received in time")
+                self._run_pending()
+        elif self.in_body and self.streaming is None:
+            if self.ticks >= config.body_timeout:
+                self._reject(408, "request body stalled")
+                self._run_pending()
+        elif self.ticks >= config.keepalive_timeout:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: finish what was already read, then close; idle connections close now."""
+        self.closing = True
+        if self.active is None and not self.pending and not self.in_body:
+            self._close()
+

@@ -1,0 +1,251 @@
+"""A worker process: one event loop (uvloop) owning every socket, and the app on a bounded thread pool
+or inline on the loop thread (`--threads 1`, measured fastest: no handoff at all).
+
+What lives here: loading the app after fork, serving the inherited listening sockets, the
+one-second sweep (timeouts, Date header), app threads, sendfile, graceful and fast stop.
+Supervision lives in master.py; protocols in protocols/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from email.utils import formatdate
+
+from wsgistack.addresses import Address
+from wsgistack.app_loader import load_app
+from wsgistack.config import Config, ConfigError
+from wsgistack.logs import AccessLog, setup_error_log
+from wsgistack.protocols.http import HttpConnection
+from wsgistack.wsgi import base_environ
+
+try:
+    import uvloop
+except ImportError:      # still runs on plain asyncio, only slower
+    uvloop = None
+
+log = logging.getLogger("wsgistack")
+
+EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
+
+
+class AppThreads:
+    """A fixed pool of app threads fed by a queue: bounded, no Future per request."""
+
+    def __init__(self, count: int, name: str):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        for index in range(count):
+            threading.Thread(target=self._serve, name=f"{name}-{index + 1}", daemon=True).start()
+
+    def submit(self, job) -> None:
+        self.jobs.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            job()
+
+
+class Worker:
+    def __init__(self, config: Config, listeners: list[tuple[socket.socket, Address]], number: int,
+                 status_fd: int, master_pid: int):
+        self.config = config
+        self.listeners = listeners
+        self.number = number
+        self.status_fd = status_fd
+        self.master_pid = master_pid
+        self.threaded = config.threads > 1
+        self.connections: set[HttpConnection] = set()
+        self.servers: list = []
+        self.requests = 0
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.date_header = ""
+        self.threads: AppThreads | None = None
+        # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
+        self.app_busy = False
+        self.waiting: list[HttpConnection] = []
+
+    # --- process entry point (after fork) ---
+    def run(self) -> int:
+        setup_error_log(f"worker {self.number}")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
+                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            from setproctitle import setproctitle
+            setproctitle(f"wsgistack worker {self.number}")
+        except ImportError:
+            pass
+        try:
+            self.app = load_app(self.config)
+        except ConfigError as exc:
+            self._report(f"error {exc}")
+            return EXIT_BOOT_FAILED
+        self.loop = uvloop.new_event_loop() if uvloop else asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.base_environ = base_environ(multithread=self.threaded, multiprocess=self.config.processes > 1)
+        self.access_log = None if self.config.disable_logging else AccessLog(self.loop, self.number)
+        if self.threaded:
+            self.threads = AppThreads(self.config.threads, "app")
+        self.loop.run_until_complete(self._listen())
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop_gracefully)
+        self.loop.add_signal_handler(signal.SIGINT, self.loop.stop)
+        self.loop.add_signal_handler(signal.SIGQUIT, self.loop.stop)
+        self._tick()
+        self._report("ready")
+        try:
+            self.loop.run_forever()
+        finally:
+            if self.access_log is not None:
+                self.access_log.flush()
+        return 0
+
+    async def _listen(self) -> None:
+        for sock, address in self.listeners:
+            factory = lambda: HttpConnection(self)      # noqa: E731 (uwsgi/fastcgi plug in here)
+            if address.is_unix:
+                server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen)
+            else:
+                server = await self.loop.create_server(factory, sock=sock, backlog=self.config.listen)
+            self.servers.append(server)
+
+    def _report(self, message: str) -> None:
+        try:
+            os.write(self.status_fd, f"{os.getpid()} {message}\n".encode("utf-8", "replace")[:4000])
+        except OSError:
+            pass
+
+    # --- per-connection environ ---
+    def connection_environ(self, transport) -> dict:
+        environ = self.base_environ.copy()
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple):
+            environ["REMOTE_ADDR"] = peer[0]
+            environ["REMOTE_PORT"] = str(peer[1])
+            environ["SERVER_NAME"] = local[0]
+            environ["SERVER_PORT"] = str(local[1])
+        else:                                   # unix socket: no peer address
+            environ["REMOTE_ADDR"] = ""
+            environ["SERVER_NAME"] = local if isinstance(local, str) and local else "localhost"
+            environ["SERVER_PORT"] = "0"
+        return environ
+
+    # --- running the app ---
+    def run_inline(self, conn: HttpConnection, function) -> bool:
+        """Run app code on the loop thread, unless a helper-thread exchange holds the app."""
+        if self.app_busy:
+            if conn not in self.waiting:
+                self.waiting.append(conn)
+            return False
+        function()
+        return True
+
+    def submit(self, exchange) -> None:
+        if self.threads is None:
+            self.threads = AppThreads(1, "app-helper")
+        if not self.threaded:
+            self.app_busy = True
+        self.threads.submit(exchange.run)
+
+    def request_finished(self, conn: HttpConnection, exchange) -> None:
+        self.requests += 1
+        if self.access_log is not None:
+            self.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
+                                    self.requests)
+        if exchange.threaded and not self.threaded:
+            self.app_busy = False
+            waiting, self.waiting = self.waiting, []
+            for other in waiting:
+                if other is not conn:
+                    other.kick()
+
+    def connection_closed(self, conn: HttpConnection) -> None:
+        if self.stopping and not self.connections:
+            self.loop.stop()
+
+    # --- sendfile: zero-copy for wsgi.file_wrapper over a real file ---
+    def sendfile(self, conn: HttpConnection, fd: int, offset: int, count: int, on_done) -> None:
+        # A dup of the socket: the transport owns the original fd in the loop's poller.
+        out_fd = os.dup(conn.transport.get_extra_info("socket").fileno())
+        position = [offset, count]
+
+        def finish(complete: bool) -> None:
+            self.loop.remove_writer(out_fd)
+            os.close(out_fd)
+            if not complete and not conn.closed:
+                conn.transport.abort()      # a truncated body can only be signalled by closing
+            on_done()
+
+        def step() -> None:
+            if conn.closed:
+                return finish(False)
+            if conn.transport.get_write_buffer_size():
+                return                      # the head is still queued; wait for writability
+            while position[1] > 0:
+                try:
+                    sent = os.sendfile(out_fd, fd, position[0], min(position[1], 1 << 22))
+                except BlockingIOError:
+                    return
+                except OSError as exc:
+                    log.info("sendfile stopped: %s", exc)
+                    return finish(False)
+                if sent == 0:
+                    log.error("file shrank while being sent; connection closed")
+                    return finish(False)
+                position[0] += sent
+                position[1] -= sent
+            finish(True)
+
+        self.loop.add_writer(out_fd, step)
+        step()
+
+    # --- timers ---
+    def _tick(self) -> None:
+        now = time.time()
+        self.date_header = f"Date: {formatdate(now, usegmt=True)}\r\n"
+        for conn in list(self.connections):
+            conn.tick()
+        if self.stopping and time.monotonic() > self.stop_deadline:
+            log.warning("graceful stop timed out with %d connections open", len(self.connections))
+            self.loop.stop()
+        elif os.getppid() != self.master_pid and not self.stopping:
+            log.error("the master is gone; stopping")
+            self.stop_gracefully()
+        # Align to the next second so the Date header changes on time.
+        self.loop.call_later(1.0 - (now % 1.0), self._tick)
+
+    # --- stopping ---
+    def stop_gracefully(self, mercy: float = 30.0) -> None:
+        """Stop accepting (other workers still do), finish what was read, then exit."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + mercy
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if not self.connections:
+            self.loop.stop()
+
+
+def worker_main(config: Config, listeners, number: int, status_fd: int, master_pid: int) -> int:
+    try:
+        return Worker(config, listeners, number, status_fd, master_pid).run()
+    except BaseException:
+        log.exception("worker %d crashed", number)
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

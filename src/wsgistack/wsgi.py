@@ -1,0 +1,370 @@
+"""The WSGI adapter (PEP 3333): calling the app, start_response, and framing its response.
+
+One `Exchange` is one request/response. It runs either inline on the event-loop thread
+(`--threads 1`) or on an app thread; the connection it writes to owns all socket I/O.
+What lives here: status/header validation, Content-Length / chunked / close-delimited
+framing, HEAD and no-body statuses, write(), file_wrapper, close(). Parsing lives in protocols/.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import sys
+import threading
+import time
+
+log = logging.getLogger("wsgistack")
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STATUS = re.compile(r"[1-5][0-9][0-9] [\t -~\x80-\xff]*")
+_valid_header_names: set[str] = set()     # names already checked, so the hot path skips the regex
+_MAX_CACHED_NAMES = 2048
+_HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+                         "upgrade"))
+
+# A stream paused by a slow client resumes once the kernel took this much (asyncio's default high-water).
+INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+                  b"Connection: close\r\n")
+INTERNAL_ERROR_BODY = b"Internal Server Error"
+
+
+class ResponseError(Exception):
+    """The app broke the WSGI contract (bad status, bad header, str body...): answered with 500."""
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: iterating reads blocks; the server sends real files with sendfile()."""
+
+    def __init__(self, filelike, blksize: int = 65536):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while block := read(self.blksize):
+            yield block
+
+    def sendfile_span(self) -> tuple[int, int, int] | None:
+        """(fd, offset, count) when this is a regular file the kernel can send, else None."""
+        try:
+            fd = self.filelike.fileno()
+            info = os.fstat(fd)
+            offset = self.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return fd, offset, max(0, info.st_size - offset)
+
+
+class Exchange:
+    """One request and its response. Created by the connection once the request may reach the app."""
+
+    __slots__ = ("conn", "environ", "app", "is_head", "http11", "keep_alive", "threaded",
+                 "status", "code", "headers", "head_sent", "chunked", "remaining", "body_bytes",
+                 "iterable", "iterator", "started", "finished", "wants_close")
+
+    def __init__(self, conn, environ: dict, app, *, is_head: bool, http11: bool, keep_alive: bool,
+                 threaded: bool):
+        self.conn = conn
+        self.environ = environ
+        self.app = app
+        self.is_head = is_head
+        self.http11 = http11
+        self.keep_alive = keep_alive
+        self.threaded = threaded
+        self.status: str | None = None
+        self.code = 0
+        self.headers: list | None = None
+        self.head_sent = False
+        self.chunked = False
+        self.remaining: int | None = None   # Content-Length bytes still owed, when the app declared one
+        self.body_bytes = 0
+        self.iterable = None
+        self.iterator = None
+        self.started = time.monotonic()
+        self.finished = False
+        self.wants_close = False
+
+    # --- WSGI callables given to the app ---
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        if type(status) is not str or not _STATUS.fullmatch(status):
+            raise ResponseError(f"invalid status {status!r}: must be a str like '200 OK'")
+        if type(headers) is not list:
+            raise ResponseError(f"response headers must be a list, got {type(headers).__name__}")
+        self.status = status
+        self.code = int(status[:3])
+        self.headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's legacy write(): sends the head if needed, then the data, before returning."""
+        if type(data) is not bytes:
+            raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
+        if not self.head_sent:
+            self._stream(self._head(None))
+        self._stream(self._frame(data))
+
+    # --- running ---
+    def run(self) -> None:
+        """Call the app and send everything it can send now. Inline: returns early if the client is slow."""
+        try:
+            result = self.app(self.environ, self.start_response)
+        except BaseException as exc:
+            self._fail(exc)
+            self._finish()
+            return
+        self.iterable = result
+        try:
+            if not self.head_sent and type(result) in (list, tuple) and self.status is not None:
+                # The common case: the whole body is known, so one write carries head and body.
+                body = b"".join(result)
+                self._whole(self._head(len(body)) + (b"" if self._no_body() else self._clip(body)))
+                self._finish()
+                return
+            if type(result) is FileWrapper and self.status is not None and not self.head_sent:
+                span = result.sendfile_span()
+                if span is not None:
+                    self._sendfile(span)
+                    return
+            self.iterator = iter(result)
+        except BaseException as exc:
+            self._fail(exc)
+            self._finish()
+            return
+        self.pump()
+
+    def pump(self) -> None:
+        """Send the app's chunks as produced; inline, stop while the client's socket is full."""
+        conn = self.conn
+        try:
+            for chunk in self.iterator:
+                if type(chunk) is not bytes:
+                    raise ResponseError(f"response iterable yielded {type(chunk).__name__}, not bytes")
+                if not self.head_sent:
+                    self._stream(self._head(None))
+                if chunk and not self._no_body():
+                    self._stream(self._frame(self._clip(chunk)))
+                if conn.closed:
+                    break
+                if conn.write_paused and not self.threaded:
+                    return              # resume_writing calls pump() again; app threads wait in the connection
+            else:
+                if not self.head_sent:
+                    if self.status is None:
+                        raise ResponseError("the app returned without calling start_response")
+                    self._stream(self._head(0))
+                if self.chunked:
+                    self._stream(b"0\r\n\r\n")
+        except BaseException as exc:
+            self._fail(exc)
+        self._finish()
+
+    # --- framing ---
+    def _no_body(self) -> bool:
+        return self.is_head or self.code < 200 or self.code in (204, 304)
+
+    def _head(self, known_length: int | None) -> bytes:
+        """Serialize status and headers; `known_length` is the body size when the body is already known."""
+        if self.status is None:
+            raise ResponseError("the app returned without calling start_response")
+        parts = ["HTTP/1.1 ", self.status, "\r\n"]
+        has_server = has_date = False
+        content_length = None
+        for header in self.headers:
+            try:
+                name, value = header
+            except (TypeError, ValueError):
+                raise ResponseError(f"response header {header!r} is not a (name, value) pair") from None
+            if type(name) is not str or type(value) is not str:
+                raise ResponseError(f"response header {header!r}: name and value must be str")
+            if name not in _valid_header_names:
+                _check_header_name(name)
+            lowered = name.lower()
+            if lowered == "content-length":
+                if content_length is not None or not value.isdigit():
+                    raise ResponseError(f"invalid or repeated Content-Length {value!r}")
+                content_length = int(value)
+                continue
+            if lowered in _HOP_BY_HOP:
+                # Framing is ours; the app may only ask us to close (PEP 3333 forbids hop-by-hop headers).
+                if lowered == "connection" and "close" in value.lower():
+                    self.wants_close = True
+                continue
+            has_server = has_server or lowered == "server"
+            has_date = has_date or lowered == "date"
+            parts += (name, ": ", value, "\r\n")
+        text = "".join(parts)
+        lines = len(parts) // 4 + 1
+        if text.count("\n") != lines or text.count("\r") != lines or "\0" in text:
+            raise ResponseError("a response header contains CR, LF or NUL")
+        if not has_server:
+            text += "Server: wsgistack\r\n"
+        if not has_date:
+            text += self.conn.worker.date_header
+        text += self._framing_headers(content_length, known_length)
+        try:
+            head = text.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ResponseError("response status or headers are not latin-1 (PEP 3333)") from None
+        self.head_sent = True
+        return head
+
+    def _framing_headers(self, content_length: int | None, known_length: int | None) -> str:
+        no_body = self._no_body()
+        if content_length is not None:
+            self.remaining = content_length
+            framing = f"Content-Length: {content_length}\r\n"
+        elif known_length is not None and self.code not in (204, 304) and self.code >= 200:
+            self.remaining = known_length
+            framing = f"Content-Length: {known_length}\r\n"
+        elif no_body:
+            framing = ""
+        elif self.http11:
+            self.chunked = True
+            framing = "Transfer-Encoding: chunked\r\n"
+        else:
+            self.keep_alive = False   # HTTP/1.0 without a length: the end of the body is the close
+            framing = ""
+        if self.wants_close:
+            self.keep_alive = False
+        if not self.keep_alive:
+            return framing + "Connection: close\r\n\r\n"
+        if not self.http11:
+            return framing + "Connection: keep-alive\r\n\r\n"
+        return framing + "\r\n"
+
+    def _clip(self, data: bytes) -> bytes:
+        """Never send more than the declared Content-Length."""
+        self.body_bytes += len(data)
+        if self.remaining is None:
+            return data
+        if len(data) > self.remaining:
+            log.error("%s %s: app sent more than its Content-Length; response truncated, connection closed",
+                      self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"])
+            data = data[:self.remaining]
+            self.keep_alive = False
+            self.conn.abort_after_response()
+        self.remaining -= len(data)
+        return data
+
+    def _frame(self, data: bytes) -> bytes:
+        if self.chunked and data:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    # --- output, by where we run ---
+    def _whole(self, data: bytes) -> None:
+        if self.threaded:
+            self.conn.from_thread(self.conn.send, data)
+        else:
+            self.conn.send(data)
+
+    def _stream(self, data: bytes) -> None:
+        if self.threaded:
+            self.conn.from_thread_flow(data)
+        else:
+            self.conn.send_now(data)
+
+    def _sendfile(self, span: tuple[int, int, int]) -> None:
+        fd, offset, size = span
+        head = self._head(size)            # sets `remaining` to the declared length, or to the file size
+        count = 0 if self._no_body() else min(size, self.remaining)
+        self.body_bytes = count
+        self.remaining -= count
+        if self.threaded:
+            done = threading.Event()
+            self.conn.from_thread(self.conn.send_file, head, fd, offset, count, done.set)
+            done.wait()
+            self._finish()
+        else:
+            self.conn.send_file(head, fd, offset, count, self._finish)
+
+    def _fail(self, exc: BaseException) -> None:
+        environ = self.environ
+        if isinstance(exc, ResponseError):
+            log.error("%s %s: invalid response: %s", environ["REQUEST_METHOD"], environ["REQUEST_URI"], exc)
+        elif isinstance(exc, (ConnectionError, OSError)) and self.conn.closed:
+            log.info("%s %s: client went away", environ["REQUEST_METHOD"], environ["REQUEST_URI"])
+        else:
+            log.error("%s %s: exception in the app", environ["REQUEST_METHOD"], environ["REQUEST_URI"],
+                      exc_info=(type(exc), exc, exc.__traceback__))
+        self.keep_alive = False
+        if not self.head_sent and not self.conn.closed:
+            self.head_sent = True
+            self.code = 500
+            self.remaining = None
+            self.body_bytes = len(INTERNAL_ERROR_BODY)
+            head = INTERNAL_ERROR + self.conn.worker.date_header.encode() + b"\r\n"
+            self._whole(head + (b"" if self.is_head else INTERNAL_ERROR_BODY))
+        else:
+            self.conn.abort_after_response()   # a half-sent response can only be ended by closing
+
+    def _finish(self) -> None:
+        """Close the iterable (always, PEP 3333), check the length promise, hand back to the connection."""
+        if self.finished:
+            return
+        self.finished = True
+        close = getattr(self.iterable, "close", None)
+        if close is not None:
+            try:
+                close()
+            except BaseException:
+                log.exception("%s %s: exception in the response's close()", self.environ["REQUEST_METHOD"],
+                              self.environ["REQUEST_URI"])
+                self.keep_alive = False
+        if self.remaining and not self.conn.closed and not self._no_body():
+            log.error("%s %s: app sent %d bytes less than its Content-Length; connection closed",
+                      self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"], self.remaining)
+            self.keep_alive = False
+            self.conn.abort_after_response()
+        if self.threaded:
+            self.conn.from_thread(self.conn.exchange_done, self)
+        else:
+            self.conn.exchange_done(self)
+
+    def abandon(self) -> None:
+        """The client went away while an inline stream was paused: close the app's iterable."""
+        if not self.finished:
+            self.finished = True
+            close = getattr(self.iterable, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except BaseException:
+                    log.exception("exception in the response's close()")
+
+
+def _check_header_name(name: str) -> None:
+    if not _TOKEN.fullmatch(name):
+        raise ResponseError(f"invalid response header name {name!r}")
+    if len(_valid_header_names) < _MAX_CACHED_NAMES:
+        _valid_header_names.add(name)
+
+
+def base_environ(*, multithread: bool, multiprocess: bool, errors=None) -> dict:
+    """The keys every request shares; per-connection and per-request keys are added to a copy."""
+    return {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": errors if errors is not None else sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+        "SCRIPT_NAME": "",
+    }
