@@ -69,7 +69,7 @@ class Worker:
         self.requests = 0
         self.stopping = False
         self.stop_deadline = 0.0
-        self.date_header = ""
+        self.date_header = b""
         self.threads: AppThreads | None = None
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
@@ -97,6 +97,7 @@ class Worker:
         self.access_log = None if self.config.disable_logging else AccessLog(self.loop, self.number)
         if self.threaded:
             self.threads = AppThreads(self.config.threads, "app")
+        HttpConnection.configure(self.config)
         self.loop.run_until_complete(self._listen())
         self.loop.add_signal_handler(signal.SIGTERM, self.stop_gracefully)
         self.loop.add_signal_handler(signal.SIGINT, self.loop.stop)
@@ -142,15 +143,6 @@ class Worker:
         return environ
 
     # --- running the app ---
-    def run_inline(self, conn: HttpConnection, function) -> bool:
-        """Run app code on the loop thread, unless a helper-thread exchange holds the app."""
-        if self.app_busy:
-            if conn not in self.waiting:
-                self.waiting.append(conn)
-            return False
-        function()
-        return True
-
     def submit(self, exchange) -> None:
         if self.threads is None:
             self.threads = AppThreads(1, "app-helper")
@@ -158,17 +150,16 @@ class Worker:
             self.app_busy = True
         self.threads.submit(exchange.run)
 
-    def request_finished(self, conn: HttpConnection, exchange) -> None:
-        self.requests += 1
-        if self.access_log is not None:
-            self.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
-                                    self.requests)
-        if exchange.threaded and not self.threaded:
-            self.app_busy = False
-            waiting, self.waiting = self.waiting, []
-            for other in waiting:
-                if other is not conn:
-                    other.kick()
+    def wait_for_app(self, conn: HttpConnection) -> None:
+        if conn not in self.waiting:
+            self.waiting.append(conn)
+
+    def app_released(self) -> None:
+        """The helper-thread exchange finished: connections that waited for the app go on, in order."""
+        self.app_busy = False
+        waiting, self.waiting = self.waiting, []
+        for conn in waiting:
+            conn.kick()
 
     def connection_closed(self, conn: HttpConnection) -> None:
         if self.stopping and not self.connections:
@@ -213,7 +204,7 @@ class Worker:
     # --- timers ---
     def _tick(self) -> None:
         now = time.time()
-        self.date_header = f"Date: {formatdate(now, usegmt=True)}\r\n"
+        self.date_header = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
         for conn in list(self.connections):
             conn.tick()
         if self.stopping and time.monotonic() > self.stop_deadline:

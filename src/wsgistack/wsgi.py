@@ -14,7 +14,7 @@ import re
 import stat
 import sys
 import threading
-import time
+from time import monotonic as _monotonic
 
 log = logging.getLogger("wsgistack")
 
@@ -22,6 +22,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _STATUS = re.compile(r"[1-5][0-9][0-9] [\t -~\x80-\xff]*")
 _valid_header_names: set[str] = set()     # names already checked, so the hot path skips the regex
 _MAX_CACHED_NAMES = 2048
+_head_cache: dict[tuple, tuple[bytes, int | None, bool, bool]] = {}   # (status, *headers) -> serialized
+_MAX_CACHED_HEADS = 512
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                          "upgrade"))
 
@@ -65,11 +67,19 @@ class FileWrapper:
 class Exchange:
     """One request and its response. Created by the connection once the request may reach the app."""
 
-    __slots__ = ("conn", "environ", "app", "is_head", "http11", "keep_alive", "threaded",
-                 "status", "code", "headers", "head_sent", "chunked", "remaining", "body_bytes",
-                 "iterable", "iterator", "started", "finished", "wants_close")
+    # Class-level defaults: a new Exchange sets only what differs per request (hot path).
+    status: str | None = None
+    code = 0
+    headers: list | None = None
+    head_sent = False
+    chunked = False
+    remaining: int | None = None     # Content-Length bytes still owed, once the head is sent
+    body_bytes = 0
+    iterable = None
+    iterator = None
+    finished = False
 
-    def __init__(self, conn, environ: dict, app, *, is_head: bool, http11: bool, keep_alive: bool,
+    def __init__(self, conn, environ: dict, app, is_head: bool, http11: bool, keep_alive: bool,
                  threaded: bool):
         self.conn = conn
         self.environ = environ
@@ -78,18 +88,7 @@ class Exchange:
         self.http11 = http11
         self.keep_alive = keep_alive
         self.threaded = threaded
-        self.status: str | None = None
-        self.code = 0
-        self.headers: list | None = None
-        self.head_sent = False
-        self.chunked = False
-        self.remaining: int | None = None   # Content-Length bytes still owed, when the app declared one
-        self.body_bytes = 0
-        self.iterable = None
-        self.iterator = None
-        self.started = time.monotonic()
-        self.finished = False
-        self.wants_close = False
+        self.started = _monotonic()
 
     # --- WSGI callables given to the app ---
     def start_response(self, status, headers, exc_info=None):
@@ -129,10 +128,24 @@ class Exchange:
             return
         self.iterable = result
         try:
-            if not self.head_sent and type(result) in (list, tuple) and self.status is not None:
+            if (type(result) is list or type(result) is tuple) and not self.head_sent and self.status is not None:
                 # The common case: the whole body is known, so one write carries head and body.
-                body = b"".join(result)
-                self._whole(self._head(len(body)) + (b"" if self._no_body() else self._clip(body)))
+                body = b"".join(result) if len(result) != 1 else result[0]
+                if type(body) is not bytes:
+                    raise ResponseError(f"response body must be bytes, got {type(body).__name__}")
+                head = self._head(len(body))
+                if self.is_head or self.code < 200 or self.code == 204 or self.code == 304:
+                    data = head
+                elif self.remaining == len(body):
+                    self.remaining = 0
+                    self.body_bytes = len(body)
+                    data = head + body
+                else:
+                    data = head + self._clip(body)
+                if self.threaded:
+                    self.conn.from_thread(self.conn.send, data)
+                else:
+                    self.conn.send(data)
                 self._finish()
                 return
             if type(result) is FileWrapper and self.status is not None and not self.head_sent:
@@ -181,71 +194,40 @@ class Exchange:
         """Serialize status and headers; `known_length` is the body size when the body is already known."""
         if self.status is None:
             raise ResponseError("the app returned without calling start_response")
-        parts = ["HTTP/1.1 ", self.status, "\r\n"]
-        has_server = has_date = False
-        content_length = None
-        for header in self.headers:
-            try:
-                name, value = header
-            except (TypeError, ValueError):
-                raise ResponseError(f"response header {header!r} is not a (name, value) pair") from None
-            if type(name) is not str or type(value) is not str:
-                raise ResponseError(f"response header {header!r}: name and value must be str")
-            if name not in _valid_header_names:
-                _check_header_name(name)
-            lowered = name.lower()
-            if lowered == "content-length":
-                if content_length is not None or not value.isdigit():
-                    raise ResponseError(f"invalid or repeated Content-Length {value!r}")
-                content_length = int(value)
-                continue
-            if lowered in _HOP_BY_HOP:
-                # Framing is ours; the app may only ask us to close (PEP 3333 forbids hop-by-hop headers).
-                if lowered == "connection" and "close" in value.lower():
-                    self.wants_close = True
-                continue
-            has_server = has_server or lowered == "server"
-            has_date = has_date or lowered == "date"
-            parts += (name, ": ", value, "\r\n")
-        text = "".join(parts)
-        lines = len(parts) // 4 + 1
-        if text.count("\n") != lines or text.count("\r") != lines or "\0" in text:
-            raise ResponseError("a response header contains CR, LF or NUL")
-        if not has_server:
-            text += "Server: wsgistack\r\n"
-        if not has_date:
-            text += self.conn.worker.date_header
-        text += self._framing_headers(content_length, known_length)
         try:
-            head = text.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ResponseError("response status or headers are not latin-1 (PEP 3333)") from None
-        self.head_sent = True
-        return head
-
-    def _framing_headers(self, content_length: int | None, known_length: int | None) -> str:
-        no_body = self._no_body()
+            key = (self.status, *self.headers)
+            cached = _head_cache.get(key)
+        except TypeError:            # unhashable header items: validated (and rejected) below
+            key = cached = None
+        if cached is None:
+            cached = _serialize_head(self.status, self.headers)
+            if key is not None:
+                if len(_head_cache) >= _MAX_CACHED_HEADS:
+                    _head_cache.clear()
+                _head_cache[key] = cached
+        prefix, content_length, wants_close, has_date = cached
+        head = prefix if has_date else prefix + self.conn.worker.date_header
+        code = self.code
         if content_length is not None:
             self.remaining = content_length
-            framing = f"Content-Length: {content_length}\r\n"
-        elif known_length is not None and self.code not in (204, 304) and self.code >= 200:
+        elif known_length is not None and code >= 200 and code != 204 and code != 304:
             self.remaining = known_length
-            framing = f"Content-Length: {known_length}\r\n"
-        elif no_body:
-            framing = ""
+            head += b"Content-Length: %d\r\n" % known_length
+        elif self.is_head or code < 200 or code == 204 or code == 304:
+            pass
         elif self.http11:
             self.chunked = True
-            framing = "Transfer-Encoding: chunked\r\n"
+            head += b"Transfer-Encoding: chunked\r\n"
         else:
             self.keep_alive = False   # HTTP/1.0 without a length: the end of the body is the close
-            framing = ""
-        if self.wants_close:
+        if wants_close:
             self.keep_alive = False
+        self.head_sent = True
         if not self.keep_alive:
-            return framing + "Connection: close\r\n\r\n"
+            return head + b"Connection: close\r\n\r\n"
         if not self.http11:
-            return framing + "Connection: keep-alive\r\n\r\n"
-        return framing + "\r\n"
+            return head + b"Connection: keep-alive\r\n\r\n"
+        return head + b"\r\n"
 
     def _clip(self, data: bytes) -> bytes:
         """Never send more than the declared Content-Length."""
@@ -308,7 +290,7 @@ class Exchange:
             self.code = 500
             self.remaining = None
             self.body_bytes = len(INTERNAL_ERROR_BODY)
-            head = INTERNAL_ERROR + self.conn.worker.date_header.encode() + b"\r\n"
+            head = INTERNAL_ERROR + self.conn.worker.date_header + b"\r\n"
             self._whole(head + (b"" if self.is_head else INTERNAL_ERROR_BODY))
         else:
             self.conn.abort_after_response()   # a half-sent response can only be ended by closing
@@ -346,6 +328,47 @@ class Exchange:
                     close()
                 except BaseException:
                     log.exception("exception in the response's close()")
+
+
+def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool, bool]:
+    """Validate and serialize what the app gave: (status line + headers, Content-Length, close?, has Date?).
+
+    Framing is ours: hop-by-hop headers are dropped (PEP 3333 forbids them to apps), except that
+    `Connection: close` is honoured.
+    """
+    parts = ["HTTP/1.1 ", status, "\r\n"]
+    has_server = has_date = wants_close = False
+    content_length = None
+    for header in headers:
+        try:
+            name, value = header
+        except (TypeError, ValueError):
+            raise ResponseError(f"response header {header!r} is not a (name, value) pair") from None
+        if type(name) is not str or type(value) is not str:
+            raise ResponseError(f"response header {header!r}: name and value must be str")
+        if name not in _valid_header_names:
+            _check_header_name(name)
+        lowered = name.lower()
+        if lowered == "content-length":
+            if content_length is not None or not value.isdigit() or not value.isascii():
+                raise ResponseError(f"invalid or repeated Content-Length {value!r}")
+            content_length = int(value)
+        elif lowered in _HOP_BY_HOP:
+            wants_close = wants_close or (lowered == "connection" and "close" in value.lower())
+            continue
+        has_server = has_server or lowered == "server"
+        has_date = has_date or lowered == "date"
+        parts += (name, ": ", value, "\r\n")
+    text = "".join(parts)
+    lines = len(parts) // 4 + 1
+    if text.count("\n") != lines or text.count("\r") != lines or "\0" in text:
+        raise ResponseError("a response header contains CR, LF or NUL")
+    if not has_server:
+        text += "Server: wsgistack\r\n"
+    try:
+        return text.encode("latin-1"), content_length, wants_close, has_date
+    except UnicodeEncodeError:
+        raise ResponseError("response status or headers are not latin-1 (PEP 3333)") from None
 
 
 def _check_header_name(name: str) -> None:

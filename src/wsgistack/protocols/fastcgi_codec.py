@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
-from .uwsgi_codec import NEED_DATA, looks_like_http
+from .uwsgi_codec import NEED_DATA, Sentinel, looks_like_http
 
 FCGI_VERSION_1 = 1
 FCGI_KEEP_CONN = 1          # BEGIN_REQUEST flags bit: nginx sets it with `fastcgi_keep_conn on`
@@ -122,7 +122,6 @@ class AbortRequest:
 @dataclass(slots=True)
 class _ActiveRequest:
     request_id: int
-    keep_conn: bool
     state: ConnectionState = ConnectionState.READING_PARAMS
     params: bytearray = field(default_factory=bytearray)
     aborted: bool = False
@@ -175,7 +174,7 @@ class FastCGIConnection:
         self._outbound.clear()
         return data
 
-    def next_event(self) -> BeginRequest | Params | StdinData | StdinEnd | AbortRequest | object:
+    def next_event(self) -> BeginRequest | Params | StdinData | StdinEnd | AbortRequest | Sentinel:
         if self._error is not None:
             raise self._error
         try:
@@ -255,7 +254,7 @@ class FastCGIConnection:
             self._outbound += _end_request_record(request_id, 0, ProtocolStatus.UNKNOWN_ROLE)
             self._closed = not keep_conn
             return None
-        self._request = _ActiveRequest(request_id, keep_conn)
+        self._request = _ActiveRequest(request_id)
         return BeginRequest(request_id, Role.RESPONDER, keep_conn)
 
     def _params(self, request: _ActiveRequest, content: bytes):

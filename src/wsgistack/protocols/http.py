@@ -73,6 +73,18 @@ class HttpConnection(asyncio.Protocol):
                  "url", "headers", "request", "body", "body_limit", "streaming", "closing", "flow",
                  "inflight", "reading_paused", "server_port")
 
+    # Limits, set once per worker process from the config (class attributes: one lookup on the hot path).
+    limit_line = limit_fields = limit_field_size = limit_head = limit_post = post_buffering = 0
+
+    @classmethod
+    def configure(cls, config) -> None:
+        cls.limit_line = config.limit_request_line
+        cls.limit_fields = config.limit_request_fields
+        cls.limit_field_size = config.limit_request_field_size
+        cls.limit_head = config.limit_request_head
+        cls.limit_post = config.limit_post
+        cls.post_buffering = config.post_buffering
+
     def __init__(self, worker):
         self.worker = worker
         self.loop = worker.loop
@@ -93,6 +105,9 @@ class HttpConnection(asyncio.Protocol):
         self.head_bytes = 0
         self.in_head = False
         self.in_body = False
+        self.url = b""
+        self.headers: list = []
+        self.body: BodyBuffer | None = None
         self.streaming: StreamingInput | None = None
         self.closing = False             # answer what was read, then close (errors, shutdown, upgrade)
         self.reading_paused = False
@@ -104,6 +119,7 @@ class HttpConnection(asyncio.Protocol):
         self.ticks = 0
         if self.closing:
             return
+        self.batching = True            # responses to this read leave in one write
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -113,7 +129,7 @@ class HttpConnection(asyncio.Protocol):
             if isinstance(reject, Reject):
                 self._reject(reject.status, reject.detail)
             else:
-                log.error("internal error while parsing a request", exc_info=reject)
+                log.error("internal error while handling a request", exc_info=reject)
                 self._reject(400, "malformed request")
         except httptools.HttpParserInvalidMethodError:
             self._reject(*self._method_error(data))
@@ -122,14 +138,14 @@ class HttpConnection(asyncio.Protocol):
         else:
             if self.in_head:
                 self.head_bytes += len(data)    # an estimate: can include earlier pipelined requests
-                if self.head_bytes > self.worker.config.limit_request_head:
+                if self.head_bytes > self.limit_head:
                     self._reject(431, "request head too large")
         if self.pending and self.active is None:
-            self.batching = True
             self._run_pending()
-            self.batching = False
+        self.batching = False
+        if self.out:
             self._flush()
-        if len(self.pending) > MAX_PENDING and not self.reading_paused:
+        if len(self.pending) > MAX_PENDING and not self.reading_paused and not self.closed:
             self.reading_paused = True
             self.transport.pause_reading()
 
@@ -166,29 +182,20 @@ class HttpConnection(asyncio.Protocol):
         if self.flow is not None:
             with self.flow:
                 self.flow.notify_all()
-        active = self.active
-        if active is not None and not active.threaded and active.iterator is not None and not active.finished:
-            self.worker.run_inline(self, active.pump)
+        self.kick()
 
-    # --- llhttp callbacks (hot path: keep them flat) ---
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.in_head = True
-        self.head_age = 0
-        self.head_bytes = 0
-
+    # --- llhttp callbacks (hot path: keep them flat; no on_message_begin, state resets at the end) ---
     def on_url(self, url: bytes) -> None:
+        self.in_head = True
         self.url += url
-        if len(self.url) > self.worker.config.limit_request_line:
+        if len(self.url) > self.limit_line:
             raise Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
-        config = self.worker.config
-        if len(headers) >= config.limit_request_fields:
+        if len(headers) >= self.limit_fields:
             raise Reject(431, "too many header fields")
-        if len(name) + len(value) > config.limit_request_field_size:
+        if len(name) + len(value) > self.limit_field_size:
             raise Reject(431, "header field too large")
         headers.append((name, value))
 
@@ -205,7 +212,15 @@ class HttpConnection(asyncio.Protocol):
         environ = self.conn_environ.copy()
         environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("ascii")
         environ["SERVER_PROTOCOL"] = "HTTP/1.1" if http11 else "HTTP/1.0"
-        target_host = self._set_target(environ, self.url)
+        url = self.url
+        if url[:1] == b"/" and b"%" not in url and b"#" not in url:     # the common origin-form
+            path, _, query = url.partition(b"?")
+            environ["PATH_INFO"] = path.decode("latin-1")
+            environ["QUERY_STRING"] = query.decode("latin-1")
+            environ["REQUEST_URI"] = url.decode("latin-1")
+            target_host = None
+        else:
+            target_host = self._set_target(environ, url)
         for name, value in self.headers:
             key = _env_keys.get(name) or _environ_key(name)
             if not key:
@@ -225,7 +240,7 @@ class HttpConnection(asyncio.Protocol):
                 raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
             if environ["HTTP_TRANSFER_ENCODING"].lower() != "chunked":
                 raise Reject(501, "only the chunked transfer coding is supported")
-        limit = self.worker.config.limit_post
+        limit = self.limit_post
         if limit and content_length is not None and int(content_length) > limit:
             raise Reject(413, f"request body larger than {limit} bytes")
         keep_alive = parser.should_keep_alive() and not self.closing
@@ -240,14 +255,14 @@ class HttpConnection(asyncio.Protocol):
                 return
         if has_body:
             self.in_body = True
-            self.body = BodyBuffer(self.worker.config.post_buffering)
+            self.body = BodyBuffer(self.post_buffering)
         else:
             environ["wsgi.input"] = EMPTY_INPUT
-        self.request = (environ, environ["REQUEST_METHOD"] == "HEAD", http11, keep_alive)
+        self.request = (environ, environ["REQUEST_METHOD"] == "HEAD", http11, keep_alive, None)
 
     def on_body(self, data: bytes) -> None:
         sink = self.body if self.body is not None else self.streaming
-        limit = self.worker.config.limit_post
+        limit = self.limit_post
         if limit and sink.size + len(data) > limit:
             raise Reject(413, f"request body larger than {limit} bytes")
         if self.streaming is not None:
@@ -257,14 +272,21 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.in_body = False
+        self.url = b""
+        self.headers = []
+        self.head_age = self.head_bytes = 0
         if self.streaming is not None:
             self.streaming.end()
             self.streaming = None
             return
+        request = self.request
         if self.body is not None:
-            self.request[0]["wsgi.input"] = self.body.as_input()
+            request[0]["wsgi.input"] = self.body.as_input()
             self.body = None
-        self.pending.append(self.request)
+        if self.active is None and not self.pending:
+            self._start(request)          # the usual case: straight to the app, no queue
+        else:
+            self.pending.append(request)
 
     # --- helpers of the callbacks ---
     @staticmethod
@@ -312,7 +334,11 @@ class HttpConnection(asyncio.Protocol):
         stream = StreamingInput(lambda: self.loop.call_soon_threadsafe(self._send_continue))
         environ["wsgi.input"] = stream
         self.streaming = stream
-        self.pending.append((environ, environ["REQUEST_METHOD"] == "HEAD", True, keep_alive, stream))
+        request = (environ, environ["REQUEST_METHOD"] == "HEAD", True, keep_alive, stream)
+        if self.active is None and not self.pending:
+            self._start(request)
+        else:
+            self.pending.append(request)
 
     def _send_continue(self) -> None:
         if not self.closed and self.active is not None and not self.active.head_sent:
@@ -326,27 +352,36 @@ class HttpConnection(asyncio.Protocol):
         if self.streaming is not None:
             self.streaming.end(failed=True)
             self.streaming = None
-        self.pending.append((status, detail))
+        self.pending.append(Reject(status, detail))
+
+    def _start(self, request: tuple) -> bool:
+        """Hand one request to the app; False if the app is held by a helper thread (it waits in line)."""
+        if self.closed:
+            return False
+        environ, is_head, http11, keep_alive, stream = request
+        worker = self.worker
+        threaded = worker.threaded or stream is not None     # a streaming body needs its own thread
+        if not threaded and worker.app_busy:
+            self.pending.appendleft(request)
+            worker.wait_for_app(self)
+            return False
+        exchange = Exchange(self, environ, worker.app, is_head, http11, keep_alive and not self.closing, threaded)
+        self.active = exchange
+        if threaded:
+            worker.submit(exchange)
+        else:
+            exchange.run()
+        return True
 
     def _run_pending(self) -> None:
         """Start queued requests in order, one at a time per connection."""
-        worker = self.worker
         while self.pending and self.active is None and not self.closed:
             item = self.pending.popleft()
-            if len(item) == 2:
-                self.send(error_response(*item))
+            if type(item) is Reject:
+                self.send(error_response(item.status, item.detail))
                 self._close()
                 return
-            environ, is_head, http11, keep_alive = item[:4]
-            threaded = worker.threaded or len(item) == 5      # a streaming body needs its own thread
-            exchange = Exchange(self, environ, worker.app, is_head=is_head, http11=http11,
-                                keep_alive=keep_alive and not self.closing, threaded=threaded)
-            self.active = exchange
-            if threaded:
-                worker.submit(exchange)
-            elif not worker.run_inline(self, exchange.run):
-                self.active = None
-                self.pending.appendleft(item)
+            if not self._start(item):
                 return
         if self.reading_paused and len(self.pending) <= MAX_PENDING // 2 and not self.closed:
             self.reading_paused = False
@@ -355,27 +390,33 @@ class HttpConnection(asyncio.Protocol):
     def exchange_done(self, exchange: Exchange) -> None:
         """Called on the loop thread when a response is complete (or abandoned)."""
         self.active = None
-        self.worker.request_finished(self, exchange)
-        if not exchange.keep_alive or self.closed:
+        worker = self.worker
+        worker.requests += 1
+        if worker.access_log is not None:
+            worker.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
+                                      worker.requests)
+        if exchange.threaded and not worker.threaded:
+            worker.app_released()
+        if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
             self._close()
-            return
-        if self.closing and not self.pending:
-            self._close()
-            return
-        if self.pending and not self.batching:
+        elif self.pending and not self.batching:
             self.batching = True
             self._run_pending()
             self.batching = False
             self._flush()
 
     def kick(self) -> None:
-        """The app is free again (after a helper-thread exchange): continue a paused stream or the queue."""
+        """Continue after a wait (slow client drained, app free again): a paused stream or the queue."""
         if self.closed:
             return
         active = self.active
         if active is not None:
-            if active.iterator is not None and not active.finished and not self.write_paused:
-                self.worker.run_inline(self, active.pump)
+            if (not active.threaded and active.iterator is not None and not active.finished
+                    and not self.write_paused):
+                if self.worker.app_busy:
+                    self.worker.wait_for_app(self)
+                else:
+                    active.pump()
         elif self.pending:
             self.batching = True
             self._run_pending()
@@ -389,7 +430,8 @@ class HttpConnection(asyncio.Protocol):
         self._flush()
         self.pending.clear()
         if not self.closed:
-            self.transport.close()
+            self.closed = True              # from now on nothing is written or started
+            self.transport.close()          # sends what is buffered, then closes
 
     # --- writing (loop thread) ---
     def send(self, data: bytes) -> None:

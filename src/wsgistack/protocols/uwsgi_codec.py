@@ -1,7 +1,7 @@
 """The uwsgi wire protocol (uWSGI's binary request format) as a sans-I/O codec: request parser, request encoder.
 
-Lives here: the 4-byte header, the vars block, body framing (CONTENT_LENGTH or forwarded chunked), the modifier1 30 helper.
-Not here: sockets, the response (plain HTTP/1.x written by the server), or policy such as which modifier1 values to serve.
+Lives here: the 4-byte header, the vars block, body framing (CONTENT_LENGTH or chunked), the modifier1 30 helper.
+Not here: sockets, the response (plain HTTP/1.x the server writes), or policy such as which modifier1 to serve.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ class HTTPOnUwsgiPortError(UwsgiProtocolError):
 # Events
 
 
-class _Sentinel:
+class Sentinel:
+    """The type of NEED_DATA (compare with `is`)."""
+
     def __init__(self, name: str):
         self._name = name
 
@@ -97,7 +99,7 @@ class _Sentinel:
 
 
 #: Returned by next_event() when more bytes must be fed before another event can be produced.
-NEED_DATA = _Sentinel("NEED_DATA")
+NEED_DATA = Sentinel("NEED_DATA")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,7 @@ class UwsgiRequestParser:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
-    def next_event(self) -> UwsgiRequest | BodyData | EndOfBody | _Sentinel:
+    def next_event(self) -> UwsgiRequest | BodyData | EndOfBody | Sentinel:
         if self._error is not None:
             raise self._error
         try:
@@ -158,7 +160,8 @@ class UwsgiRequestParser:
             return NEED_DATA
         if looks_like_http(self._buffer):
             raise HTTPOnUwsgiPortError(bytes(self._buffer[:16]))
-        self._header = modifier1, datasize, modifier2 = _HEADER.unpack_from(self._buffer)
+        self._header = _HEADER.unpack_from(self._buffer)
+        _, datasize, _ = self._header
         if datasize > self.buffer_size:
             raise BlockTooLargeError(datasize, self.buffer_size)
         self._step = self._read_vars
