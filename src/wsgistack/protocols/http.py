@@ -8,16 +8,13 @@ Responses leave in request order; the Exchange (wsgi.py) decides their framing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections import deque
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from wsgistack.body import EMPTY_INPUT, BodyBuffer, StreamingInput
-from wsgistack.wsgi import Exchange
+from wsgistack.protocols.connection import MAX_PENDING, Connection, Reject
 
 log = logging.getLogger("wsgistack")
 
@@ -27,19 +24,6 @@ _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large"
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _env_keys: dict[bytes, str] = {}       # raw header name -> environ key ("" = dropped); bounded
 _MAX_CACHED_KEYS = 4096
-# Pipelined requests parsed ahead of the one being answered; past this we stop reading the socket.
-MAX_PENDING = 32
-# Bytes an app thread may have queued for the loop to write before it waits (per connection).
-THREAD_WRITE_AHEAD = 1 << 20
-
-
-class Reject(Exception):
-    """A request the server answers itself, with `status`, and then closes."""
-
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 def _environ_key(name: bytes) -> str:
@@ -60,18 +44,15 @@ def _environ_key(name: bytes) -> str:
     return key
 
 
-def error_response(status: int, detail: str) -> bytes:
+def http_error_response(status: int, detail: str) -> bytes:
     reason = _REASONS.get(status, "Error")
     body = f"{status} {reason}: {detail}\n".encode("latin-1", "replace")
     return (f"HTTP/1.1 {status} {reason}\r\nServer: wsgistack\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
-class HttpConnection(asyncio.Protocol):
-    __slots__ = ("worker", "loop", "transport", "parser", "conn_environ", "pending", "active", "closed",
-                 "write_paused", "out", "batching", "ticks", "head_age", "head_bytes", "in_head", "in_body",
-                 "url", "headers", "request", "body", "body_limit", "streaming", "closing", "flow",
-                 "inflight", "reading_paused", "server_port")
+class HttpConnection(Connection):
+    """HTTP/1.1 to clients (or to nginx's proxy_pass): keep-alive, pipelining, chunked bodies."""
 
     # Limits, set once per worker process from the config (class attributes: one lookup on the hot path).
     limit_line = limit_fields = limit_field_size = limit_head = limit_post = post_buffering = 0
@@ -85,22 +66,10 @@ class HttpConnection(asyncio.Protocol):
         cls.limit_post = config.limit_post
         cls.post_buffering = config.post_buffering
 
-    def __init__(self, worker):
-        self.worker = worker
-        self.loop = worker.loop
-
     # --- asyncio.Protocol ---
     def connection_made(self, transport) -> None:
-        self.transport = transport
+        super().connection_made(transport)
         self.parser = httptools.HttpRequestParser(self)
-        self.conn_environ = self.worker.connection_environ(transport)
-        self.pending: deque = deque()
-        self.active: Exchange | None = None
-        self.closed = False
-        self.write_paused = False
-        self.out: list[bytes] = []
-        self.batching = False
-        self.ticks = 0
         self.head_age = 0
         self.head_bytes = 0
         self.in_head = False
@@ -109,11 +78,6 @@ class HttpConnection(asyncio.Protocol):
         self.headers: list = []
         self.body: BodyBuffer | None = None
         self.streaming: StreamingInput | None = None
-        self.closing = False             # answer what was read, then close (errors, shutdown, upgrade)
-        self.reading_paused = False
-        self.flow = threading.Condition() if self.worker.threaded else None
-        self.inflight = 0
-        self.worker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.ticks = 0
@@ -134,7 +98,8 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserInvalidMethodError:
             self._reject(*self._method_error(data))
         except httptools.HttpParserError as exc:
-            self._reject(400, str(exc).strip() or "malformed request")
+            if not self.closed:          # bytes after a `Connection: close` request are just dropped
+                self._reject(400, str(exc).strip() or "malformed request")
         else:
             if self.in_head:
                 self.head_bytes += len(data)    # an estimate: can include earlier pipelined requests
@@ -159,30 +124,6 @@ class HttpConnection(asyncio.Protocol):
         if self.active is None and not self.pending:
             return False
         return True
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.worker.connections.discard(self)
-        if self.streaming is not None:
-            self.streaming.end(failed=True)
-        if self.flow is not None:
-            with self.flow:
-                self.flow.notify_all()
-        active = self.active
-        if active is not None and not self.worker.threaded and active.iterator is not None:
-            active.abandon()            # a paused inline stream: its close() must still run
-        self.pending.clear()
-        self.worker.connection_closed(self)
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.flow is not None:
-            with self.flow:
-                self.flow.notify_all()
-        self.kick()
 
     # --- llhttp callbacks (hot path: keep them flat; no on_message_begin, state resets at the end) ---
     def on_url(self, url: bytes) -> None:
@@ -345,6 +286,9 @@ class HttpConnection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # --- answering ---
+    def error_response(self, status: int, detail: str) -> bytes:
+        return http_error_response(status, detail)
+
     def _reject(self, status: int, detail: str) -> None:
         log.info("rejected a request from %s: %d %s", self.conn_environ.get("REMOTE_ADDR"), status, detail)
         self.closing = True
@@ -354,137 +298,6 @@ class HttpConnection(asyncio.Protocol):
             self.streaming = None
         self.pending.append(Reject(status, detail))
 
-    def _start(self, request: tuple) -> bool:
-        """Hand one request to the app; False if the app is held by a helper thread (it waits in line)."""
-        if self.closed:
-            return False
-        environ, is_head, http11, keep_alive, stream = request
-        worker = self.worker
-        threaded = worker.threaded or stream is not None     # a streaming body needs its own thread
-        if not threaded and worker.app_busy:
-            self.pending.appendleft(request)
-            worker.wait_for_app(self)
-            return False
-        exchange = Exchange(self, environ, worker.app, is_head, http11, keep_alive and not self.closing, threaded)
-        self.active = exchange
-        if threaded:
-            worker.submit(exchange)
-        else:
-            exchange.run()
-        return True
-
-    def _run_pending(self) -> None:
-        """Start queued requests in order, one at a time per connection."""
-        while self.pending and self.active is None and not self.closed:
-            item = self.pending.popleft()
-            if type(item) is Reject:
-                self.send(error_response(item.status, item.detail))
-                self._close()
-                return
-            if not self._start(item):
-                return
-        if self.reading_paused and len(self.pending) <= MAX_PENDING // 2 and not self.closed:
-            self.reading_paused = False
-            self.transport.resume_reading()
-
-    def exchange_done(self, exchange: Exchange) -> None:
-        """Called on the loop thread when a response is complete (or abandoned)."""
-        self.active = None
-        worker = self.worker
-        worker.requests += 1
-        if worker.access_log is not None:
-            worker.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
-                                      worker.requests)
-        if exchange.threaded and not worker.threaded:
-            worker.app_released()
-        if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
-            self._close()
-        elif self.pending and not self.batching:
-            self.batching = True
-            self._run_pending()
-            self.batching = False
-            self._flush()
-
-    def kick(self) -> None:
-        """Continue after a wait (slow client drained, app free again): a paused stream or the queue."""
-        if self.closed:
-            return
-        active = self.active
-        if active is not None:
-            if (not active.threaded and active.iterator is not None and not active.finished
-                    and not self.write_paused):
-                if self.worker.app_busy:
-                    self.worker.wait_for_app(self)
-                else:
-                    active.pump()
-        elif self.pending:
-            self.batching = True
-            self._run_pending()
-            self.batching = False
-            self._flush()
-
-    def abort_after_response(self) -> None:
-        self.closing = True
-
-    def _close(self) -> None:
-        self._flush()
-        self.pending.clear()
-        if not self.closed:
-            self.closed = True              # from now on nothing is written or started
-            self.transport.close()          # sends what is buffered, then closes
-
-    # --- writing (loop thread) ---
-    def send(self, data: bytes) -> None:
-        """Write; while answering a batch of pipelined requests, responses are coalesced into one write."""
-        if self.batching:
-            self.out.append(data)
-        elif not self.closed:
-            self.transport.write(data)
-
-    def send_now(self, data: bytes) -> None:
-        """Write a streamed chunk without waiting for the end of the batch."""
-        if self.out:
-            self._flush()
-        if not self.closed:
-            self.transport.write(data)
-
-    def _flush(self) -> None:
-        if self.out:
-            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
-            self.out.clear()
-            if not self.closed:
-                self.transport.write(data)
-
-    def send_file(self, head: bytes, fd: int, offset: int, count: int, on_done) -> None:
-        self.send_now(head)
-        if count and not self.closed:
-            self.worker.sendfile(self, fd, offset, count, on_done)
-        else:
-            on_done()
-
-    # --- writing from an app thread ---
-    def from_thread(self, function, *args) -> None:
-        self.loop.call_soon_threadsafe(function, *args)
-
-    def from_thread_flow(self, data: bytes) -> None:
-        """Queue a chunk from an app thread; wait while the client is slow (bounded memory per connection)."""
-        flow = self.flow
-        with flow:
-            while (self.write_paused or self.inflight > THREAD_WRITE_AHEAD) and not self.closed:
-                flow.wait(1.0)
-            if self.closed:
-                raise ConnectionResetError("client went away")
-            self.inflight += len(data)
-        self.loop.call_soon_threadsafe(self._write_from_thread, data)
-
-    def _write_from_thread(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)
-        with self.flow:
-            self.inflight -= len(data)
-            self.flow.notify_all()
-
-    # --- timers (one sweep a second per worker, no timer per request) ---
     def tick(self) -> None:
         self.ticks += 1
         if self.active is not None or self.pending or self.closed:
@@ -501,6 +314,11 @@ class HttpConnection(asyncio.Protocol):
                 self._run_pending()
         elif self.ticks >= config.keepalive_timeout:
             self._close()
+
+    def connection_lost(self, exc) -> None:
+        if self.streaming is not None:
+            self.streaming.end(failed=True)
+        super().connection_lost(exc)
 
     def shutdown(self) -> None:
         """Graceful stop: finish what was already read, then close; idle connections close now."""

@@ -1,0 +1,208 @@
+"""What every protocol connection shares: the queue of parsed requests, answering them in order
+through an Exchange (wsgi.py), coalesced writes, writes from app threads with flow control, and closing.
+
+Protocols (http.py, uwsgi.py, fastcgi.py) subclass `Connection`: they parse bytes into requests
+(`environ, is_head, http11, keep_alive, stream`) and call `_start` / append to `pending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+
+from wsgistack.wsgi import Exchange
+
+# Pipelined requests parsed ahead of the one being answered; past this we stop reading the socket.
+MAX_PENDING = 32
+# Bytes an app thread may have queued for the loop to write before it waits (per connection).
+THREAD_WRITE_AHEAD = 1 << 20
+
+
+class Reject(Exception):
+    """A request the server answers itself, with `status`, and then closes."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Connection(asyncio.Protocol):
+    """Subclasses provide `error_response(status, detail) -> bytes` in their protocol's framing."""
+
+    exchange_class = Exchange
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.loop = worker.loop
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.conn_environ = self.worker.connection_environ(transport)
+        self.pending: deque = deque()
+        self.active: Exchange | None = None
+        self.closed = False
+        self.closing = False             # answer what was read, then close (errors, shutdown, upgrade)
+        self.write_paused = False
+        self.reading_paused = False
+        self.out: list[bytes] = []
+        self.batching = False
+        self.ticks = 0
+        self.flow = threading.Condition() if self.worker.threaded else None
+        self.inflight = 0
+        self.worker.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.worker.connections.discard(self)
+        if self.flow is not None:
+            with self.flow:
+                self.flow.notify_all()
+        active = self.active
+        if active is not None and not self.worker.threaded and active.iterator is not None:
+            active.abandon()            # a paused inline stream: its close() must still run
+        self.pending.clear()
+        self.worker.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.flow is not None:
+            with self.flow:
+                self.flow.notify_all()
+        self.kick()
+
+    def _start(self, request: tuple) -> bool:
+        """Hand one request to the app; False if the app is held by a helper thread (it waits in line)."""
+        if self.closed:
+            return False
+        environ, is_head, http11, keep_alive, stream = request
+        worker = self.worker
+        threaded = worker.threaded or stream is not None     # a streaming body needs its own thread
+        if not threaded and worker.app_busy:
+            self.pending.appendleft(request)
+            worker.wait_for_app(self)
+            return False
+        exchange = self.exchange_class(self, environ, worker.app, is_head, http11, keep_alive and not self.closing, threaded)
+        self.active = exchange
+        if threaded:
+            worker.submit(exchange)
+        else:
+            exchange.run()
+        return True
+
+    def _run_pending(self) -> None:
+        """Start queued requests in order, one at a time per connection."""
+        while self.pending and self.active is None and not self.closed:
+            item = self.pending.popleft()
+            if type(item) is Reject:
+                self.send(self.error_response(item.status, item.detail))
+                self._close()
+                return
+            if not self._start(item):
+                return
+        if self.reading_paused and len(self.pending) <= MAX_PENDING // 2 and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """Called on the loop thread when a response is complete (or abandoned)."""
+        self.active = None
+        worker = self.worker
+        worker.requests += 1
+        if worker.access_log is not None:
+            worker.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
+                                      worker.requests)
+        if exchange.threaded and not worker.threaded:
+            worker.app_released()
+        if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
+            self._close()
+        elif self.pending and not self.batching:
+            self.batching = True
+            self._run_pending()
+            self.batching = False
+            self._flush()
+
+    def kick(self) -> None:
+        """Continue after a wait (slow client drained, app free again): a paused stream or the queue."""
+        if self.closed:
+            return
+        active = self.active
+        if active is not None:
+            if (not active.threaded and active.iterator is not None and not active.finished
+                    and not self.write_paused):
+                if self.worker.app_busy:
+                    self.worker.wait_for_app(self)
+                else:
+                    active.pump()
+        elif self.pending:
+            self.batching = True
+            self._run_pending()
+            self.batching = False
+            self._flush()
+
+    def abort_after_response(self) -> None:
+        self.closing = True
+
+    def _close(self) -> None:
+        self._flush()
+        self.pending.clear()
+        if not self.closed:
+            self.closed = True              # from now on nothing is written or started
+            self.transport.close()          # sends what is buffered, then closes
+
+    # --- writing (loop thread) ---
+    def send(self, data: bytes) -> None:
+        """Write; while answering a batch of pipelined requests, responses are coalesced into one write."""
+        if self.batching:
+            self.out.append(data)
+        elif not self.closed:
+            self.transport.write(data)
+
+    def send_now(self, data: bytes) -> None:
+        """Write a streamed chunk without waiting for the end of the batch."""
+        if self.out:
+            self._flush()
+        if not self.closed:
+            self.transport.write(data)
+
+    def _flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out) if len(self.out) > 1 else self.out[0]
+            self.out.clear()
+            if not self.closed:
+                self.transport.write(data)
+
+    def send_file(self, head: bytes, fd: int, offset: int, count: int, on_done) -> None:
+        self.send_now(head)
+        if count and not self.closed:
+            self.worker.sendfile(self, fd, offset, count, on_done)
+        else:
+            on_done()
+
+    # --- writing from an app thread ---
+    def from_thread(self, function, *args) -> None:
+        self.loop.call_soon_threadsafe(function, *args)
+
+    def from_thread_flow(self, data: bytes) -> None:
+        """Queue a chunk from an app thread; wait while the client is slow (bounded memory per connection)."""
+        flow = self.flow
+        with flow:
+            while (self.write_paused or self.inflight > THREAD_WRITE_AHEAD) and not self.closed:
+                flow.wait(1.0)
+            if self.closed:
+                raise ConnectionResetError("client went away")
+            self.inflight += len(data)
+        self.loop.call_soon_threadsafe(self._write_from_thread, data)
+
+    def _write_from_thread(self, data: bytes) -> None:
+        if not self.closed:
+            self.transport.write(data)
+        with self.flow:
+            self.inflight -= len(data)
+            self.flow.notify_all()
+
+    # --- timers (one sweep a second per worker, no timer per request) ---

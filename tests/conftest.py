@@ -1,0 +1,158 @@
+"""Shared fixtures: start the real `wsgistack` command on a free loopback port, and always stop it.
+
+Every wait is bounded; every process started here is stopped (SIGTERM, then SIGKILL) at teardown.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+APPS = TESTS / "apps"
+WSGISTACK = [sys.executable, "-m", "wsgistack"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1", proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+class ServerProcess:
+    """A running `wsgistack` process; `log()` reads everything it wrote to stderr."""
+
+    def __init__(self, args: list[str], port: int | None, log_path: Path, cwd: Path | None = None,
+                 env: dict | None = None):
+        self.port = port
+        self.log_path = log_path
+        self.log_file = open(log_path, "wb")
+        self.proc = subprocess.Popen(WSGISTACK + args, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=cwd, env=env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            content = self.log()
+            if text in content:
+                return content
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the server log after {timeout}s:\n{self.log()}")
+
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def get(self, path: str, headers: dict | None = None, method: str = "GET", body=None):
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def workers(self) -> list[int]:
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        try:   # workers that outlived their master (a bug) must not leak into other tests
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.log_file.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(*flags, app="basic.py") -> a listening ServerProcess (stopped at teardown)."""
+    started: list[ServerProcess] = []
+
+    def start(*flags: str, app: str | None = "basic.py", wait: bool = True, cwd=None, env=None,
+              listen: bool = True) -> ServerProcess:
+        port = free_port()
+        args = []
+        if listen:
+            args += ["--http", f"127.0.0.1:{port}"]
+        if app is not None:
+            args += ["--wsgi-file", str(APPS / app)]
+        args += list(flags)
+        server = ServerProcess(args, port, tmp_path / f"server-{len(started)}.log", cwd=cwd, env=env)
+        started.append(server)
+        if wait:
+            try:
+                wait_for_port(port, proc=server.proc)
+            except Exception:
+                raise AssertionError(f"server did not start:\n{server.log()}")
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server) -> ServerProcess:
+    return start_server()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = True) -> bytes:
+    """Send raw bytes; return everything received until the server closes (or the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_until_close:
+                break
+        return b"".join(chunks)
+
+
+def responses_in(data: bytes) -> list[int]:
+    """Status codes of every response in a byte stream (for pipelining and smuggling checks)."""
+    import re
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
