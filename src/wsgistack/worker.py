@@ -9,6 +9,7 @@ Supervision lives in master.py; protocols in protocols/.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -23,7 +24,8 @@ from wsgistack.addresses import Address
 from wsgistack.app_loader import load_app
 from wsgistack.config import Config, ConfigError
 from wsgistack.logs import AccessLog, setup_error_log
-from wsgistack.protocols.http import HttpConnection
+from wsgistack.protocols import connection_class
+from wsgistack.protocols.connection import Connection
 from wsgistack.wsgi import base_environ
 
 try:
@@ -64,7 +66,7 @@ class Worker:
         self.status_fd = status_fd
         self.master_pid = master_pid
         self.threaded = config.threads > 1
-        self.connections: set[HttpConnection] = set()
+        self.connections: set[Connection] = set()
         self.servers: list = []
         self.requests = 0
         self.stopping = False
@@ -73,7 +75,7 @@ class Worker:
         self.threads: AppThreads | None = None
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
-        self.waiting: list[HttpConnection] = []
+        self.waiting: list[Connection] = []
 
     # --- process entry point (after fork) ---
     def run(self) -> int:
@@ -97,7 +99,6 @@ class Worker:
         self.access_log = None if self.config.disable_logging else AccessLog(self.loop, self.number)
         if self.threaded:
             self.threads = AppThreads(self.config.threads, "app")
-        HttpConnection.configure(self.config)
         self.loop.run_until_complete(self._listen())
         self.loop.add_signal_handler(signal.SIGTERM, self.stop_gracefully)
         self.loop.add_signal_handler(signal.SIGINT, self.loop.stop)
@@ -113,7 +114,9 @@ class Worker:
 
     async def _listen(self) -> None:
         for sock, address in self.listeners:
-            factory = lambda: HttpConnection(self)      # noqa: E731 (uwsgi/fastcgi plug in here)
+            protocol_class = connection_class(address.protocol)
+            protocol_class.configure(self.config)
+            factory = functools.partial(protocol_class, self)
             if address.is_unix:
                 server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen)
             else:
@@ -150,7 +153,7 @@ class Worker:
             self.app_busy = True
         self.threads.submit(exchange.run)
 
-    def wait_for_app(self, conn: HttpConnection) -> None:
+    def wait_for_app(self, conn: Connection) -> None:
         if conn not in self.waiting:
             self.waiting.append(conn)
 
@@ -161,12 +164,12 @@ class Worker:
         for conn in waiting:
             conn.kick()
 
-    def connection_closed(self, conn: HttpConnection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         if self.stopping and not self.connections:
             self.loop.stop()
 
     # --- sendfile: zero-copy for wsgi.file_wrapper over a real file ---
-    def sendfile(self, conn: HttpConnection, fd: int, offset: int, count: int, on_done) -> None:
+    def sendfile(self, conn: Connection, fd: int, offset: int, count: int, on_done) -> None:
         # A dup of the socket: the transport owns the original fd in the loop's poller.
         out_fd = os.dup(conn.transport.get_extra_info("socket").fileno())
         position = [offset, count]

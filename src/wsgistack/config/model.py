@@ -32,6 +32,13 @@ class Config:
     fastcgi_socket: list[str] = option([], "listen for FastCGI on ADDR (what nginx's fastcgi_pass talks)", metavar="ADDR")
     listen: int = option(1024, "listen backlog of every socket (uWSGI: 100, gunicorn: 2048; the kernel caps it at somaxconn)",
                          metavar="N")
+    buffer_size: int = option(4096, "max bytes of a uwsgi request's vars block (uWSGI's default 4096, max 65535)",
+                              aliases=("b",), metavar="BYTES")
+    uwsgi_allow_from: list[str] = option([], "peers allowed on TCP uwsgi sockets: IPs or CIDR networks "
+                                             "(default: loopback only; unix sockets use file permissions)",
+                                         metavar="NETWORK")
+    fastcgi_allow_from: list[str] = option([], "peers allowed on TCP FastCGI sockets (default: loopback only)",
+                                           metavar="NETWORK")
     chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE")
 
     # --- the application ---

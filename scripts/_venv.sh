@@ -1,0 +1,22 @@
+# Sourced by serve.sh and test.sh: a project virtualenv in .venv with wsgistack installed (editable).
+# On a fresh Debian, python3 has no venv module until python3-venv is installed (root only).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+apt_install() {   # apt_install PACKAGE... : install what is missing, when we may
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "installing Debian packages: ${missing[*]}" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "note: not root, cannot install ${missing[*]}" >&2
+    fi
+}
+make_venv() {   # make_venv EXTRAS
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
+    fi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$1]"
+}
