@@ -1,19 +1,22 @@
-"""The `wsgistack` command: read the configuration, bind, and hand over to the master."""
+"""The `wsgistack` command: read the configuration, bind, detach if asked, and hand over to the master."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import sys
 
 from wsgistack import __version__
 from wsgistack.addresses import bind, parse_address
 from wsgistack.app_loader import choose_app_source, prepare_import_path
-from wsgistack.config import ConfigError, load_config, parse_argv
+from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.logs import redirect_output, setup_error_log
 
 # option name -> protocol spoken on the sockets it lists
 LISTEN_OPTIONS = (("http", "http"), ("socket", "uwsgi"), ("fastcgi-socket", "fastcgi"))
+CONTROL_MARGIN = 15.0     # --stop/--reload wait reload-mercy plus this before giving up
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,19 +29,61 @@ def main(argv: list[str] | None = None) -> int:
         if "version" in parsed.actions:
             print(f"wsgistack {__version__}")
             return 0
+        if "stop" in parsed.actions or "reload" in parsed.actions:
+            return _control(parsed)
         config = load_config(parsed)
-        return serve(config)
+        return serve(config, lambda: load_config(parse_argv(argv), warn=_log_warning))
     except ConfigError as exc:
         print(f"wsgistack: error: {exc}", file=sys.stderr)
         return 1
 
 
-def serve(config) -> int:
+def _control(parsed) -> int:
+    from wsgistack import control
+
+    mercy = next((int(f.value) for f in parsed.flags if f.spec.name == "reload-mercy"), Config.reload_mercy)
+    if "stop" in parsed.actions:
+        return control.stop(str(parsed.actions["stop"]), mercy + CONTROL_MARGIN)
+    return control.reload(str(parsed.actions["reload"]), mercy + CONTROL_MARGIN)
+
+
+def _log_warning(message: str) -> None:
+    import logging
+    logging.getLogger("wsgistack").warning("%s", message)
+
+
+def serve(config: Config, reload_config) -> int:
     from wsgistack.master import Master
 
-    if config.logto:
+    _apply_environment(config)
+    _, _, note = choose_app_source(config)
+    if note:
+        print(f"wsgistack: {note}", file=sys.stderr)
+    listeners = []
+    for option, protocol in LISTEN_OPTIONS:
+        for text in getattr(config, option.replace("-", "_")):
+            address = parse_address(text, protocol, option)
+            listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
+    report_fd = None
+    if config.daemonize:
+        from wsgistack.daemon import daemonize
+        try:
+            report_fd = daemonize(config.daemonize)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {config.daemonize!r}: {exc.strerror}", option="daemonize") from None
+    elif config.logto:
         redirect_output(config.logto)
     setup_error_log("master")
+    _drop_privileges(config)
+    _write_pidfile(config)
+    try:
+        return Master(config, listeners, reload_config, report_fd).run()
+    finally:
+        if config.vacuum:
+            _vacuum(config, listeners)
+
+
+def _apply_environment(config: Config) -> None:
     for item in config.env:
         key, _, value = item.partition("=")
         os.environ[key] = value
@@ -48,14 +93,39 @@ def serve(config) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot change to {config.chdir!r}: {exc.strerror}", option="chdir") from None
     prepare_import_path(config)
-    _, _, note = choose_app_source(config)
-    if note:
-        print(f"wsgistack: {note}", file=sys.stderr)
-    listeners = []
-    for option, protocol in LISTEN_OPTIONS:
-        for text in getattr(config, option.replace("-", "_")):
-            address = parse_address(text, protocol, option)
-            listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
-    if any(address.protocol != "http" for _, address in listeners):
-        raise ConfigError("the uwsgi and FastCGI protocols are not available yet", option="socket")
-    return Master(config, listeners).run()
+
+
+def _drop_privileges(config: Config) -> None:
+    """After binding (ports below 1024 need root), before any worker runs app code."""
+    try:
+        if config.gid:
+            gid = int(config.gid) if config.gid.isdigit() else grp.getgrnam(config.gid).gr_gid
+            os.setgroups([gid])
+            os.setgid(gid)
+        if config.uid:
+            uid = int(config.uid) if config.uid.isdigit() else pwd.getpwnam(config.uid).pw_uid
+            os.setuid(uid)
+    except KeyError as exc:
+        raise ConfigError(f"no such user or group: {exc}", option="uid" if config.uid else "gid") from None
+    except PermissionError:
+        raise ConfigError("changing user or group needs root", option="uid" if config.uid else "gid") from None
+
+
+def _write_pidfile(config: Config) -> None:
+    if not config.pidfile:
+        return
+    try:
+        with open(config.pidfile, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {config.pidfile!r}: {exc.strerror}", option="pidfile") from None
+
+
+def _vacuum(config: Config, listeners) -> None:
+    paths = [config.pidfile] if config.pidfile else []
+    paths += [address.path for _, address in listeners if address.is_unix]
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

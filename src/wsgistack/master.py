@@ -1,8 +1,10 @@
-"""The master: binds the sockets, forks and supervises workers, and turns signals into actions.
+"""The master: forks and supervises workers, and turns signals into actions.
 
 Signal handlers only enqueue (gunicorn's arbiter style); the main loop dispatches each one to
 a `handle_<name>` method, so what every signal does is read in one place. The master never
-imports the app: workers do, after fork, so a reload always runs freshly imported code.
+imports the app: workers do, after fork, so a reload always runs freshly imported code. The
+listening sockets are bound once (cli.py) and stay open for the master's whole life, so no
+connection is refused during a reload or a recycle: it waits in the shared backlog.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from wsgistack import __version__
-from wsgistack.addresses import Address
-from wsgistack.config import Config
+from wsgistack.addresses import Address, bind_sibling
+from wsgistack.config import Config, ConfigError
+from wsgistack.daemon import READY, report
+from wsgistack.notify import sd_notify
 from wsgistack.worker import EXIT_BOOT_FAILED, worker_main
 
 log = logging.getLogger("wsgistack")
 
-HANDLED_SIGNALS = ("SIGCHLD", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP")
+HANDLED_SIGNALS = ("SIGCHLD", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1")
 FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT before SIGKILL
-GRACEFUL_STOP_MERCY = 30.0   # seconds in-flight requests get on SIGTERM (uWSGI's reload-mercy default)
+KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
 
 
 @dataclass
@@ -33,54 +38,75 @@ class WorkerProcess:
     pid: int
     number: int
     generation: int
+    started: float
     ready: bool = False
     error: str | None = None
     stopping: bool = False
+    kill_at: float = 0.0      # a draining worker still alive then is killed
+
+
+def set_title(title: str) -> None:
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(title)
 
 
 class Master:
-    def __init__(self, config: Config, listeners: list[tuple[socket.socket, Address]]):
+    def __init__(self, config: Config, listeners: list[tuple[socket.socket, Address]],
+                 reload_config: Callable[[], Config], report_fd: int | None = None):
         self.config = config
         self.listeners = listeners
+        self.reload_config = reload_config
+        self.report_fd = report_fd
         self.workers: dict[int, WorkerProcess] = {}
         self.signals: list[int] = []
         self.stopping = False
         self.exit_code = 0
         self.booted = False
         self.generation = 1
+        self.reloads = 0
+        self.last_reload_failed = False
         self.replaced: list[WorkerProcess] = []   # old workers that stop once the new generation is ready
+        # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
+        # so a successor (reload, recycle, crash) accepts what queued while its predecessor was leaving.
+        self.slots: dict[int, list[tuple[socket.socket, Address]]] = {1: listeners}
 
     # --- main loop ---
     def run(self) -> int:
         self.pid = os.getpid()
-        try:
-            from setproctitle import setproctitle
-            setproctitle("wsgistack master")
-        except ImportError:
-            pass
+        self._title()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.status_r, False)
+        self._status_buffer = b""
         for name in HANDLED_SIGNALS:
             signal.signal(getattr(signal, name), self._enqueue)
-        self._status_buffer = b""
         if not self._boot_first_worker():
+            report(self.report_fd, (self._boot_error or "the first worker did not start").encode())
             return self.exit_code
         for number in range(2, self.config.processes + 1):
             self.spawn(number)
         self.booted = True
+        addresses = ", ".join(f"{a.protocol} on {a.text}" for _, a in self.listeners)
+        status = f"serving {addresses} with {self.config.processes} processes x {self.config.threads} threads"
+        log.info("wsgistack %s: master %d %s", __version__, self.pid, status)
+        report(self.report_fd, READY + f" (master {self.pid}) {status}".encode())
+        self.report_fd = None
+        sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
         while self.workers or not self.stopping:
             self._wait(1.0)
             self._dispatch_signals()
             self._read_status()
             self._finish_reload()
-            if self.stopping and time.monotonic() > self.kill_deadline:
-                self._kill_all(signal.SIGKILL)
+            self._kill_overdue()
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
 
     def _boot_first_worker(self) -> bool:
         """Worker 1 proves the app loads; only then do the others start (no respawn storm on a broken app)."""
+        self._boot_error: str | None = None
         worker = self.spawn(1)
         while not worker.ready:
             self._wait(0.5)
@@ -92,10 +118,13 @@ class Master:
                 self._kill_all(signal.SIGKILL)
                 self._reap_all_blocking()
                 return False
-        addresses = ", ".join(f"{a.protocol} on {a.text}" for _, a in self.listeners)
-        log.info("wsgistack %s: master %d serving %s with %d processes x %d threads", __version__, self.pid,
-                 addresses, self.config.processes, self.config.threads)
         return True
+
+    def _title(self) -> None:
+        suffix = ""
+        if self.reloads:
+            suffix = f" (reloads: {self.reloads}{', last failed' if self.last_reload_failed else ''})"
+        set_title(f"{self.config.procname_prefix}wsgistack master{suffix}")
 
     def _wait(self, timeout: float) -> None:
         try:
@@ -123,23 +152,37 @@ class Master:
             getattr(self, f"handle_{name}")()
 
     # --- workers ---
+    def slot_listeners(self, number: int) -> list[tuple[socket.socket, Address]]:
+        if number not in self.slots:
+            self.slots[number] = [(sock if address.is_unix else bind_sibling(sock, self.config.listen), address)
+                                  for sock, address in self.listeners]
+        return self.slots[number]
+
+    def _close_slot(self, number: int) -> None:
+        """A slot given up (SIGTTOU): its sockets leave the port's group once its worker is gone."""
+        for sock, address in self.slots.pop(number, []):
+            if not address.is_unix:
+                sock.close()
+
     def spawn(self, number: int) -> WorkerProcess:
+        listeners = self.slot_listeners(number)
         pid = os.fork()
         if pid == 0:
-            self._become_worker(number)
-        worker = WorkerProcess(pid, number, self.generation)
+            self._become_worker(number, listeners)
+        worker = WorkerProcess(pid, number, self.generation, time.monotonic())
         self.workers[pid] = worker
         return worker
 
-    def _become_worker(self, number: int) -> None:
+    def _become_worker(self, number: int, listeners) -> None:
         code = 1
         try:
             for name in HANDLED_SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
-            os.close(self.wake_r)
-            os.close(self.wake_w)
-            os.close(self.status_r)
-            code = worker_main(self.config, self.listeners, number, self.status_w, self.pid)
+            for fd in (self.wake_r, self.wake_w, self.status_r):
+                os.close(fd)
+            if self.report_fd is not None:
+                os.close(self.report_fd)
+            code = worker_main(self.config, listeners, number, self.status_w, self.pid)
         finally:
             os._exit(code)
 
@@ -155,10 +198,34 @@ class Master:
             worker = self.workers.get(int(pid_text)) if pid_text.isdigit() else None
             if worker is None:
                 continue
-            if message == "ready":
+            kind, _, detail = message.partition(" ")
+            if kind == "ready":
                 worker.ready = True
-            elif message.startswith("error "):
-                worker.error = message[len("error "):]
+            elif kind == "error":
+                worker.error = detail
+            elif kind == "retiring":
+                self._replace_retiring(worker, detail)
+
+    def _replace_retiring(self, worker: WorkerProcess, reason: str) -> None:
+        """The worker stopped accepting (max-requests, RSS, lifetime): start its successor right away."""
+        if worker.stopping or self.stopping:
+            return
+        log.info("worker %d (pid %d) retiring: %s; starting its replacement", worker.number, worker.pid, reason)
+        self._mark_stopping(worker)
+        self.spawn(worker.number)
+
+    def _mark_stopping(self, worker: WorkerProcess) -> None:
+        worker.stopping = True
+        worker.kill_at = time.monotonic() + self.config.reload_mercy + KILL_MARGIN
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.stopping and worker.kill_at and now > worker.kill_at:
+                log.error("worker %d (pid %d) did not finish within reload-mercy; killing it", worker.number,
+                          worker.pid)
+                worker.kill_at = 0.0
+                self._signal(worker, signal.SIGKILL)
 
     def _reap(self) -> None:
         while True:
@@ -168,39 +235,46 @@ class Master:
                 return
             if pid == 0:
                 return
+            self._read_status()      # its last words ("ready", "retiring", a boot error) come first
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 self._worker_exited(worker, status)
 
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
-        self._read_status()      # a boot error may still be in the pipe
         if os.WIFSIGNALED(status):
             how = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
         else:
             how = f"exited with status {os.WEXITSTATUS(status)}"
         if worker.stopping or self.stopping:
             log.info("worker %d (pid %d) %s", worker.number, worker.pid, how)
+            if worker.number > self.config.processes and worker.number != 1 and not any(
+                    w.number == worker.number for w in self.workers.values()):
+                self._close_slot(worker.number)
             return
         if not worker.ready or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED):
             message = worker.error or f"worker {worker.number} could not start ({how})"
             if self.replaced:
                 self._abandon_reload(message)
                 return
+            self._boot_error = message
             print(f"wsgistack: error: {message}", file=sys.stderr, flush=True)
             if self.booted:
                 log.error("a replacement worker failed to start; stopping instead of respawning in a loop")
             self.exit_code = 1
-            self._begin_stop(signal.SIGTERM, GRACEFUL_STOP_MERCY)
+            self._begin_stop(signal.SIGTERM, self.config.reload_mercy)
             return
         log.error("worker %d (pid %d) %s; starting a new one", worker.number, worker.pid, how)
         self.spawn(worker.number)
 
+    def _signal(self, worker: WorkerProcess, sig: int) -> None:
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def _kill_all(self, sig: int) -> None:
         for worker in list(self.workers.values()):
-            try:
-                os.kill(worker.pid, sig)
-            except ProcessLookupError:
-                pass
+            self._signal(worker, sig)
 
     def _reap_all_blocking(self) -> None:
         for pid in list(self.workers):
@@ -213,9 +287,10 @@ class Master:
     def _begin_stop(self, worker_signal: int, grace: float) -> None:
         if not self.stopping:
             self.stopping = True
-            self.kill_deadline = time.monotonic() + grace
+            sd_notify("STOPPING=1")
             for worker in self.workers.values():
-                worker.stopping = True
+                self._mark_stopping(worker)
+                worker.kill_at = time.monotonic() + grace
         self._kill_all(worker_signal)
 
     # --- signal handlers: one method per signal ---
@@ -223,8 +298,8 @@ class Master:
         self._reap()
 
     def handle_term(self) -> None:
-        log.info("SIGTERM: graceful stop (in-flight requests finish, up to %.0f s)", GRACEFUL_STOP_MERCY)
-        self._begin_stop(signal.SIGTERM, GRACEFUL_STOP_MERCY)
+        log.info("SIGTERM: graceful stop (in-flight requests finish, up to %d s)", self.config.reload_mercy)
+        self._begin_stop(signal.SIGTERM, self.config.reload_mercy)
 
     def handle_int(self) -> None:
         log.info("SIGINT: fast stop")
@@ -234,42 +309,83 @@ class Master:
         log.info("SIGQUIT: fast stop")
         self._begin_stop(signal.SIGQUIT, FAST_STOP_GRACE)
 
-    def handle_hup(self) -> None:
-        """Graceful reload: a new generation with freshly imported code; the old one stops once it is ready.
+    def handle_ttin(self) -> None:
+        if self.stopping:
+            return
+        self.config.processes += 1
+        numbers = {w.number for w in self.workers.values() if not w.stopping}
+        number = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
+        log.info("SIGTTIN: one more worker (now %d)", self.config.processes)
+        self.spawn(number)
 
-        The listening sockets never close, so a connection arriving meanwhile waits in the backlog.
-        """
+    def handle_ttou(self) -> None:
+        active = [w for w in self.workers.values() if not w.stopping]
+        if self.stopping or len(active) <= 1:
+            return
+        self.config.processes -= 1
+        worker = max(active, key=lambda w: w.number)
+        log.info("SIGTTOU: one worker less (now %d): stopping worker %d", self.config.processes, worker.number)
+        self._mark_stopping(worker)
+        self._signal(worker, signal.SIGTERM)
+
+    def handle_usr1(self) -> None:
+        now = time.monotonic()
+        log.info("status: master %d, generation %d, %d workers", self.pid, self.generation, len(self.workers))
+        for worker in sorted(self.workers.values(), key=lambda w: (w.number, w.generation)):
+            state = "stopping" if worker.stopping else ("ready" if worker.ready else "starting")
+            log.info("status: worker %d pid %d generation %d %s, up %.0f s", worker.number, worker.pid,
+                     worker.generation, state, now - worker.started)
+            self._signal(worker, signal.SIGUSR1)    # each worker logs its own counters
+
+    def handle_hup(self) -> None:
+        """Graceful reload: re-read the config, start a new generation with freshly imported code,
+        and stop the old one only once the new one is ready."""
         if self.stopping or self.replaced:
             return
-        log.info("SIGHUP: starting a new generation of workers")
+        log.info("SIGHUP: reloading")
+        sd_notify("RELOADING=1")
+        try:
+            config = self.reload_config()
+        except ConfigError as exc:
+            self.reloads += 1
+            self._abandon_reload(f"the configuration has an error: {exc}")
+            return
+        if [a.text for _, a in self.listeners] != _listen_texts(config):
+            log.warning("listen addresses changed in the configuration: a restart is needed to apply that")
+        self.config = config
+        self.reloads += 1
         self.replaced = [w for w in self.workers.values() if not w.stopping]
         self.generation += 1
-        for worker in self.replaced:
-            self.spawn(worker.number)
+        for number in range(1, config.processes + 1):
+            self.spawn(number)
 
     def _finish_reload(self) -> None:
-        new = [w for w in self.workers.values() if w.generation == self.generation]
+        new = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
         if not self.replaced or not all(w.ready for w in new):
             return
         for worker in self.replaced:
-            worker.stopping = True
-            try:
-                os.kill(worker.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self._mark_stopping(worker)
+            self._signal(worker, signal.SIGTERM)
         log.info("reload complete: generation %d serving; %d old workers finishing", self.generation,
                  len(self.replaced))
         self.replaced = []
+        self.last_reload_failed = False
+        self._title()
+        sd_notify("READY=1", f"STATUS=reloaded (generation {self.generation})")
 
     def _abandon_reload(self, message: str) -> None:
-        """The new code does not start: keep serving with the old workers rather than going down."""
+        """The new code or config does not start: keep serving with the old workers rather than going down."""
         log.error("reload failed, still serving the previous generation: %s", message)
-        for worker in self.workers.values():
-            if worker.generation == self.generation:
-                worker.stopping = True
-                try:
-                    os.kill(worker.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self.generation -= 1
+        if self.replaced:
+            for worker in self.workers.values():
+                if worker.generation == self.generation:
+                    worker.stopping = True
+                    self._signal(worker, signal.SIGKILL)
         self.replaced = []
+        self.last_reload_failed = True
+        self._title()
+        sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
+
+
+def _listen_texts(config: Config) -> list[str]:
+    return [*config.http, *config.socket, *config.fastcgi_socket]

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import queue
+import random
 import signal
 import socket
 import sys
@@ -23,6 +24,7 @@ from email.utils import formatdate
 from wsgistack.addresses import Address
 from wsgistack.app_loader import load_app
 from wsgistack.config import Config, ConfigError
+from wsgistack.harakiri import Harakiri, WatchedMixin, watched
 from wsgistack.logs import AccessLog, setup_error_log
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection
@@ -76,6 +78,11 @@ class Worker:
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
         self.waiting: list[Connection] = []
+        self.started = time.monotonic()
+        self.harakiri: Harakiri | None = None
+        # --max-requests plus a per-worker random delta, so workers do not all recycle at once.
+        self.retire_after = (config.max_requests + random.randint(0, config.max_requests_delta)
+                             if config.max_requests else 0)
 
     # --- process entry point (after fork) ---
     def run(self) -> int:
@@ -85,7 +92,7 @@ class Worker:
             signal.signal(sig, signal.SIG_DFL)
         try:
             from setproctitle import setproctitle
-            setproctitle(f"wsgistack worker {self.number}")
+            setproctitle(f"{self.config.procname_prefix}wsgistack worker {self.number}")
         except ImportError:
             pass
         try:
@@ -99,8 +106,11 @@ class Worker:
         self.access_log = None if self.config.disable_logging else AccessLog(self.loop, self.number)
         if self.threaded:
             self.threads = AppThreads(self.config.threads, "app")
+        if self.config.harakiri:
+            self.harakiri = Harakiri(self.config.harakiri, self.number)
         self.loop.run_until_complete(self._listen())
         self.loop.add_signal_handler(signal.SIGTERM, self.stop_gracefully)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.log_status)
         self.loop.add_signal_handler(signal.SIGINT, self.loop.stop)
         self.loop.add_signal_handler(signal.SIGQUIT, self.loop.stop)
         self._tick()
@@ -116,6 +126,8 @@ class Worker:
         for sock, address in self.listeners:
             protocol_class = connection_class(address.protocol)
             protocol_class.configure(self.config)
+            if self.harakiri is not None and not issubclass(protocol_class.exchange_class, WatchedMixin):
+                protocol_class.exchange_class = watched(protocol_class.exchange_class)
             factory = functools.partial(protocol_class, self)
             if address.is_unix:
                 server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen)
@@ -210,6 +222,7 @@ class Worker:
         self.date_header = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
         for conn in list(self.connections):
             conn.tick()
+        self._check_recycle()
         if self.stopping and time.monotonic() > self.stop_deadline:
             log.warning("graceful stop timed out with %d connections open", len(self.connections))
             self.loop.stop()
@@ -219,19 +232,45 @@ class Worker:
         # Align to the next second so the Date header changes on time.
         self.loop.call_later(1.0 - (now % 1.0), self._tick)
 
-    # --- stopping ---
-    def stop_gracefully(self, mercy: float = 30.0) -> None:
-        """Stop accepting (other workers still do), finish what was read, then exit."""
+    # --- recycling and stopping ---
+    def _check_recycle(self) -> None:
+        if self.stopping:
+            return
+        config = self.config
+        if config.max_worker_lifetime and time.monotonic() - self.started > config.max_worker_lifetime:
+            self.retire(f"lived {config.max_worker_lifetime} s (--max-worker-lifetime)")
+        elif config.reload_on_rss and _rss_mb() > config.reload_on_rss:
+            self.retire(f"resident memory {_rss_mb():.0f} MB over {config.reload_on_rss} MB (--reload-on-rss)")
+
+    def retire(self, reason: str) -> None:
+        """Recycle: the master starts a successor at once; this worker finishes what it has, then exits."""
+        if self.stopping:
+            return
+        self._report(f"retiring {reason}")
+        self.stop_gracefully()
+
+    def stop_gracefully(self) -> None:
+        """Stop accepting (the other workers and the successor still do), finish what was read, then exit."""
         if self.stopping:
             return
         self.stopping = True
-        self.stop_deadline = time.monotonic() + mercy
+        self.stop_deadline = time.monotonic() + self.config.reload_mercy
         for server in self.servers:
             server.close()
-        for conn in list(self.connections):
-            conn.shutdown()
+        # Connections drain by themselves: responses now say `Connection: close`, and idle ones are
+        # closed by their tick() after a second without a request (never mid-request: no resets).
         if not self.connections:
             self.loop.stop()
+
+    def log_status(self) -> None:
+        active = sum(1 for conn in self.connections if conn.active is not None)
+        log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
+                 self.number, self.requests, len(self.connections), active, _rss_mb())
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576
 
 
 def worker_main(config: Config, listeners, number: int, status_fd: int, master_pid: int) -> int:

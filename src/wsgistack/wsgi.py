@@ -78,6 +78,7 @@ class Exchange:
     iterable = None
     iterator = None
     finished = False
+    body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
 
     def __init__(self, conn, environ: dict, app, is_head: bool, http11: bool, keep_alive: bool,
                  threaded: bool):
@@ -221,6 +222,10 @@ class Exchange:
         else:
             self.keep_alive = False   # HTTP/1.0 without a length: the end of the body is the close
         if wants_close:
+            self.keep_alive = False
+        elif self.body_stream is not None and not self.body_stream.complete:
+            # Answered before the whole body arrived (a 401 that never read it): what follows on the
+            # connection can't be told from the rest of the body, so this response is the last one.
             self.keep_alive = False
         self.head_sent = True
         if not self.keep_alive:

@@ -31,6 +31,14 @@ class Tracked:
                 log.write(f"closed {self.tag}\n")
 
 
+def _read_body(environ):
+    """The whole body, as PEP 3333 allows: read(size) until b"" (wsgi.input_terminated)."""
+    stream, parts = environ["wsgi.input"], []
+    while chunk := stream.read(65536):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/environ":
@@ -40,12 +48,12 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
     if path == "/echo":
-        body = environ["wsgi.input"].read()
+        body = _read_body(environ)
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(len(body)))])
         return [body]
     if path == "/echo-len":
-        body = environ["wsgi.input"].read()
+        body = _read_body(environ)
         text = f"{len(body)} {body[:16].hex()} {body[-16:].hex()}".encode()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [text]

@@ -11,7 +11,7 @@ from wsgistack.config.errors import ConfigError
 from wsgistack.config.model import OPTIONS, OptionSpec
 
 # Actions that are not settings: they make the command do something else than serve.
-ACTIONS = {"help": False, "version": False}
+ACTIONS = {"help": False, "version": False, "stop": True, "reload": True}
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _take_value(arg: str, name: str, has_inline: str, inline_value: str,
 
 def format_help() -> str:
     lines = ["usage: wsgistack [FILE.ini] [--option VALUE ...]",
-             "",
+             "       wsgistack --stop PIDFILE | --reload PIDFILE", "",
              "Every option is also an ini key (in [uwsgi] or [wsgistack]) of the same name.", ""]
     seen = set()
     for spec in OPTIONS.values():
@@ -81,5 +81,7 @@ def format_help() -> str:
         default = "" if spec.default in ("", [], False) else f" (default: {spec.default})"
         lines.append(f"  {names}{value}")
         lines.append(f"      {spec.help}{default}")
-    lines += ["", "  --version      print the version", "  --help         this text"]
+    lines += ["", "  --stop PIDFILE     gracefully stop the server whose master wrote PIDFILE, and wait",
+              "  --reload PIDFILE   gracefully reload it (fresh app code, no request lost), and wait",
+              "  --version          print the version", "  --help             this text"]
     return "\n".join(lines)

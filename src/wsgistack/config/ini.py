@@ -23,6 +23,7 @@ MAX_INCLUDE_DEPTH = 16
 _INLINE_COMMENT = re.compile(r"\s[#;]")
 # All three expansions are found in one left-to-right scan, so text that came out of an expansion
 # (an environment variable, an earlier value) is never expanded a second time.
+_PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
 _EXPANSION = re.compile(r"\$\((?P<env>[^)]*)\)|%\((?P<placeholder>[^)]*)\)|%(?P<magic>.)")
 _ROOT_FILE_MAGIC = "pdsnecx"   # their upper-case forms name the top-level file, not the current one
 
@@ -61,8 +62,9 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
     Expansion, in values only, in one scan (expanded text is never re-expanded):
       $(VAR)            environment variable; unset is an error. $(VAR:-default) also replaces an
                         empty one, $(VAR-default) only an unset one (uWSGI's fallback syntax).
-      %(name)           the value of an earlier entry `name` (the last one if repeated, included
-                        files count). Unknown, or defined only further down, is an error.
+      %(name)           the value of entry `name` (the last one if repeated; included files count).
+                        A later entry works too (uWSGI resolves placeholders once the whole config is
+                        read); an unknown name stays as written, as in uWSGI (`logformat = %(method)`).
       %p %s %d %n %e %c  the current file's absolute path, name, directory with trailing slash,
                         name without extension, extension, and its directory's name.
       %x                section identifier, `file.ini:section`; %0..%9 the directory's components.
@@ -82,7 +84,7 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
     path = os.path.abspath(path)
     reader = _Reader(os.environ if environ is None else environ)
     reader.read_file(path, section, chain=(), site=_Site(path))
-    return reader.entries
+    return reader.resolve_forward_placeholders()
 
 
 class _Reader:
@@ -90,6 +92,7 @@ class _Reader:
         self.environ = environ
         self.entries: list[IniEntry] = []
         self.root_magic: dict[str, str] | None = None
+        self.unresolved: set[int] = set()     # indexes of entries with a %(name) not known when read
 
     def read_file(self, path: str, section: str | None, chain: tuple[tuple[str, str], ...], site: _Site) -> None:
         sections = _split_sections(_load(path, site), path)
@@ -144,8 +147,20 @@ class _Reader:
         for entry in reversed(self.entries):
             if entry.key == name:
                 return entry.value
-        raise ConfigError(f"unknown placeholder %({name}): no option {name!r} is set above this line",
-                          option=key, file=path, line=number)
+        self.unresolved.add(len(self.entries))     # the entry being read; resolved once all is read
+        return f"%({name})"
+
+    def resolve_forward_placeholders(self) -> list[IniEntry]:
+        last = {entry.key: entry.value for entry in self.entries}
+
+        def replace(match: re.Match[str]) -> str:
+            return last.get(match[1], match[0])
+
+        for index in self.unresolved:
+            entry = self.entries[index]
+            self.entries[index] = IniEntry(entry.key, _PLACEHOLDER.sub(replace, entry.value), entry.file,
+                                           entry.line)
+        return self.entries
 
 
 def _split_spec(spec: str) -> tuple[str, str | None]:

@@ -54,6 +54,26 @@ class Config:
     threads: int = option(1, "app threads per worker; 1 runs the app on the event-loop thread (fastest)", metavar="N")
     master: bool = option(True, "accepted for uWSGI compatibility: wsgistack always runs a master")
 
+    # --- lifecycle ---
+    pidfile: str = option("", "the master writes its pid to FILE", metavar="FILE")
+    daemonize: str = option("", "run in the background, logging to LOGFILE; returns once serving or failed",
+                            metavar="LOGFILE")
+    vacuum: bool = option(False, "remove the pidfile and unix sockets on exit")
+    uid: str = option("", "drop privileges to this user (name or number) after binding", metavar="USER")
+    gid: str = option("", "drop privileges to this group (name or number) after binding", metavar="GROUP")
+    procname_prefix: str = option("", "prefix of the process titles (`PREFIXwsgistack worker 1`)",
+                                  aliases=("procname-prefix-spaced",), metavar="PREFIX")
+    reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
+                               aliases=("worker-reload-mercy",), metavar="SECONDS")
+    harakiri: int = option(0, "end a request running longer than SECONDS: log its stack, answer 504, "
+                              "replace the worker (0: off)", metavar="SECONDS")
+    harakiri_verbose: bool = option(False, "accepted for uWSGI compatibility: harakiri always logs the stack")
+    max_requests: int = option(0, "recycle a worker after N requests (0: never)", metavar="N")
+    max_requests_delta: int = option(0, "add 0..N to each worker's max-requests so they do not recycle together",
+                                     aliases=("max-requests-jitter",), metavar="N")
+    reload_on_rss: int = option(0, "recycle a worker whose resident memory exceeds MB (0: never)", metavar="MB")
+    max_worker_lifetime: int = option(0, "recycle a worker after SECONDS (0: never)", metavar="SECONDS")
+
     # --- HTTP limits (nginx-like answers: 414, 431, 413, 408) ---
     limit_request_line: int = option(8190, "max bytes of the request line, else 414 (gunicorn: 4094, nginx: 8k buffer)",
                                      metavar="BYTES")

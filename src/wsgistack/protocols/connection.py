@@ -15,6 +15,8 @@ from wsgistack.wsgi import Exchange
 
 # Pipelined requests parsed ahead of the one being answered; past this we stop reading the socket.
 MAX_PENDING = 32
+# Seconds a closed connection keeps draining the client's bytes before it is closed anyway.
+LINGER_TICKS = 3
 # Bytes an app thread may have queued for the loop to write before it waits (per connection).
 THREAD_WRITE_AHEAD = 1 << 20
 
@@ -86,8 +88,11 @@ class Connection(asyncio.Protocol):
             self.pending.appendleft(request)
             worker.wait_for_app(self)
             return False
-        exchange = self.exchange_class(self, environ, worker.app, is_head, http11, keep_alive and not self.closing, threaded)
+        keep_alive = keep_alive and not self.closing and not worker.stopping    # draining: last response
+        exchange = self.exchange_class(self, environ, worker.app, is_head, http11, keep_alive, threaded)
         self.active = exchange
+        if stream is not None:
+            exchange.body_stream = stream
         if threaded:
             worker.submit(exchange)
         else:
@@ -113,6 +118,8 @@ class Connection(asyncio.Protocol):
         self.active = None
         worker = self.worker
         worker.requests += 1
+        if worker.requests == worker.retire_after:
+            worker.retire(f"served {worker.requests} requests (--max-requests)")
         if worker.access_log is not None:
             worker.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
                                       worker.requests)
@@ -148,11 +155,23 @@ class Connection(asyncio.Protocol):
         self.closing = True
 
     def _close(self) -> None:
+        """Lingering close, as nginx: send FIN after what is buffered, but keep reading (and dropping)
+        until the client closes too, or LINGER_TICKS pass. Closing a socket with unread client bytes
+        in it makes the kernel send a reset, which can destroy the response we just sent."""
         self._flush()
         self.pending.clear()
         if not self.closed:
-            self.closed = True              # from now on nothing is written or started
-            self.transport.close()          # sends what is buffered, then closes
+            self.closed = self.closing = True   # from now on nothing is read, written or started
+            self.ticks = 0
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            else:
+                self.transport.close()
+
+    def linger_tick(self) -> None:
+        """Called by tick() on a closed connection: give up on a client that does not close."""
+        if self.ticks >= LINGER_TICKS and not self.transport.is_closing():
+            self.transport.close()
 
     # --- writing (loop thread) ---
     def send(self, data: bytes) -> None:

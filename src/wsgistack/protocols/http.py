@@ -18,7 +18,7 @@ from wsgistack.protocols.connection import MAX_PENDING, Connection, Reject
 
 log = logging.getLogger("wsgistack")
 
-_REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+_REASONS = {504: "Gateway Timeout", 400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
             417: "Expectation Failed", 431: "Request Header Fields Too Large", 501: "Not Implemented",
             505: "HTTP Version Not Supported"}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
@@ -80,9 +80,9 @@ class HttpConnection(Connection):
         self.streaming: StreamingInput | None = None
 
     def data_received(self, data: bytes) -> None:
-        self.ticks = 0
         if self.closing:
-            return
+            return                      # also: lingering after close, bytes are dropped
+        self.ticks = 0
         self.batching = True            # responses to this read leave in one write
         try:
             self.parser.feed_data(data)
@@ -116,6 +116,8 @@ class HttpConnection(Connection):
 
     def eof_received(self) -> bool:
         # A client that half-closes after its request still gets the answer, then we close.
+        if self.closed:
+            return False                # the end of a lingering close
         self.closing = True
         if self.in_head or self.in_body:
             if self.streaming is not None:
@@ -300,7 +302,10 @@ class HttpConnection(Connection):
 
     def tick(self) -> None:
         self.ticks += 1
-        if self.active is not None or self.pending or self.closed:
+        if self.closed:
+            self.linger_tick()
+            return
+        if self.active is not None or self.pending:
             return
         config = self.worker.config
         if self.in_head:
@@ -312,17 +317,11 @@ class HttpConnection(Connection):
             if self.ticks >= config.body_timeout:
                 self._reject(408, "request body stalled")
                 self._run_pending()
-        elif self.ticks >= config.keepalive_timeout:
-            self._close()
+        elif self.ticks >= config.keepalive_timeout or (self.worker.stopping and self.ticks >= 2):
+            self._close()      # idle; when the worker is draining, idle for over a second
 
     def connection_lost(self, exc) -> None:
         if self.streaming is not None:
             self.streaming.end(failed=True)
         super().connection_lost(exc)
-
-    def shutdown(self) -> None:
-        """Graceful stop: finish what was already read, then close; idle connections close now."""
-        self.closing = True
-        if self.active is None and not self.pending and not self.in_body:
-            self._close()
 

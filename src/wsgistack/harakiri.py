@@ -1,0 +1,103 @@
+"""--harakiri: a request running longer than the limit ends its worker, visibly.
+
+A watchdog thread in the worker sees the overdue request, logs it with the Python stack of the
+thread running it, answers 504 if nothing was sent yet, and kills the worker; the master logs
+the death and starts a replacement while the other workers keep serving. Only time spent in app
+code counts: an inline stream paused for a slow client is not the app's fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+
+log = logging.getLogger("wsgistack")
+
+
+class Harakiri:
+    def __init__(self, limit: float, worker_number: int):
+        self.limit = limit
+        self.worker_number = worker_number
+        self.running: dict[int, tuple[float, object]] = {}    # thread ident -> (started, exchange)
+        threading.Thread(target=self._watch, name="harakiri", daemon=True).start()
+
+    def begin(self, exchange) -> bool:
+        """Start the clock for this thread; False if it already runs (pump() inside run())."""
+        ident = threading.get_ident()
+        if ident in self.running:
+            return False
+        self.running[ident] = (time.monotonic(), exchange)
+        return True
+
+    def end(self) -> None:
+        self.running.pop(threading.get_ident(), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(0.5, self.limit / 4))
+            now = time.monotonic()
+            for ident, (started, exchange) in list(self.running.items()):
+                if now - started > self.limit:
+                    self._fire(ident, exchange, now - started)
+
+    def _fire(self, ident: int, exchange, duration: float) -> None:
+        environ = exchange.environ
+        frame = sys._current_frames().get(ident)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack not available)\n"
+        log.error("HARAKIRI: %s %s ran %.1f s (limit --harakiri %s) in worker %d (pid %d); "
+                  "the stuck thread's stack:\n%s", environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
+                  duration, _seconds(self.limit), self.worker_number, os.getpid(), stack.rstrip())
+        if not exchange.head_sent:
+            _answer_504(exchange.conn)
+        for handler in log.handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _answer_504(conn) -> None:
+    """Best effort, from this thread: the loop thread may be the one that is stuck."""
+    try:
+        fd = os.dup(conn.transport.get_extra_info("socket").fileno())
+    except (AttributeError, OSError):
+        return
+    try:
+        os.write(fd, conn.error_response(504, "the request took too long (harakiri)"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
+class WatchedMixin:
+    """Mixed into the worker's Exchange classes when --harakiri is set (zero cost otherwise)."""
+
+    def run(self) -> None:
+        watch = self.conn.worker.harakiri
+        outermost = watch.begin(self)
+        try:
+            super().run()
+        finally:
+            if outermost:
+                watch.end()
+
+    def pump(self) -> None:
+        watch = self.conn.worker.harakiri
+        outermost = watch.begin(self)
+        try:
+            super().pump()
+        finally:
+            if outermost:
+                watch.end()
+
+
+def watched(exchange_class: type) -> type:
+    return type(f"Watched{exchange_class.__name__}", (WatchedMixin, exchange_class), {})

@@ -1,0 +1,23 @@
+"""systemd readiness (sd_notify) without a dependency: one datagram to $NOTIFY_SOCKET."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+log = logging.getLogger("wsgistack")
+
+
+def sd_notify(*fields: str) -> None:
+    """Send e.g. sd_notify("READY=1", "STATUS=serving"); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):           # abstract namespace
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(fields).encode(), address)
+    except OSError as exc:
+        log.warning("could not notify systemd at %s: %s", address, exc)
