@@ -47,17 +47,19 @@ def load_app(config: Config) -> Callable:
             module = importlib.import_module(module_name)
         else:
             module = _load_file(value)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        raise ConfigError(exc.message, option=exc.option, **config.where(option)) from None
     except BaseException as exc:  # the app's own import may raise anything, even SystemExit
         traceback.print_exc(file=sys.stderr)
         kind = "cannot import" if isinstance(exc, ImportError) else "error while loading"
-        raise ConfigError(f"{kind} {value!r}: {type(exc).__name__}: {exc}", option=option) from None
+        raise ConfigError(f"{kind} {value!r}: {type(exc).__name__}: {exc}", option=option,
+                          **config.where(option)) from None
     app = getattr(module, callable_name, None)
     if app is None:
-        raise ConfigError(f"{value!r} has no callable {callable_name!r}", option=option)
+        raise ConfigError(f"{value!r} has no callable {callable_name!r}", option=option, **config.where(option))
     if not callable(app):
-        raise ConfigError(f"{value}:{callable_name} is a {type(app).__name__}, not a callable", option=option)
+        raise ConfigError(f"{value}:{callable_name} is a {type(app).__name__}, not a callable", option=option,
+                          **config.where(option))
     return app
 
 

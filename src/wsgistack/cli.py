@@ -62,15 +62,19 @@ def serve(config: Config, reload_config) -> int:
     listeners = []
     for option, protocol in LISTEN_OPTIONS:
         for text in getattr(config, option.replace("-", "_")):
-            address = parse_address(text, protocol, option)
-            listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
+            try:
+                address = parse_address(text, protocol, option)
+                listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
+            except ConfigError as exc:
+                raise ConfigError(exc.message, option=option, **config.where(option, text)) from None
     report_fd = None
     if config.daemonize:
         from wsgistack.daemon import daemonize
         try:
             report_fd = daemonize(config.daemonize)
         except OSError as exc:
-            raise ConfigError(f"cannot write {config.daemonize!r}: {exc.strerror}", option="daemonize") from None
+            raise ConfigError(f"cannot write {config.daemonize!r}: {exc.strerror}", option="daemonize",
+                              **config.where("daemonize")) from None
     elif config.logto:
         redirect_output(config.logto)
     setup_error_log("master")
@@ -91,7 +95,8 @@ def _apply_environment(config: Config) -> None:
         try:
             os.chdir(config.chdir)
         except OSError as exc:
-            raise ConfigError(f"cannot change to {config.chdir!r}: {exc.strerror}", option="chdir") from None
+            raise ConfigError(f"cannot change to {config.chdir!r}: {exc.strerror}", option="chdir",
+                              **config.where("chdir")) from None
     prepare_import_path(config)
 
 
@@ -106,9 +111,11 @@ def _drop_privileges(config: Config) -> None:
             uid = int(config.uid) if config.uid.isdigit() else pwd.getpwnam(config.uid).pw_uid
             os.setuid(uid)
     except KeyError as exc:
-        raise ConfigError(f"no such user or group: {exc}", option="uid" if config.uid else "gid") from None
+        option = "uid" if config.uid else "gid"
+        raise ConfigError(f"no such user or group: {exc}", option=option, **config.where(option)) from None
     except PermissionError:
-        raise ConfigError("changing user or group needs root", option="uid" if config.uid else "gid") from None
+        option = "uid" if config.uid else "gid"
+        raise ConfigError("changing user or group needs root", option=option, **config.where(option)) from None
 
 
 def _write_pidfile(config: Config) -> None:
@@ -118,7 +125,8 @@ def _write_pidfile(config: Config) -> None:
         with open(config.pidfile, "w") as handle:
             handle.write(f"{os.getpid()}\n")
     except OSError as exc:
-        raise ConfigError(f"cannot write {config.pidfile!r}: {exc.strerror}", option="pidfile") from None
+        raise ConfigError(f"cannot write {config.pidfile!r}: {exc.strerror}", option="pidfile",
+                          **config.where("pidfile")) from None
 
 
 def _vacuum(config: Config, listeners) -> None:

@@ -50,11 +50,12 @@ def _validate(config: Config) -> None:
         raise ConfigError("no application: give --module pkg.mod[:callable] or --wsgi-file PATH")
     for name in ("processes", "threads"):
         if getattr(config, name) < 1:
-            raise ConfigError("must be at least 1", option=name)
+            raise ConfigError("must be at least 1", option=name, **config.where(name))
     if config.chmod_socket in ("true", "True"):
         config.chmod_socket = "666"
     if config.chmod_socket and not all(c in "01234567" for c in config.chmod_socket):
-        raise ConfigError(f"expected an octal mode like 666, got {config.chmod_socket!r}", option="chmod-socket")
+        raise ConfigError(f"expected an octal mode like 666, got {config.chmod_socket!r}", option="chmod-socket",
+                          **config.where("chmod-socket"))
     for item in config.env:
         if "=" not in item or item.startswith("="):
-            raise ConfigError(f"expected KEY=VALUE, got {item!r}", option="env")
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", option="env", **config.where("env", item))

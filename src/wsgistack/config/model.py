@@ -100,6 +100,17 @@ class Config:
                             metavar="FILE")
     strict: bool = option(False, "unknown options are errors instead of warnings")
 
+    def __post_init__(self) -> None:
+        # option name -> [(value, file, line)], in the order set: later errors can say where a value came from
+        self.origins: dict[str, list[tuple[str, str | None, int | None]]] = {}
+
+    def where(self, name: str, value: object = None) -> dict:
+        """file= and line= of the setting of `name` (with `value`, for list options), for a ConfigError."""
+        for set_value, file, line in reversed(self.origins.get(name, [])):
+            if value is None or set_value == str(value):
+                return {"file": file, "line": line}
+        return {}
+
 
 # uWSGI options we accept and deliberately ignore, with the reason (listed in the docs).
 IGNORED_OPTIONS: dict[str, str] = {
@@ -185,3 +196,4 @@ def apply_setting(config: Config, spec: OptionSpec, value: str | bool, *,
         getattr(config, spec.attr).append(typed)
     else:
         setattr(config, spec.attr, typed)
+    config.origins.setdefault(spec.name, []).append((str(typed), file, line))
