@@ -96,9 +96,15 @@ def bind_sibling(sock: socket.socket, backlog: int) -> socket.socket:
 
 
 def _listen_tcp(family: int, sockaddr, backlog: int) -> socket.socket:
-    sock = _tcp_socket(family, reuse_port=True)
+    return _listen(_tcp_socket(family, reuse_port=True), sockaddr, backlog)
+
+
+def _listen(sock: socket.socket, sockaddr, backlog: int, chmod: str = "") -> socket.socket:
+    """Bind and listen, inheritable by the workers; the socket is closed if any step fails."""
     try:
         sock.bind(sockaddr)
+        if chmod:
+            os.chmod(sockaddr, int(chmod, 8))
         sock.listen(backlog)
         sock.set_inheritable(True)
     except BaseException:
@@ -121,16 +127,7 @@ def _bind_unix(address: Address, backlog: int, chmod: str) -> socket.socket:
     path = address.path
     assert path is not None
     _remove_stale_unix_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, int(chmod, 8) if chmod else 0o666)
-        sock.listen(backlog)
-        sock.set_inheritable(True)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return _listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, backlog, chmod or "666")
 
 
 def _remove_stale_unix_socket(path: str) -> None:
