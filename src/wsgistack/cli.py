@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parsed = parse_argv(argv)
         if "help" in parsed.actions or not argv:
-            print(format_help())
+            try:
+                print(format_help(), flush=True)
+            except BrokenPipeError:          # `wsgistack --help | head`
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0 if argv else 2
         if "version" in parsed.actions:
             print(f"wsgistack {__version__}")
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         if "stop" in parsed.actions or "reload" in parsed.actions:
             return _control(parsed)
         config = load_config(parsed)
-        return serve(config, lambda: load_config(parse_argv(argv), warn=_log_warning))
+        return serve(config, _reloader(argv))
     except ConfigError as exc:
         print(f"wsgistack: error: {exc}", file=sys.stderr)
         return 1
@@ -45,6 +48,28 @@ def _control(parsed) -> int:
     if "stop" in parsed.actions:
         return control.stop(str(parsed.actions["stop"]), mercy + CONTROL_MARGIN)
     return control.reload(str(parsed.actions["reload"]), mercy + CONTROL_MARGIN)
+
+
+def _reloader(argv: list[str]):
+    """SIGHUP's config re-read: relative paths (the ini file, its chdir) mean what they meant at startup,
+    and the new chdir, env and pythonpath apply to the next generation of workers."""
+    start_dir = os.getcwd()
+
+    def reload_config() -> Config:
+        current = os.getcwd()
+        try:
+            try:
+                os.chdir(start_dir)
+            except OSError as exc:
+                raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
+            config = load_config(parse_argv(argv), warn=_log_warning)
+            _apply_environment(config)
+        except BaseException:
+            os.chdir(current)
+            raise
+        return config
+
+    return reload_config
 
 
 def _log_warning(message: str) -> None:
@@ -78,10 +103,11 @@ def serve(config: Config, reload_config) -> int:
     elif config.logto:
         redirect_output(config.logto)
     setup_error_log("master")
+    master = Master(config, listeners, reload_config, report_fd)    # binds every worker slot's socket
+    _write_pidfile(config)          # before dropping privileges, as uWSGI's pidfile
     _drop_privileges(config)
-    _write_pidfile(config)
     try:
-        return Master(config, listeners, reload_config, report_fd).run()
+        return master.run()
     finally:
         if config.vacuum:
             _vacuum(config, listeners)

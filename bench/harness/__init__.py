@@ -1,0 +1,1 @@
+"""wsgistack benchmark harness: provisioning, server table, load runs, report."""

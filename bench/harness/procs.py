@@ -1,0 +1,188 @@
+"""Starting, probing, measuring and stopping server processes.
+
+Every server is started as the leader of a new session (start_new_session), so
+its whole process tree -- masters, forked workers, orphans whose parent already
+died -- is findable by session id in /proc and can be signalled as one process
+group. `running()` is a context manager: the tree is stopped on any exit,
+including errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from collections.abc import Iterator
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class StartError(Exception):
+    """The server exited or never answered; the message is the reason for the report."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpus: set[int] | None):
+    """A preexec_fn pinning the child (and so its descendants) to `cpus`."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def session_pids(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session `sid`, from /proc/PID/stat."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        state, session = fields[0], int(fields[3])
+        if session == sid and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def http_ok(port: int, timeout: float = 1.0) -> bool:
+    """One GET over a fresh connection; True on any 2xx status line."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            head = s.recv(64)
+    except OSError:
+        return False
+    return head.startswith(b"HTTP/1.") and head[9:10] == b"2"
+
+
+def fresh_connection_ms(port: int, timeout: float) -> float | None:
+    """Milliseconds for connect + GET + 2xx on a new connection, None if not answered in `timeout`.
+    Under load this shows whether a server still serves newcomers or starves them."""
+    start = time.monotonic()
+    return (time.monotonic() - start) * 1000 if http_ok(port, timeout) else None
+
+
+def pipelined_answers(port: int, depth: int, timeout: float = 2.0) -> int:
+    """Send `depth` GETs in one write; count the 2xx responses that come back within `timeout`.
+    wrk cannot tell a server that drops pipelined requests (its connections just stall)."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n"
+    received = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(request * depth)
+            deadline = time.monotonic() + timeout
+            while received.count(b" 200 ") < depth and time.monotonic() < deadline:
+                s.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    except OSError:
+        pass
+    return received.count(b"HTTP/1.1 2") + received.count(b"HTTP/1.0 2")
+
+
+def log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ServerProcess:
+    def __init__(self, argv: list[str], port: int, log_path: Path, cpus: set[int] | None):
+        self.argv, self.port, self.log_path = argv, port, log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log:
+            try:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             start_new_session=True, preexec_fn=pinned(cpus))
+            except OSError as e:
+                raise StartError(f"cannot execute {argv[0]}: {e}") from e
+
+    @property
+    def sid(self) -> int:
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        return session_pids(self.sid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pids())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def failure(self, what: str) -> str:
+        tail = log_tail(self.log_path)
+        return f"{what}" + (f"; log tail:\n{tail}" if tail else " (no output)")
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StartError(self.failure(f"exited with status {self.proc.returncode} before serving"))
+            if http_ok(self.port):
+                return
+            time.sleep(0.1)
+        raise StartError(self.failure(f"no 2xx answer on port {self.port} within {timeout:.0f} s"))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the process group, SIGKILL whatever is left after `timeout`."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
+                self._signal_group(sig)
+                if self._wait_gone(wait):
+                    return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def _signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.sid, sig)
+        for pid in self.pids():  # anything that left the group but not the session
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def _wait_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.proc.poll()  # reap the leader
+            if not self.pids():
+                return True
+            time.sleep(0.05)
+        return False
+
+
+@contextlib.contextmanager
+def running(argv: list[str], port: int, log_path: Path, cpus: set[int] | None,
+            ready_timeout: float) -> Iterator[ServerProcess]:
+    server = ServerProcess(argv, port, log_path, cpus)
+    try:
+        server.wait_ready(ready_timeout)
+        yield server
+    finally:
+        server.stop()
