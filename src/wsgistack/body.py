@@ -65,6 +65,17 @@ class BodyBuffer:
         return io.BytesIO(b"".join(self.chunks))
 
 
+class BodyError(OSError):
+    """wsgi.input failed because of the client: it went away, or sent a malformed or too large body.
+
+    An app that lets it propagate before responding gets the client `status` instead of a 500.
+    """
+
+    def __init__(self, detail: str = "client disconnected before sending the whole body", status: int = 400):
+        super().__init__(detail)
+        self.status = status
+
+
 class StreamingInput(io.RawIOBase):
     """wsgi.input fed by the loop while the app reads it on its own thread (Expect: 100-continue).
 
@@ -78,6 +89,7 @@ class StreamingInput(io.RawIOBase):
         self.size = 0
         self._ended = False
         self._failed = False
+        self._error: BodyError | None = None
         self._on_first_read: Callable[[], None] | None = on_first_read
 
     # --- loop side ---
@@ -87,10 +99,11 @@ class StreamingInput(io.RawIOBase):
             self._chunks.append(data)
             self._cond.notify_all()
 
-    def end(self, failed: bool = False) -> None:
+    def end(self, failed: bool = False, error: BodyError | None = None) -> None:
         with self._cond:
             self._ended = True
             self._failed = failed
+            self._error = (error or BodyError()) if failed else None
             self._cond.notify_all()
 
     @property
@@ -133,7 +146,7 @@ class StreamingInput(io.RawIOBase):
             while not self._chunks and not self._ended:
                 self._cond.wait()
             if self._failed:
-                raise OSError("client disconnected before sending the whole body")
+                raise self._error
             if not self._chunks:
                 return b""
             chunk = self._chunks[0]

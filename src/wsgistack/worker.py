@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import queue
 import random
@@ -108,12 +109,16 @@ class Worker:
             self.threads = AppThreads(self.config.threads, "app")
         if self.config.harakiri:
             self.harakiri = Harakiri(self.config.harakiri, self.number)
+        self._tick()                     # the Date header exists before the first connection
         self.loop.run_until_complete(self._listen())
-        self.loop.add_signal_handler(signal.SIGTERM, self.stop_gracefully)
-        self.loop.add_signal_handler(signal.SIGUSR1, self.log_status)
-        self.loop.add_signal_handler(signal.SIGINT, self.loop.stop)
-        self.loop.add_signal_handler(signal.SIGQUIT, self.loop.stop)
-        self._tick()
+        # Plain handlers, not loop.add_signal_handler(): uvloop only dispatches signals while it runs, and
+        # one arriving before run_forever() (a SIGTERM just after a recycled worker's fork) would be lost,
+        # leaving the master waiting. These run in the main thread as soon as it runs Python code.
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.loop.call_soon_threadsafe(self.stop_gracefully))
+        signal.signal(signal.SIGUSR1, lambda signum, frame: self.loop.call_soon_threadsafe(self.log_status))
+        # Fast stop: exits from the handler, even while inline app code blocks the loop.
+        signal.signal(signal.SIGINT, self._stop_now)
+        signal.signal(signal.SIGQUIT, self._stop_now)
         self._report("ready")
         try:
             self.loop.run_forever()
@@ -219,7 +224,8 @@ class Worker:
     # --- timers ---
     def _tick(self) -> None:
         now = time.time()
-        self.date_header = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+        second = math.floor(now + 0.1)   # a timer firing a little early still belongs to this second
+        self.date_header = f"Date: {formatdate(second, usegmt=True)}\r\n".encode()
         for conn in list(self.connections):
             conn.tick()
         self._check_recycle()
@@ -229,8 +235,9 @@ class Worker:
         elif os.getppid() != self.master_pid and not self.stopping:
             log.error("the master is gone; stopping")
             self.stop_gracefully()
-        # Align to the next second so the Date header changes on time.
-        self.loop.call_later(1.0 - (now % 1.0), self._tick)
+        # Aligned to the next second (the Date header changes on time), and never less than 0.9 s
+        # apart: every timeout counts these sweeps.
+        self.loop.call_later(second + 1 - now, self._tick)
 
     # --- recycling and stopping ---
     def _check_recycle(self) -> None:
@@ -239,7 +246,9 @@ class Worker:
         config = self.config
         if config.max_worker_lifetime and time.monotonic() - self.started > config.max_worker_lifetime:
             self.retire(f"lived {config.max_worker_lifetime} s (--max-worker-lifetime)")
-        elif config.reload_on_rss and _rss_mb() > config.reload_on_rss:
+        elif config.reload_on_rss and self.requests and _rss_mb() > config.reload_on_rss:
+            # Only once it served (as uWSGI checks after a request): a fresh worker already over the
+            # limit would otherwise retire before accepting anything, and be replaced in a loop.
             self.retire(f"resident memory {_rss_mb():.0f} MB over {config.reload_on_rss} MB (--reload-on-rss)")
 
     def retire(self, reason: str) -> None:
@@ -261,6 +270,15 @@ class Worker:
         # closed by their tick() after a second without a request (never mid-request: no resets).
         if not self.connections:
             self.loop.stop()
+
+    def _stop_now(self, signum, frame) -> None:
+        """SIGINT/SIGQUIT: fast stop, in-flight requests are abandoned."""
+        try:
+            if self.access_log is not None:
+                self.access_log.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
 
     def log_status(self) -> None:
         active = sum(1 for conn in self.connections if conn.active is not None)

@@ -16,6 +16,8 @@ import sys
 import threading
 from time import monotonic as _monotonic
 
+from wsgistack.body import BodyError
+
 log = logging.getLogger("wsgistack")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -79,6 +81,7 @@ class Exchange:
     iterator = None
     finished = False
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
+    overflowed = False               # the app went past its Content-Length
 
     def __init__(self, conn, environ: dict, app, is_head: bool, http11: bool, keep_alive: bool,
                  threaded: bool):
@@ -116,7 +119,8 @@ class Exchange:
             raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
         if not self.head_sent:
             self._stream(self._head(None))
-        self._stream(self._frame(data))
+        if data and not self._no_body():      # HEAD, 1xx, 204, 304: no body; never past Content-Length
+            self._stream(self._frame(self._clip(data)))
 
     # --- running ---
     def run(self) -> None:
@@ -172,7 +176,7 @@ class Exchange:
                     self._stream(self._head(None))
                 if chunk and not self._no_body():
                     self._stream(self._frame(self._clip(chunk)))
-                if conn.closed:
+                if conn.closed or self.overflowed:
                     break
                 if conn.write_paused and not self.threaded:
                     return              # resume_writing calls pump() again; app threads wait in the connection
@@ -236,15 +240,18 @@ class Exchange:
 
     def _clip(self, data: bytes) -> bytes:
         """Never send more than the declared Content-Length."""
-        self.body_bytes += len(data)
         if self.remaining is None:
+            self.body_bytes += len(data)
             return data
         if len(data) > self.remaining:
-            log.error("%s %s: app sent more than its Content-Length; response truncated, connection closed",
-                      self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"])
+            if not self.overflowed:
+                log.error("%s %s: app sent more than its Content-Length; response truncated, connection closed",
+                          self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"])
+                self.overflowed = True       # pump() stops iterating: nothing more can be sent
             data = data[:self.remaining]
             self.keep_alive = False
             self.conn.abort_after_response()
+        self.body_bytes += len(data)     # what was sent, for the access log
         self.remaining -= len(data)
         return data
 
@@ -284,6 +291,15 @@ class Exchange:
         environ = self.environ
         if isinstance(exc, ResponseError):
             log.error("%s %s: invalid response: %s", environ["REQUEST_METHOD"], environ["REQUEST_URI"], exc)
+        elif isinstance(exc, BodyError) and not self.conn.closed and not self.head_sent:
+            # the client's fault (a body over --limit-post, malformed, cut short): its status, not a 500
+            log.info("%s %s: request body failed: %s", environ["REQUEST_METHOD"], environ["REQUEST_URI"], exc)
+            self.keep_alive = False
+            self.head_sent = True
+            self.code = exc.status
+            self.remaining = None
+            self._whole(self.conn.error_response(exc.status, str(exc)))
+            return
         elif isinstance(exc, (ConnectionError, OSError)) and self.conn.closed:
             log.info("%s %s: client went away", environ["REQUEST_METHOD"], environ["REQUEST_URI"])
         else:
@@ -304,15 +320,7 @@ class Exchange:
         """Close the iterable (always, PEP 3333), check the length promise, hand back to the connection."""
         if self.finished:
             return
-        self.finished = True
-        close = getattr(self.iterable, "close", None)
-        if close is not None:
-            try:
-                close()
-            except BaseException:
-                log.exception("%s %s: exception in the response's close()", self.environ["REQUEST_METHOD"],
-                              self.environ["REQUEST_URI"])
-                self.keep_alive = False
+        self._close_iterable()
         if self.remaining and not self.conn.closed and not self._no_body():
             log.error("%s %s: app sent %d bytes less than its Content-Length; connection closed",
                       self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"], self.remaining)
@@ -326,13 +334,19 @@ class Exchange:
     def abandon(self) -> None:
         """The client went away while an inline stream was paused: close the app's iterable."""
         if not self.finished:
-            self.finished = True
-            close = getattr(self.iterable, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except BaseException:
-                    log.exception("exception in the response's close()")
+            self._close_iterable()
+
+    def _close_iterable(self) -> None:
+        """PEP 3333: close() on the app's iterable, always, exactly once."""
+        self.finished = True
+        close = getattr(self.iterable, "close", None)
+        if close is not None:
+            try:
+                close()
+            except BaseException:
+                log.exception("%s %s: exception in the response's close()", self.environ["REQUEST_METHOD"],
+                              self.environ["REQUEST_URI"])
+                self.keep_alive = False
 
 
 def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool, bool]:

@@ -13,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from wsgistack.body import EMPTY_INPUT, BodyBuffer, StreamingInput
+from wsgistack.body import EMPTY_INPUT, BodyBuffer, BodyError, StreamingInput
 from wsgistack.protocols.connection import MAX_PENDING, Connection, Reject
 
 log = logging.getLogger("wsgistack")
@@ -71,7 +71,8 @@ class HttpConnection(Connection):
         super().connection_made(transport)
         self.parser = httptools.HttpRequestParser(self)
         self.head_age = 0
-        self.head_bytes = 0
+        self.head_bytes = 0              # bytes read while the current head is incomplete; -1: a request just ended
+        self.fields_size = 0             # bytes of the current head's parsed header fields
         self.in_head = False
         self.in_body = False
         self.url = b""
@@ -83,6 +84,8 @@ class HttpConnection(Connection):
         if self.closing:
             return                      # also: lingering after close, bytes are dropped
         self.ticks = 0
+        if not self.in_body:
+            self.in_head = True         # any byte outside a body starts a head (even empty lines): it is timed
         self.batching = True            # responses to this read leave in one write
         try:
             self.parser.feed_data(data)
@@ -102,9 +105,15 @@ class HttpConnection(Connection):
                 self._reject(400, str(exc).strip() or "malformed request")
         else:
             if self.in_head:
-                self.head_bytes += len(data)    # an estimate: can include earlier pipelined requests
-                if self.head_bytes > self.limit_head:
+                # Unparsed bytes count too (a field still arriving). A request that ended in this read
+                # leaves only what was parsed of its successor: the read also held earlier requests.
+                head_bytes = self.head_bytes
+                head_bytes = head_bytes + len(data) if head_bytes >= 0 else len(self.url) + self.fields_size
+                self.head_bytes = head_bytes
+                if head_bytes > self.limit_head:
                     self._reject(431, "request head too large")
+            elif self.head_bytes < 0:
+                self.head_bytes = 0
         if self.pending and self.active is None:
             self._run_pending()
         self.batching = False
@@ -138,9 +147,13 @@ class HttpConnection(Connection):
         headers = self.headers
         if len(headers) >= self.limit_fields:
             raise Reject(431, "too many header fields")
-        if len(name) + len(value) > self.limit_field_size:
+        size = len(name) + len(value)
+        if size > self.limit_field_size:
             raise Reject(431, "header field too large")
-        headers.append((name, value))
+        self.fields_size += size + 4
+        if self.fields_size + len(self.url) > self.limit_head:
+            raise Reject(431, "request head too large")     # a whole head can arrive in one read
+        headers.append((name, value.rstrip(b" \t")))     # llhttp keeps trailing OWS; it is not the value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -187,6 +200,8 @@ class HttpConnection(Connection):
         if limit and content_length is not None and int(content_length) > limit:
             raise Reject(413, f"request body larger than {limit} bytes")
         keep_alive = parser.should_keep_alive() and not self.closing
+        if "HTTP_UPGRADE" in environ and parser.should_upgrade():
+            keep_alive = False           # no protocol switch, and llhttp parses nothing after it: the last one
         has_body = chunked or (content_length is not None and content_length != "0")
         self.body = None
         expect = environ.get("HTTP_EXPECT")
@@ -217,7 +232,8 @@ class HttpConnection(Connection):
         self.in_body = False
         self.url = b""
         self.headers = []
-        self.head_age = self.head_bytes = 0
+        self.head_age = self.fields_size = 0
+        self.head_bytes = -1
         if self.streaming is not None:
             self.streaming.end()
             self.streaming = None
@@ -267,7 +283,21 @@ class HttpConnection(Connection):
         environ[key] += separator + value.decode("latin-1")
 
     def _method_error(self, data: bytes) -> tuple[int, str]:
-        method = data.split(b" ", 1)[0]
+        # The bad method opens the request after the last one this read completed: try the read's
+        # start, then each position after a blank line, with a fresh parser (error path only; bounded).
+        start = 0
+        for _ in range(1000):
+            try:
+                httptools.HttpRequestParser(None).feed_data(data[start:start + 32].partition(b" ")[0] + b" ")
+            except httptools.HttpParserInvalidMethodError:
+                break
+            except httptools.HttpParserError:
+                pass
+            start = data.find(b"\r\n\r\n", start) + 4
+            if start < 4:
+                start = 0
+                break
+        method = data[start:].lstrip(b"\r\n").split(b" ", 1)[0]
         token = method and all(33 <= c < 127 and c not in b'"(),/:;<=>?@[\\]{}' for c in method)
         return (501, "method not implemented") if token else (400, "invalid method")
 
@@ -295,10 +325,14 @@ class HttpConnection(Connection):
         log.info("rejected a request from %s: %d %s", self.conn_environ.get("REMOTE_ADDR"), status, detail)
         self.closing = True
         self.in_head = self.in_body = False
-        if self.streaming is not None:
-            self.streaming.end(failed=True)
+        if self.streaming is not None:    # the app reading it gets this status (wsgi.py answers it)
+            self.streaming.end(failed=True, error=BodyError(detail, status))
             self.streaming = None
         self.pending.append(Reject(status, detail))
+
+    def exchange_done(self, exchange) -> None:
+        self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
+        super().exchange_done(exchange)
 
     def tick(self) -> None:
         self.ticks += 1
@@ -317,7 +351,8 @@ class HttpConnection(Connection):
             if self.ticks >= config.body_timeout:
                 self._reject(408, "request body stalled")
                 self._run_pending()
-        elif self.ticks >= config.keepalive_timeout or (self.worker.stopping and self.ticks >= 2):
+        elif self.ticks > config.keepalive_timeout or (self.worker.stopping and self.ticks >= 2):
+            # `>`: ticks are whole wall-clock seconds, so this is an idle time in (T, T + 1] seconds.
             self._close()      # idle; when the worker is draining, idle for over a second
 
     def connection_lost(self, exc) -> None:
