@@ -34,6 +34,7 @@ class Connection(asyncio.Protocol):
     """Subclasses provide `error_response(status, detail) -> bytes` in their protocol's framing."""
 
     exchange_class = Exchange
+    peer_closed = False                  # the client sent EOF: no lingering needed once we answered
 
     def __init__(self, worker):
         self.worker = worker
@@ -163,10 +164,10 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = self.closing = True   # from now on nothing is read, written or started
             self.ticks = 0
-            if self.transport.can_write_eof():
+            if self.transport.can_write_eof() and not self.peer_closed:
                 self.transport.write_eof()
             else:
-                self.transport.close()
+                self.transport.close()      # nothing more can come from the client: no reset to fear
 
     def linger_tick(self) -> None:
         """Called by tick() on a closed connection: give up on a client that does not close."""

@@ -127,7 +127,7 @@ class HttpConnection(Connection):
         # A client that half-closes after its request still gets the answer, then we close.
         if self.closed:
             return False                # the end of a lingering close
-        self.closing = True
+        self.closing = self.peer_closed = True
         if self.in_head or self.in_body:
             if self.streaming is not None:
                 self.streaming.end(failed=True)

@@ -1,0 +1,436 @@
+"""HTTP/1.1 behaviour of the real server, seen by real clients: http.client, raw sockets, curl and wrk.
+
+Every test starts its own `wsgistack` (tests/apps/basic.py) on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from conftest import APPS
+from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
+
+STREAM_BODY = b"".join(b"chunk %d\n" % i for i in range(5))
+
+
+def environ_of(conn: http.client.HTTPConnection) -> dict:
+    conn.request("GET", "/environ")
+    response = conn.getresponse()
+    assert response.status == 200
+    return json.loads(response.read())
+
+
+# --- keep-alive ---
+
+def test_keep_alive_reuses_one_connection(server):
+    conn = server.connection()
+    try:
+        environs = [environ_of(conn) for _ in range(4)]
+        assert conn.sock is not None, "the server closed a keep-alive connection"
+    finally:
+        conn.close()
+    assert len({env["REMOTE_PORT"] for env in environs}) == 1
+
+
+def test_connection_close_closes(server):
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/", {"Connection": "close"})
+        response = conn.read_response()
+        assert response.status == 200 and response.body == b"Hello, World!"
+        assert response.header("Connection") == "close"
+        assert conn.closed_by_server()
+
+
+def test_http10_closes_by_default(server):
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/", version="HTTP/1.0")
+        response = conn.read_response()
+        assert response.status == 200 and response.body == b"Hello, World!"
+        assert (response.header("Connection") or "close").lower() == "close"
+        assert conn.closed_by_server()
+
+
+def test_http10_keep_alive_when_asked(server):
+    with RawConnection(server.port) as conn:
+        for _ in range(3):
+            conn.request("GET", "/", {"Connection": "keep-alive"}, version="HTTP/1.0")
+            response = conn.read_response()
+            assert response.status == 200 and response.body == b"Hello, World!"
+            assert response.header("Connection").lower() == "keep-alive"
+        assert not conn.closed_by_server(timeout=0.3)
+
+
+@pytest.mark.parametrize("path", ["/", "/sleep?t=2.5"], ids=["quick", "after-a-long-request"])
+def test_idle_keep_alive_connection_is_closed_after_the_timeout(start_server, path):
+    server = start_server("--keepalive-timeout", "1", "--threads", "4")
+    with RawConnection(server.port) as conn:
+        conn.request("GET", path)
+        assert conn.read_response().status == 200
+        # Idle time counts from the end of the response: a client reusing the connection at once
+        # must not race a close.
+        assert not conn.closed_by_server(timeout=0.7), "closed before being idle for 1 s"
+        assert conn.closed_by_server(timeout=5.0), "an idle connection outlived --keepalive-timeout 1"
+
+
+# --- HEAD ---
+
+def headers_but_date(response) -> list[tuple[str, str]]:
+    return sorted((name.lower(), value) for name, value in response.headers if name.lower() != "date")
+
+
+@pytest.mark.parametrize("path", ["/", "/big?size=100000", "/file"])
+def test_head_has_the_headers_of_get_and_no_body(server, path):
+    got = get(server.port, path)
+    with RawConnection(server.port) as conn:
+        conn.request("HEAD", path)
+        head = conn.read_response("HEAD")
+        # The next response must start right after the head: any body byte would break it.
+        conn.request("GET", "/")
+        after = conn.read_response()
+    assert head.status == got.status == 200
+    assert head.header("Content-Length") == got.header("Content-Length") == str(len(got.body))
+    assert headers_but_date(head) == headers_but_date(got)
+    assert after.status == 200 and after.body == b"Hello, World!"
+
+
+# --- Expect: 100-continue ---
+
+def expect_head(path: str, length: int) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+            f"Expect: 100-continue\r\n\r\n").encode()
+
+
+@THREAD_MODES
+def test_expect_100_continue_before_the_body(start_server, threads):
+    server = start_server("--threads", threads)
+    body = b"the body, sent only after 100 Continue"
+    with RawConnection(server.port) as conn:
+        conn.send(expect_head("/echo", len(body)))
+        interim = conn.read_head()
+        assert interim.status == 100 and interim.version == "HTTP/1.1"
+        conn.send(body)
+        response = conn.read_response()
+        assert response.status == 200 and response.body == body
+        conn.request("GET", "/")          # still usable
+        assert conn.read_response().body == b"Hello, World!"
+
+
+@THREAD_MODES
+def test_expect_100_continue_not_sent_when_the_app_does_not_read(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.send(expect_head("/no-read", 1000))
+        response = conn.read_response()
+        assert response.status == 401, f"got {response.status} before the final response"
+        assert response.body == b"denied"
+        assert response.header("Connection") == "close"     # RFC 9110 10.1.1: say so when not reading on
+        assert conn.closed_by_server(), "the unread body would be parsed as the next request"
+
+
+# --- chunked request bodies ---
+
+def test_chunked_request_environ(server):
+    response = get(server.port, "/environ", "POST", {"Transfer-Encoding": "chunked"},
+                   b"5\r\nhello\r\n0\r\n\r\n")
+    environ = json.loads(response.body)
+    assert "CONTENT_LENGTH" not in environ
+    assert environ["wsgi.input_terminated"] is True
+
+
+def test_chunked_request_with_extensions_and_trailers(server):
+    body = b"5;name=value\r\nhello\r\n6;flag\r\n world\r\n0\r\nX-Trailer: yes\r\nX-Other: 1\r\n\r\n"
+    with RawConnection(server.port) as conn:
+        conn.request("POST", "/echo", {"Transfer-Encoding": "chunked"}, body)
+        response = conn.read_response()
+        assert response.status == 200 and response.body == b"hello world"
+        conn.request("GET", "/")
+        assert conn.read_response().body == b"Hello, World!"
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def summary(body: bytes) -> bytes:
+    """What /echo-len answers."""
+    return f"{len(body)} {body[:16].hex()} {body[-16:].hex()}".encode()
+
+
+@pytest.mark.parametrize("path, expected", [("/echo-len", summary), ("/echo", lambda body: body)])
+def test_big_chunked_upload_spools_and_arrives_intact(start_server, path, expected):
+    server = start_server("--post-buffering", "65536")
+    body = payload(5 * 1024 * 1024)
+    pieces = (body[i:i + 100_000] for i in range(0, len(body), 100_000))
+    conn = server.connection(timeout=30)
+    try:
+        conn.request("POST", path, body=pieces, encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read() == expected(body)
+    finally:
+        conn.close()
+
+
+# --- response framing ---
+
+def test_chunked_response_without_content_length(server):
+    response = get(server.port, "/stream?n=5&delay=0")
+    assert response.header("Transfer-Encoding") == "chunked"
+    assert not response.has("Content-Length")
+    assert response.body == STREAM_BODY
+
+
+def test_http10_response_without_content_length_is_close_delimited(server):
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/stream?n=5&delay=0", version="HTTP/1.0")
+        response = conn.read_head()
+        assert response.status == 200
+        assert not response.has("Transfer-Encoding") and not response.has("Content-Length")
+        assert conn.read_until_close() == STREAM_BODY
+
+
+@THREAD_MODES
+def test_streaming_sends_chunks_as_produced(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        started = time.monotonic()
+        conn.request("GET", "/stream?n=5&delay=0.3")
+        assert conn.read_head().header("Transfer-Encoding") == "chunked"
+        size = int(conn.read_line(), 16)
+        assert conn.read_exact(size) == b"chunk 0\n"
+        first = time.monotonic() - started
+        conn.read_line()
+        rest = conn.read_chunked()
+        total = time.monotonic() - started
+    assert rest == STREAM_BODY[len(b"chunk 0\n"):]
+    assert first < 1.0, f"first chunk after {first:.2f}s: the response was buffered"
+    assert total >= 1.2
+
+
+@THREAD_MODES
+def test_body_shorter_than_content_length_closes(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/short")
+        head = conn.read_head()
+        assert head.header("Content-Length") == "100"
+        assert conn.read_until_close() == b"only twenty bytes!!!"
+    conn = server.connection()
+    try:
+        conn.request("GET", "/short")
+        with pytest.raises(http.client.IncompleteRead):
+            conn.getresponse().read()
+    finally:
+        conn.close()
+    server.wait_log("less than its Content-Length")
+
+
+@THREAD_MODES
+def test_body_longer_than_content_length_is_truncated_and_closes(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/long")
+        assert conn.read_head().header("Content-Length") == "5"
+        assert conn.read_until_close() == b"12345"
+    server.wait_log("more than its Content-Length")
+
+
+def test_date_and_server_headers(server):
+    response = get(server.port, "/")
+    assert response.header("Server") == "wsgistack"
+    date = parsedate_to_datetime(response.header("Date"))
+    assert abs(date.timestamp() - time.time()) < 3600
+
+
+@THREAD_MODES
+def test_big_response_arrives_intact(start_server, threads):
+    server = start_server("--threads", threads)
+    size = 10 * 1024 * 1024
+    status, headers, body = server.get(f"/big?size={size}")
+    assert status == 200 and headers["Content-Length"] == str(size)
+    assert len(body) == size and body.count(b"x") == size
+
+
+@THREAD_MODES
+def test_slow_reader_gets_everything(start_server, threads):
+    server = start_server("--threads", threads)
+    size = 20 * 1000 * 1000
+    with RawConnection(server.port) as conn:
+        conn.request("GET", f"/big?size={size}")
+        assert conn.read_head().header("Content-Length") == str(size)
+        received = conn.read_exact(100_000)
+        for _ in range(3):              # the server's socket buffer fills: its writes must pause, not fail
+            time.sleep(0.4)
+            received += conn.read_exact(100_000)
+        received += conn.read_exact(size - len(received))
+        assert received.count(b"x") == size
+        conn.request("GET", "/")
+        assert conn.read_response().body == b"Hello, World!"
+
+
+@THREAD_MODES
+def test_pipelined_responses_of_every_framing_in_order(start_server, threads):
+    server = start_server("--threads", threads)
+    file_bytes = (APPS / "basic.py").read_bytes()
+    expected = [
+        ("GET", "/", b"Hello, World!"),
+        ("GET", "/file", file_bytes),                              # sendfile
+        ("GET", "/stream?n=5&delay=0", STREAM_BODY),               # chunked
+        ("GET", "/write", b"from write, then iterable"),           # write()
+        ("HEAD", "/big?size=300000", b""),
+        ("GET", "/big?size=300000", b"x" * 300000),
+        ("POST", "/echo", b"posted"),
+        ("GET", "/status?code=204", b""),
+        ("GET", "/exc-info", b"oops"),
+        ("GET", "/file", file_bytes),
+    ]
+    with RawConnection(server.port) as conn:
+        conn.send(b"".join(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+            + (b"Content-Length: %d\r\n\r\n%b" % (len(body), body) if method == "POST" else b"\r\n")
+            for method, path, body in expected))
+        for method, path, body in expected:
+            assert conn.read_response(method).body == body, f"{method} {path}"
+        assert not conn.closed_by_server(timeout=0.2)
+
+
+# --- client aborts ---
+
+@THREAD_MODES
+@pytest.mark.parametrize("path", ["/big?size=50000000", "/stream?n=50&delay=0.1"])
+def test_client_abort_closes_the_iterable(start_server, tmp_path, threads, path):
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, env=env)
+    tag = f"abort-{threads}-{path[1:4]}"
+    with RawConnection(server.port) as conn:
+        conn.request("GET", f"{path}&tag={tag}")
+        conn.read_head()
+        conn.read_exact(8)
+    wait_file_contains(close_log, f"closed {tag}\n", timeout=10)
+    assert get(server.port, "/").body == b"Hello, World!", "the worker is still serving"
+
+
+# --- curl ---
+
+def curl(*args: str) -> bytes:
+    result = subprocess.run(["curl", "-s", "-S", "--max-time", "20", *args], capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def split_curl_response(output: bytes) -> tuple[bytes, bytes]:
+    head, _, body = output.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_curl_get(server):
+    head, body = split_curl_response(curl("-i", f"http://127.0.0.1:{server.port}/"))
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 13" in head and b"Server: wsgistack" in head
+    assert body == b"Hello, World!"
+
+
+@pytest.mark.parametrize("extra", [[], ["-H", "Transfer-Encoding: chunked"]], ids=["length", "chunked"])
+def test_curl_upload(server, tmp_path, extra):
+    data = payload(300_000, seed=2)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(data)
+    assert curl("--data-binary", f"@{upload}", *extra, f"http://127.0.0.1:{server.port}/echo") == data
+
+
+def test_curl_http10(server):
+    base = f"http://127.0.0.1:{server.port}"
+    head, body = split_curl_response(curl("--http1.0", "-i", f"{base}/"))
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b"Hello, World!"
+    head, body = split_curl_response(curl("--http1.0", "-i", f"{base}/stream?n=5&delay=0"))
+    assert b"Transfer-Encoding" not in head and b"Connection: close" in head
+    assert body == STREAM_BODY
+
+
+# --- load ---
+
+@pytest.mark.parametrize("flags", [[], ["--processes", "2", "--threads", "4"]], ids=["default", "p2t4"])
+def test_wrk_run_without_errors(start_server, flags):
+    server = start_server(*flags, "--disable-logging")
+    result = subprocess.run(["wrk", "-t1", "-c16", "-d2s", f"http://127.0.0.1:{server.port}/"],
+                            capture_output=True, text=True, timeout=30)
+    output = result.stdout
+    assert result.returncode == 0, result.stderr
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    assert requests > 100, output
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    assert errors is None or set(errors.groups()) == {"0"}, output
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    assert non_2xx is None or non_2xx.group(1) == "0", output
+
+
+# --- processes and threads ---
+
+def test_two_processes_both_serve(start_server):
+    server = start_server("--processes", "2")
+    pids = set()
+    for _ in range(300):
+        pids.add(int(server.get("/pid")[2]))
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, f"only {pids} answered 300 fresh connections"
+    assert pids <= set(server.workers())
+
+
+def sleep_in_parallel(connections: list[http.client.HTTPConnection]) -> float:
+    """GET /sleep?t=1 on each connection at once; the elapsed seconds."""
+    def sleep(conn):
+        conn.request("GET", "/sleep?t=1")
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(len(connections)) as pool:
+        results = list(pool.map(sleep, connections))
+    elapsed = time.monotonic() - started
+    for conn in connections:
+        conn.close()
+    assert results == [(200, b"slept")] * len(connections)
+    return elapsed
+
+
+def connections_to_distinct_workers(server, count: int, tries: int = 300) -> list[http.client.HTTPConnection]:
+    """Keep-alive connections, one per worker: which worker accepts a connection is the kernel's choice."""
+    by_pid: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(tries):
+        conn = server.connection()
+        conn.request("GET", "/pid")
+        pid = int(conn.getresponse().read())
+        if pid in by_pid:
+            conn.close()
+        else:
+            by_pid[pid] = conn
+        if len(by_pid) == count:
+            return list(by_pid.values())
+    raise AssertionError(f"only workers {sorted(by_pid)} accepted {tries} connections")
+
+
+@pytest.mark.parametrize("threads, count, check", [
+    ("4", 4, lambda elapsed: elapsed < 2.0),
+    ("1", 2, lambda elapsed: elapsed >= 2.0),
+], ids=["threads-overlap", "inline-serializes"])
+def test_concurrency_in_one_process(start_server, threads, count, check):
+    server = start_server("--processes", "1", "--threads", threads)
+    elapsed = sleep_in_parallel([server.connection() for _ in range(count)])
+    assert check(elapsed), f"{count} concurrent /sleep?t=1 took {elapsed:.2f}s"
+
+
+def test_two_processes_overlap(start_server):
+    server = start_server("--processes", "2", "--threads", "1")
+    elapsed = sleep_in_parallel(connections_to_distinct_workers(server, 2))
+    assert elapsed < 1.8, f"2 concurrent /sleep?t=1 on two workers took {elapsed:.2f}s"

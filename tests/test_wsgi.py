@@ -1,0 +1,328 @@
+"""PEP 3333 behaviour of the real server: the environ, start_response, the response iterable,
+app errors, header validation, wsgi.file_wrapper, request bodies, and logging.
+
+Apps: tests/apps/basic.py, tests/apps/extra.py (basic + /environ/<path> and failing iterables),
+tests/apps/validated.py (basic under wsgiref.validate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import APPS
+from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
+
+FILE_BYTES = (APPS / "basic.py").read_bytes()
+
+
+# --- environ ---
+
+def test_environ(start_server):
+    server = start_server(app="extra.py")
+    with RawConnection(server.port) as conn:
+        conn.send(b"POST /environ/caf%C3%A9?a=1&b=%20c HTTP/1.1\r\n"
+                  b"Host: example.test:8080\r\n"
+                  b"Content-Type: text/plain; charset=utf-8\r\n"
+                  b"Content-Length: 5\r\n"
+                  b"X-Multi: one\r\n"
+                  b"X-Multi: two\r\n"
+                  b"\r\nhello")
+        response = conn.read_response()
+        client_port = conn.sock.getsockname()[1]
+    assert response.status == 200
+    environ = json.loads(response.body)
+    expected = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/environ/caf\u00c3\u00a9",      # UTF-8 bytes of "café", decoded as latin-1
+        "QUERY_STRING": "a=1&b=%20c",
+        "REQUEST_URI": "/environ/caf%C3%A9?a=1&b=%20c",
+        "CONTENT_TYPE": "text/plain; charset=utf-8",
+        "CONTENT_LENGTH": "5",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": str(server.port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": str(client_port),
+        "HTTP_HOST": "example.test:8080",
+        "HTTP_X_MULTI": "one, two",
+        "wsgi.version": [1, 0],
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+    assert {key: environ.get(key) for key in expected} == expected
+    assert "HTTP_CONTENT_TYPE" not in environ and "HTTP_CONTENT_LENGTH" not in environ
+    assert {"wsgi.input", "wsgi.errors", "wsgi.file_wrapper"} <= set(environ["keys"])
+    assert environ["errors_ok"]
+    assert environ["non_str_cgi"] == []
+
+
+def test_environ_of_http10_get(start_server):
+    server = start_server(app="extra.py")
+    environ = json.loads(get(server.port, "/environ/%7Euser", version="HTTP/1.0").body)
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert environ["REQUEST_METHOD"] == "GET"
+    assert environ["PATH_INFO"] == "/environ/~user" and environ["REQUEST_URI"] == "/environ/%7Euser"
+    assert environ["QUERY_STRING"] == ""
+    assert "CONTENT_LENGTH" not in environ or environ["CONTENT_LENGTH"] in ("", "0")
+
+
+@pytest.mark.parametrize("processes, threads, multithread, multiprocess", [
+    ("1", "1", False, False), ("1", "4", True, False), ("2", "1", False, True), ("2", "4", True, True)])
+def test_multithread_and_multiprocess_flags(start_server, processes, threads, multithread, multiprocess):
+    server = start_server("--processes", processes, "--threads", threads)
+    environ = json.loads(server.get("/environ")[2])
+    assert environ["wsgi.multithread"] is multithread
+    assert environ["wsgi.multiprocess"] is multiprocess
+
+
+# --- start_response, write(), iterables, close() ---
+
+@THREAD_MODES
+def test_start_response_with_exc_info_replaces_the_response(start_server, threads):
+    server = start_server("--threads", threads)
+    response = get(server.port, "/exc-info")
+    assert response.status == 503 and response.body == b"oops"
+    assert response.header("Content-Length") == "4"
+
+
+@THREAD_MODES
+def test_start_response_with_exc_info_after_the_head_reraises(start_server, threads):
+    server = start_server("--threads", threads, app="extra.py")
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/exc-info-after-head")
+        assert conn.read_head().status == 200
+        rest = conn.read_until_close()
+    assert rest == b"4\r\nsent\r\n", "the response must end by closing, not look complete"
+    server.wait_log("too late to replace")
+
+
+@THREAD_MODES
+def test_write_callable(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/write")
+        response = conn.read_response()
+        assert response.status == 200 and response.body == b"from write, then iterable"
+        conn.request("HEAD", "/write")
+        assert conn.read_response("HEAD").status == 200
+        conn.request("GET", "/")     # any byte written for the HEAD would corrupt this response
+        assert conn.read_response().body == b"Hello, World!"
+
+
+@THREAD_MODES
+def test_write_never_exceeds_content_length(start_server, threads):
+    server = start_server("--threads", threads, app="extra.py")
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/write-long")
+        assert conn.read_head().header("Content-Length") == "5"
+        assert conn.read_until_close() == b"12345"
+    server.wait_log("more than its Content-Length")
+
+
+@THREAD_MODES
+@pytest.mark.parametrize("path, body", [
+    ("/stream?n=3&delay=0", b"chunk 0\nchunk 1\nchunk 2\n"),
+    ("/big?size=100000", b"x" * 100000),
+])
+def test_iterable_is_sent_and_closed(start_server, tmp_path, threads, path, body):
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, env=env)
+    response = get(server.port, f"{path}&tag=done")
+    assert response.status == 200 and response.body == body
+    wait_file_contains(close_log, "closed done\n")
+
+
+@THREAD_MODES
+@pytest.mark.parametrize("path", ["/raise-first", "/str-chunk", "/bad-header-tracked"])
+def test_iterable_is_closed_when_the_response_fails_before_sending(start_server, tmp_path, threads, path):
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, app="extra.py", env=env)
+    response = get(server.port, f"{path}?tag=failed")
+    assert response.status == 500
+    assert response.body == b"Internal Server Error"
+    wait_file_contains(close_log, "closed failed\n")
+
+
+@THREAD_MODES
+def test_iterable_is_closed_when_it_raises_midway(start_server, tmp_path, threads):
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, app="extra.py", env=env)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/raise-midway?tag=midway")
+        assert conn.read_head().status == 200
+        rest = conn.read_until_close()
+    assert b"first part" in rest and not rest.endswith(b"0\r\n\r\n")
+    wait_file_contains(close_log, "closed midway\n")
+    server.wait_log("boom while iterating")
+
+
+# --- app errors ---
+
+@THREAD_MODES
+def test_app_exception_is_a_500_without_traceback(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/error")
+        response = conn.read_response()
+        raw = response.raw_head + response.body + conn.read_until_close()
+    assert response.status == 500
+    assert b"boom" not in raw and b"Traceback" not in raw
+    log = server.wait_log("boom: this traceback belongs in the error log only")
+    assert "Traceback" in log
+    assert get(server.port, "/").body == b"Hello, World!"
+
+
+@THREAD_MODES
+def test_app_exception_after_start_closes_the_connection(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/error-after-start")
+        head = conn.read_head()
+        rest = conn.read_until_close()
+    assert head.status == 200 and head.header("Transfer-Encoding") == "chunked"
+    assert rest.startswith(b"7\r\npartial\r\n"), rest
+    assert not rest.endswith(b"0\r\n\r\n"), "a truncated response must not look complete"
+    log = server.wait_log("boom mid-stream")
+    assert "Traceback" in log
+
+
+@THREAD_MODES
+@pytest.mark.parametrize("path, leaked", [
+    ("/bad-header", b"Set-Cookie: evil"), ("/bad-header-nul", b"X-Nul"), ("/bad-header-name", b"X Bad")])
+def test_invalid_response_headers_never_reach_the_wire(start_server, threads, path, leaked):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", path)
+        response = conn.read_response()
+        raw = response.raw_head + response.body + conn.read_until_close()
+    assert response.status == 500
+    assert leaked not in raw and b"evil" not in raw and b"never sent" not in raw
+    server.wait_log(f"GET {path}: invalid response")
+
+
+# --- framing decided by the app ---
+
+@THREAD_MODES
+def test_iterable_past_content_length_is_cut_once(start_server, tmp_path, threads):
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, app="extra.py", env=env)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/long-stream?tag=long")
+        assert conn.read_head().header("Content-Length") == "5"
+        assert conn.read_until_close() == b"12345"
+    wait_file_contains(close_log, "closed long\n")
+    log = server.wait_log("GET /long-stream?tag=long => generated 5 bytes")
+    assert log.count("more than its Content-Length") == 1, log
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_no_body_statuses(server, code):
+    with RawConnection(server.port) as conn:
+        conn.request("GET", f"/status?code={code}")
+        response = conn.read_head()
+        assert response.status == code
+        assert not response.has("Transfer-Encoding")
+        if code == 204:
+            assert not response.has("Content-Length")
+        # Any body byte would corrupt the next response on this connection.
+        conn.request("GET", "/")
+        after = conn.read_response()
+        assert after.status == 200 and after.body == b"Hello, World!"
+
+
+@pytest.mark.parametrize("path, length", [("/", 13), ("/big?size=200000", 200000)])
+def test_app_content_length_is_used(server, path, length):
+    response = get(server.port, path)
+    assert response.header("Content-Length") == str(length)
+    assert not response.has("Transfer-Encoding")
+    assert len(response.body) == length
+
+
+# --- wsgi.file_wrapper ---
+
+@THREAD_MODES
+def test_file_wrapper_sends_the_file(start_server, threads):
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        for _ in range(2):
+            conn.request("GET", "/file")
+            response = conn.read_response()
+            assert response.status == 200 and response.body == FILE_BYTES
+            assert response.header("Content-Length") == str(len(FILE_BYTES))
+        conn.request("HEAD", "/file")
+        head = conn.read_response("HEAD")
+        assert head.status == 200 and head.header("Content-Length") == str(len(FILE_BYTES))
+        conn.request("GET", "/")
+        assert conn.read_response().body == b"Hello, World!", "HEAD /file sent a body"
+
+
+# --- wsgiref.validate ---
+
+@THREAD_MODES
+def test_validator_finds_no_violation(start_server, threads):
+    server = start_server("--threads", threads, app="validated.py")
+    port = server.port
+    assert get(port, "/").body == b"Hello, World!"
+    assert json.loads(get(port, "/environ").body)["REQUEST_METHOD"] == "GET"
+    assert json.loads(get(port, "/environ", "POST", body=b"abc").body)["CONTENT_LENGTH"] == "3"
+    assert get(port, "/echo", "POST", body=b"echoed").body == b"echoed"
+    assert get(port, "/echo", "POST", {"Transfer-Encoding": "chunked"}, b"3\r\nabc\r\n0\r\n\r\n").body == b"abc"
+    assert get(port, "/stream?n=3&delay=0").body == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert get(port, "/write").body == b"from write, then iterable"
+    assert get(port, "/file").body == FILE_BYTES
+    head = get(port, "/", "HEAD")
+    assert head.status == 200 and head.header("Content-Length") == "13"
+    assert get(port, "/file", "HEAD").body == b""
+    server.wait_log("HEAD /file =>")
+    log = server.log()
+    assert "AssertionError" not in log and "Warning" not in log and "Traceback" not in log, log
+
+
+# --- request bodies ---
+
+def test_post_buffering_spools_big_bodies(start_server):
+    server = start_server("--post-buffering", "65536")
+    body = os.urandom(3 * 1024 * 1024)
+    status, _, answer = server.get("/echo-len", method="POST", body=body)
+    assert status == 200
+    assert answer == f"{len(body)} {body[:16].hex()} {body[-16:].hex()}".encode()
+    spooled = json.loads(server.get("/environ", method="POST", body=b"x" * 200_000)[2])
+    assert spooled["wsgi.input.class"] not in ("BytesIO", "EmptyInput")
+    in_memory = json.loads(server.get("/environ", method="POST", body=b"x" * 1000)[2])
+    assert in_memory["wsgi.input.class"] == "BytesIO"
+
+
+# --- logging ---
+
+def test_access_log_line(server):
+    get(server.port, "/")
+    line = next(line for line in server.wait_log("GET / =>").splitlines() if "GET / =>" in line)
+    assert "=> generated 13 bytes" in line and "(HTTP/1.1 200)" in line
+    assert "127.0.0.1" in line and "[pid: " in line
+
+
+def test_disable_logging_keeps_the_error_log(start_server):
+    server = start_server("--disable-logging")
+    assert get(server.port, "/").status == 200
+    assert get(server.port, "/error").status == 500
+    log = server.wait_log("boom: this traceback")
+    assert "Traceback" in log
+    assert "=> generated" not in log
+
+
+def test_logto_writes_to_the_file(start_server, tmp_path):
+    logfile = tmp_path / "wsgistack.log"
+    server = start_server("--logto", str(logfile))
+    get(server.port, "/")
+    get(server.port, "/error")
+    content = wait_file_contains(logfile, "GET / => generated")
+    content = wait_file_contains(logfile, "boom: this traceback")
+    assert "(HTTP/1.1 200)" in content
+    assert "=> generated" not in server.log()
