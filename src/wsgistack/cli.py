@@ -34,11 +34,24 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if "stop" in parsed.actions or "reload" in parsed.actions:
             return _control(parsed)
-        config = load_config(parsed)
+        config = check_protocol_options(load_config(parsed))
         return serve(config, _reloader(argv))
     except ConfigError as exc:
         print(f"wsgistack: error: {exc}", file=sys.stderr)
         return 1
+
+
+def check_protocol_options(config: Config) -> Config:
+    """Protocol options (buffer-size, *-allow-from) are checked here, before forking, with file:line."""
+    from wsgistack.protocols import connection_class
+
+    for option, protocol in LISTEN_OPTIONS:
+        if getattr(config, option.replace("-", "_")):
+            try:
+                connection_class(protocol).configure(config)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, option=exc.option, **config.where(exc.option or "")) from None
+    return config
 
 
 def _control(parsed) -> int:
@@ -62,7 +75,7 @@ def _reloader(argv: list[str]):
                 os.chdir(start_dir)
             except OSError as exc:
                 raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
-            config = load_config(parse_argv(argv), warn=_log_warning)
+            config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning))
             _apply_environment(config)
         except BaseException:
             os.chdir(current)

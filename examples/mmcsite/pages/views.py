@@ -51,4 +51,7 @@ def stream(request):
             time.sleep(delay)
             yield f"chunk {index}\n"
 
-    return StreamingHttpResponse(chunks(), content_type="text/plain")
+    response = StreamingHttpResponse(chunks(), content_type="text/plain")
+    # Behind nginx each chunk must go out as produced: its uwsgi module otherwise buffers a body of unknown length.
+    response["X-Accel-Buffering"] = "no"
+    return response

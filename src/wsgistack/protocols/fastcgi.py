@@ -1,0 +1,215 @@
+"""FastCGI responder connections (--fastcgi-socket, what nginx's fastcgi_pass talks): one request at a time
+per connection, kept open between requests when the web server sets FCGI_KEEP_CONN.
+
+The response is the CGI form (`Status: 200 OK`, headers, body) carried in STDOUT records and ended by
+END_REQUEST. `CgiExchange` turns the Exchange's HTTP head into a CGI head; the connection wraps every byte
+the shared Connection writes in STDOUT records. The record state machine lives in fastcgi_codec.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from wsgistack.protocols import fastcgi_codec as codec
+from wsgistack.protocols.connection import Connection
+from wsgistack.protocols.gateway import (WAITING_BODY, WAITING_HEAD, WAITING_IDLE, GatewayConnection,
+                                         gateway_environ)
+from wsgistack.protocols.http import http_error_response
+from wsgistack.wsgi import Exchange
+
+log = logging.getLogger("wsgistack")
+
+
+def cgi_head(http_head: bytes) -> bytes:
+    """An HTTP/1.1 response head as the Exchange writes it -> the CGI head nginx expects on STDOUT:
+    `Status:` instead of the status line, and no Connection header (records frame the response)."""
+    status_end = http_head.index(b"\r\n")
+    lines = http_head[status_end + 2:].split(b"\r\n")
+    kept = b"\r\n".join(line for line in lines if not line.startswith(b"Connection: "))
+    return b"Status: " + http_head[9:status_end] + b"\r\n" + kept      # 9 == len(b"HTTP/1.1 ")
+
+
+def cgi_response(http_response: bytes) -> bytes:
+    """A whole HTTP/1.1 response (head and body, as the server's own error answers are built) in CGI form."""
+    head, _, body = http_response.partition(b"\r\n\r\n")
+    return cgi_head(head + b"\r\n\r\n") + body
+
+
+class CgiExchange(Exchange):
+    """An Exchange whose response head is in CGI form. Status and header checks, Content-Length clipping,
+    HEAD and close() stay the Exchange's."""
+
+    def _head(self, known_length: int | None) -> bytes:
+        keep_alive = self.keep_alive
+        head = super()._head(known_length)
+        # The Exchange drops keep-alive when the body has no length (HTTP would end it by closing) or the app
+        # said `Connection: close`; with FastCGI, END_REQUEST ends the body and FCGI_KEEP_CONN decides.
+        self.keep_alive = keep_alive
+        return cgi_head(head)
+
+    def _whole(self, data: bytes) -> None:
+        # Exchange._whole carries the server's own 500 answer, written in HTTP form.
+        super()._whole(cgi_response(data) if data.startswith(b"HTTP/1.1 ") else data)
+
+    def _sendfile(self, span: tuple[int, int, int]) -> None:
+        # sendfile() would put raw file bytes on the socket; here every byte must sit inside a STDOUT record.
+        self.iterator = iter(self.iterable)
+        self.pump()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.conn.aborted and isinstance(exc, ConnectionError):
+            log.info("%s %s: the web server aborted the request", self.environ["REQUEST_METHOD"],
+                     self.environ["REQUEST_URI"])
+            return                      # nobody waits for this response; _finish still calls close()
+        super()._fail(exc)
+
+
+class FastCGIConnection(GatewayConnection):
+    protocol_name = "FastCGI"
+    allow_option = "fastcgi-allow-from"
+    exchange_class = CgiExchange
+    capacity = 1
+
+    @classmethod
+    def configure(cls, config) -> None:
+        super().configure(config)
+        # FCGI_GET_VALUES answers: requests this server runs at once, and as many connections for them.
+        cls.capacity = config.processes * config.threads
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.codec = codec.FastCGIConnection(max_conns=self.capacity, max_reqs=self.capacity)
+        self.request_id = 0             # the request whose response is being written
+        self.keep_conn = False
+        self.environ: dict | None = None
+        self.aborted = False            # the web server sent ABORT_REQUEST for the current request
+        self.truncated = False          # the response was cut short: close without END_REQUEST
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return                      # lingering after close (see Connection._close): bytes are dropped
+        self.ticks = 0
+        fcgi = self.codec
+        fcgi.feed(data)
+        self.batching = True
+        try:
+            while not self.closed:
+                event = fcgi.next_event()
+                replies = fcgi.data_to_send()       # management answers, refused (multiplexed) requests
+                if replies:
+                    self.send_raw(replies)
+                if event is codec.NEED_DATA:
+                    break
+                self._handle(event)
+        except codec.FastCGIProtocolError as exc:
+            if not self.served and codec.looks_like_http(data):
+                self.send_raw(http_error_response(400, "this is a FastCGI socket; HTTP clients belong on the "
+                                                       "http socket"))
+            self._protocol_error(str(exc))
+        if fcgi.state is codec.ConnectionState.CLOSED and self.active is None and not self.pending:
+            self._close()               # a refused role without FCGI_KEEP_CONN
+        self.batching = False
+        if self.out:
+            self._flush()
+
+    def eof_received(self) -> bool:
+        if self.closed:
+            return False                # the end of a lingering close
+        if self.active is not None or self.pending:
+            self.closing = True         # answer what was asked, then close
+            return True
+        if self.codec.state is not codec.ConnectionState.IDLE:
+            self._protocol_error("the peer closed the connection in the middle of a request")
+        return False
+
+    # --- the codec's events ---
+    def _handle(self, event) -> None:
+        kind = type(event)
+        if kind is codec.StdinData:
+            if not self._add_body(event.data):
+                self._reject(413, f"request body larger than --limit-post {self.limit_post}")
+        elif kind is codec.StdinEnd:
+            environ, self.environ = self.environ, None
+            self._close_body(environ)
+            # http11=False: the Exchange never chunks; the body ends with END_REQUEST (CgiExchange._head).
+            self._dispatch((environ, environ["REQUEST_METHOD"] == "HEAD", False, self.keep_conn, None))
+        elif kind is codec.Params:
+            self._params(event.environ)
+        elif kind is codec.BeginRequest:
+            self.request_id = event.request_id
+            self.keep_conn = event.keep_conn
+            self.aborted = self.truncated = False
+            self.waiting = WAITING_HEAD
+        elif kind is codec.AbortRequest:
+            self._abort()
+
+    def _params(self, params: dict[str, str]) -> None:
+        if "PATH_INFO" not in params:
+            # nginx's stock fastcgi_params send the whole path as SCRIPT_NAME ($fastcgi_script_name, the
+            # CGI script) and no PATH_INFO: for a WSGI app, that path is PATH_INFO.
+            params["PATH_INFO"] = params.pop("SCRIPT_NAME", params.get("DOCUMENT_URI", ""))
+        environ = gateway_environ(self.conn_environ, params)
+        declared = environ.get("CONTENT_LENGTH")
+        if self._body_too_large(declared):
+            self._reject(413, f"request body of {declared} bytes is larger than --limit-post {self.limit_post}")
+            return
+        self.environ = environ
+        self.waiting = WAITING_BODY
+
+    def _abort(self) -> None:
+        """ABORT_REQUEST: stop the app if it runs (its close() still runs), then END_REQUEST."""
+        self.aborted = True
+        active = self.active
+        if active is None:              # not handed to the app yet: still reading, or waiting for the app
+            self.pending.clear()
+            self.environ = self.body = None
+            self.send_raw(self.codec.finish_request())
+            self.waiting = WAITING_IDLE
+            if self.codec.state is codec.ConnectionState.CLOSED:
+                self._close()
+        elif not active.threaded and not active.finished:
+            active.abandon()            # an inline stream paused on a slow reader: close it now
+            self.exchange_done(active)
+        elif self.flow is not None:
+            with self.flow:             # an app thread waiting for the socket re-checks, and stops writing
+                self.flow.notify_all()
+
+    # --- answering: every byte the shared Connection writes is response body, so it goes in STDOUT records ---
+    def send(self, data: bytes) -> None:
+        if not self.aborted:
+            super().send(codec.stdout_records(self.request_id, data))
+
+    def send_now(self, data: bytes) -> None:
+        if not self.aborted:
+            super().send_now(codec.stdout_records(self.request_id, data))
+
+    def from_thread_flow(self, data: bytes) -> None:
+        if self.aborted:
+            raise ConnectionAbortedError("the web server aborted the request")
+        super().from_thread_flow(codec.stdout_records(self.request_id, data))   # wrapped on the app thread
+
+    def send_raw(self, data: bytes) -> None:
+        """Write bytes as they are: END_REQUEST, management answers, the HTTP answer to an HTTP client."""
+        Connection.send(self, data)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        if not self.truncated and not self.closed:
+            self.send_raw(self.codec.finish_request())
+        super().exchange_done(exchange)
+
+    def abort_after_response(self) -> None:
+        if not self.aborted:
+            self.truncated = True       # nginx reports a response that ends without END_REQUEST
+            super().abort_after_response()
+
+    def error_response(self, status: int, detail: str) -> bytes:
+        """A whole answer in FastCGI framing, STDOUT records then END_REQUEST (harakiri writes it as is)."""
+        answer = cgi_response(http_error_response(status, detail))
+        return codec.stdout_records(self.request_id, answer) + codec.end_request(self.request_id)
+
+    def _reject(self, status: int, detail: str) -> None:
+        """Answer a request the app never sees, end it, and close (the rest of its STDIN may still come)."""
+        log.info("rejected a FastCGI request from %s: %d %s", self._peer(), status, detail)
+        self.codec.finish_request()     # its END_REQUEST is the one error_response ends with
+        self.send_raw(self.error_response(status, detail))
+        self._close()

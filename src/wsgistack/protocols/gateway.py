@@ -1,0 +1,184 @@
+"""What the uwsgi and FastCGI connections share: both serve a web server in front (nginx) that sends the
+request as CGI-style vars. Lives here: which peers may connect (--uwsgi/--fastcgi-allow-from), turning the
+vars into a WSGI environ, and the connection plumbing both need (body buffering, timeouts, draining).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from urllib.parse import quote
+
+from wsgistack.body import EMPTY_INPUT, BodyBuffer
+from wsgistack.config import ConfigError
+from wsgistack.protocols.connection import Connection
+
+log = logging.getLogger("wsgistack")
+
+# Without --*-allow-from only the local machine may talk to a protocol socket: these protocols carry
+# REMOTE_ADDR, HTTPS and every header as plain vars, so whoever can connect can claim to be anyone.
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+_MAX_CACHED_PEERS = 1024
+
+# What a connection is waiting for, which picks the timeout that applies (see GatewayConnection.tick).
+WAITING_IDLE = "idle"      # nothing of a request yet: a fresh connection, or a kept FastCGI one between requests
+WAITING_HEAD = "head"      # the rest of the packet header and vars (uwsgi), or of PARAMS (FastCGI)
+WAITING_BODY = "body"      # the request body (uwsgi) or STDIN (FastCGI)
+WAITING_NOTHING = "none"   # the request reached the app: no input timeout
+
+
+class PeerAllowList:
+    """The IP networks allowed to connect to a TCP protocol socket; unix sockets rely on file permissions."""
+
+    def __init__(self, networks: list):
+        self.networks = networks
+        self.verdicts: dict[str, bool] = {}     # peer IP text -> allowed (uwsgi opens a connection per request)
+
+    @classmethod
+    def from_option(cls, values: list[str], option: str) -> PeerAllowList:
+        networks = []
+        for text in values or LOOPBACK:
+            for item in text.replace(",", " ").split():
+                try:
+                    networks.append(ipaddress.ip_network(item, strict=False))
+                except ValueError:
+                    raise ConfigError(f"{item!r} is not an IP address or CIDR network", option=option) from None
+        return cls(networks)
+
+    def allows(self, peer) -> bool:
+        if not isinstance(peer, tuple):          # a unix socket has no address to check
+            return True
+        host = peer[0]
+        verdict = self.verdicts.get(host)
+        if verdict is None:
+            address = ipaddress.ip_address(host)
+            if address.version == 6 and address.ipv4_mapped is not None:   # ::ffff:127.0.0.1 on a dual-stack socket
+                address = address.ipv4_mapped
+            verdict = any(address in network for network in self.networks)
+            if len(self.verdicts) < _MAX_CACHED_PEERS:
+                self.verdicts[host] = verdict
+        return verdict
+
+
+def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
+    """The WSGI environ for a request whose CGI vars came from the web server.
+
+    The vars win over what the socket says (REMOTE_ADDR is the client's, not nginx's), except the wsgi.*
+    keys, which are the server's. Keys PEP 3333 requires but a hand-written config may leave out get
+    defaults, and empty CONTENT_TYPE/CONTENT_LENGTH (nginx sends them for every GET) are dropped, so apps
+    see the same environ as on the http socket.
+    """
+    environ = conn_environ.copy()
+    for name, value in variables.items():
+        if not name.startswith("wsgi."):
+            environ[name] = value
+    if not environ.get("CONTENT_LENGTH"):
+        environ.pop("CONTENT_LENGTH", None)
+    if not environ.get("CONTENT_TYPE"):
+        environ.pop("CONTENT_TYPE", None)
+    environ.setdefault("REQUEST_METHOD", "GET")
+    environ.setdefault("PATH_INFO", "")
+    environ.setdefault("QUERY_STRING", "")
+    environ.setdefault("SERVER_PROTOCOL", "HTTP/1.0")
+    if "REQUEST_URI" not in environ:          # the access log and error messages name the request by it
+        path = quote((environ["SCRIPT_NAME"] + environ["PATH_INFO"]).encode("latin-1"))
+        query = environ["QUERY_STRING"]
+        environ["REQUEST_URI"] = f"{path}?{query}" if query else path
+    if environ.get("HTTPS", "").lower() in ("on", "1") or environ.get("REQUEST_SCHEME", "").lower() == "https":
+        environ["wsgi.url_scheme"] = "https"
+    return environ
+
+
+class GatewayConnection(Connection):
+    """Base of UwsgiConnection and FastCGIConnection. Subclasses set `protocol_name` and `allow_option`,
+    keep `waiting` up to date, feed the body to `_add_body`, and hand the request over with `_close_body`
+    and `_dispatch`."""
+
+    protocol_name = ""
+    allow_option = ""
+    allowed: PeerAllowList
+    limit_post = post_buffering = 0
+
+    @classmethod
+    def configure(cls, config) -> None:
+        cls.allowed = PeerAllowList.from_option(getattr(config, cls.allow_option.replace("-", "_")), cls.allow_option)
+        cls.limit_post = config.limit_post
+        cls.post_buffering = config.post_buffering
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.waiting = WAITING_IDLE
+        self.served = 0                         # requests answered on this connection (FastCGI keeps it)
+        self.body: BodyBuffer | None = None
+        peer = transport.get_extra_info("peername")
+        if not self.allowed.allows(peer):
+            log.warning("refused a %s connection from %s: not allowed by --%s (default: loopback only)",
+                        self.protocol_name, peer[0], self.allow_option)
+            self.closed = True          # nothing is read or answered: no lingering close either
+            transport.close()
+
+    # --- the request body: buffered (spooled past --post-buffering) before the app is called ---
+    def _body_too_large(self, declared: str | None) -> bool:
+        """True when CONTENT_LENGTH already exceeds --limit-post."""
+        return bool(self.limit_post and declared and declared.isdigit() and int(declared) > self.limit_post)
+
+    def _add_body(self, data: bytes) -> bool:
+        """Buffer a piece of the body; False once it exceeds --limit-post."""
+        if self.body is None:
+            self.body = BodyBuffer(self.post_buffering)
+        if self.limit_post and self.body.size + len(data) > self.limit_post:
+            return False
+        self.body.append(data)
+        return True
+
+    def _close_body(self, environ: dict) -> None:
+        """The whole body is here: it becomes wsgi.input."""
+        body, self.body = self.body, None
+        if body is None or not body.size:
+            environ["wsgi.input"] = EMPTY_INPUT
+            return
+        environ["wsgi.input"] = body.as_input()
+        if "CONTENT_LENGTH" not in environ:
+            # A body that came chunked: its length is known now, and apps such as Django read
+            # exactly CONTENT_LENGTH bytes (nginx sets it the same way when it de-chunks a body).
+            environ["CONTENT_LENGTH"] = str(body.size)
+
+    def _dispatch(self, request: tuple) -> None:
+        self.waiting = WAITING_NOTHING
+        if self.active is None and not self.pending:
+            self._start(request)
+        else:
+            self.pending.append(request)
+
+    def exchange_done(self, exchange) -> None:
+        self.served += 1
+        self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
+        self.waiting = WAITING_IDLE
+        super().exchange_done(exchange)
+
+    def _protocol_error(self, message: str) -> None:
+        log.warning("closed a %s connection from %s: %s", self.protocol_name, self._peer(), message)
+        self._close()
+
+    def _peer(self) -> str:
+        return self.conn_environ.get("REMOTE_ADDR") or "a unix socket"
+
+    def tick(self) -> None:
+        """Once a second, from the worker: close connections whose peer stalls or idles too long
+        (--header-timeout, --body-timeout, --keepalive-timeout), and idle ones at once when the worker drains."""
+        self.ticks += 1
+        if self.closed:
+            self.linger_tick()
+            return
+        if self.active is not None or self.pending or self.waiting == WAITING_NOTHING:
+            return
+        config = self.worker.config
+        if self.waiting == WAITING_IDLE:
+            limit = config.keepalive_timeout if self.served else config.header_timeout
+            if self.ticks >= limit or (self.worker.stopping and self.ticks >= 2):
+                self._close()
+        elif self.waiting == WAITING_BODY:
+            if self.ticks >= config.body_timeout:
+                self._protocol_error("request body stalled (--body-timeout)")
+        elif self.ticks >= config.header_timeout:
+            self._protocol_error("no complete request head in time (--header-timeout)")

@@ -1,0 +1,434 @@
+"""Debian's nginx in front of wsgistack, with the seed's server block, serving the real Django demo over
+uwsgi (TCP and unix socket), FastCGI (kept connections) and proxy_pass to --http (keep-alive upstream).
+
+Every test runs once per protocol. A second app (tests/apps/basic.py) is mounted at /basic/ on each site
+for what Django can't show: the raw environ, a 10 MB body, a stream whose close() is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, ServerProcess, free_port, wait_for_port
+from nginx import Nginx, require_nginx
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "mmcsite"
+PROTOCOLS = ("uwsgi", "uwsgi-unix", "fastcgi", "http")
+KEEPALIVE_PROTOCOLS = ("fastcgi", "http")
+TIMEOUT = 30.0
+CLIENT_ADDRESS = "127.0.0.2"      # not nginx's own address, so the app can tell who it sees
+
+# The seed's server block (its conf.d/django.conf), verbatim apart from the listen address, server_name and
+# what passes requests on: {django} holds the seed's `include uwsgi_params; uwsgi_pass 127.0.0.1:3031;
+# uwsgi_ignore_client_abort on;` or its equivalent for the protocol. {basic} adds the test app's location.
+SEED_SERVER = """
+server {{
+    listen       127.0.0.1:{port};
+    server_name  127.0.0.1;
+    client_max_body_size 5M;
+    gzip on;
+    gzip_buffers 32 4K;#压缩在内存中缓冲32块 每块4K
+    gzip_comp_level 6 ;#压缩级别 推荐6
+    gzip_min_length 4000;#开始压缩的最小长度4bit
+        gzip_types text/plain application/json application/javascript application/x-javascript application/css application/xml application/xml+rss text/javascript application/x-httpd-php image/jpeg image/gif image/png image/x-ms-bmp;
+        location / {{
+{django}
+        }}
+{basic}
+        error_page 404 /404.html;
+            location = /40x.html {{
+        }}
+
+        error_page 500 502 503 504 /50x.html;
+            location = /50x.html {{
+        }}
+
+}}
+"""
+
+# How each protocol passes a request on; {ignore} is *_ignore_client_abort.
+PASS_DIRECTIVES = {
+    "uwsgi": """              include uwsgi_params;
+              uwsgi_pass {target};
+              uwsgi_ignore_client_abort {ignore};""",
+    "fastcgi": """              include fastcgi_params;
+              fastcgi_pass {target};
+              fastcgi_keep_conn on;
+              fastcgi_ignore_client_abort {ignore};""",
+    "http": """              proxy_pass http://{target};
+              proxy_http_version 1.1;
+              proxy_set_header Connection "";
+              proxy_set_header Host $host;
+              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+              proxy_set_header X-Forwarded-Proto $scheme;
+              proxy_ignore_client_abort {ignore};""",
+}
+
+# The test app's location: the /basic prefix is cut off; unbuffered, and client aborts passed on (nginx's
+# default; the seed's location ignores them), so a client abort reaches wsgistack as a closed connection at
+# once (buffered, nginx's uwsgi module would only notice when its buffer fills or the response ends).
+BASIC_LOCATION = """        location /basic/ {{
+              rewrite ^/basic(/.*)$ $1 break;
+              {module}_buffering off;
+{directives}
+        }}"""
+NGINX_MODULES = {"uwsgi": "uwsgi", "fastcgi": "fastcgi", "http": "proxy"}
+
+
+@dataclass
+class Backend:
+    """One wsgistack process listening on every protocol at once."""
+    server: ServerProcess
+    addresses: dict[str, str]     # protocol -> what nginx's *_pass directive names
+
+    def target(self, protocol: str, name: str) -> str:
+        """The *_pass target: a direct address (as the seed), or the keep-alive upstream block's name."""
+        return f"{name}_{protocol}" if protocol in KEEPALIVE_PROTOCOLS else self.addresses[protocol]
+
+
+def start_backend(name: str, root: Path, app_flags: list[str], env: dict, cwd: Path | None = None) -> Backend:
+    uwsgi_port, fastcgi_port, http_port = free_port(), free_port(), free_port()
+    unix_path = root / f"{name}.sock"
+    server = ServerProcess([
+        "--socket", f"0.0.0.0:{uwsgi_port}",          # the seed's `socket = 0.0.0.0:3031`
+        "--socket", str(unix_path), "--chmod-socket", "666",
+        "--fastcgi-socket", f"127.0.0.1:{fastcgi_port}",
+        "--http", f"127.0.0.1:{http_port}",
+        "--processes", "2", "--threads", "4",
+        "--buffer-size", "32768",                     # room for many cookies, as uWSGI deployments set it
+        *app_flags], http_port, root / f"{name}.log", cwd=cwd, env=env)
+    try:
+        for port in (uwsgi_port, fastcgi_port, http_port):
+            wait_for_port(port, proc=server.proc)
+    except (RuntimeError, TimeoutError):
+        server.stop()
+        raise AssertionError(f"wsgistack ({name}) did not start:\n{server.log()}") from None
+    return Backend(server, {"uwsgi": f"127.0.0.1:{uwsgi_port}", "uwsgi-unix": f"unix:{unix_path}",
+                            "fastcgi": f"127.0.0.1:{fastcgi_port}", "http": f"127.0.0.1:{http_port}"})
+
+
+def nginx_http_block(backends: dict[str, Backend], ports: dict[str, int]) -> str:
+    parts = []
+    for name, backend in backends.items():
+        for protocol in KEEPALIVE_PROTOCOLS:
+            parts.append(f"upstream {name}_{protocol} {{ server {backend.addresses[protocol]}; keepalive 16; }}")
+    for protocol, port in ports.items():
+        kind = protocol.partition("-")[0]          # uwsgi-unix is uwsgi
+        directives = PASS_DIRECTIVES[kind]
+        django = directives.format(target=backends["django"].target(protocol, "django"), ignore="on")
+        basic = BASIC_LOCATION.format(module=NGINX_MODULES[kind], directives=directives.format(
+            target=backends["basic"].target(protocol, "basic"), ignore="off"))
+        parts.append(SEED_SERVER.format(port=port, django=django, basic=basic))
+    return "\n".join(parts)
+
+
+@dataclass
+class Stack:
+    nginx: Nginx
+    backends: dict[str, Backend]
+    ports: dict[str, int]
+    close_log: Path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    binary = require_nginx()
+    root = tmp_path_factory.mktemp("nginx-stack")
+    close_log = root / "close.log"
+    env = {**os.environ, "DEMO_DB": str(root / "demo.sqlite3"), "WSGISTACK_TEST_CLOSE_LOG": str(close_log)}
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=DEMO, env=env, check=True,
+                   timeout=120)
+    backends: dict[str, Backend] = {}
+    nginx = None
+    try:
+        backends["django"] = start_backend("django", root, ["--module", "mmcsite.wsgi", "--chdir", str(DEMO)], env,
+                                           cwd=DEMO)
+        backends["basic"] = start_backend("basic", root, ["--wsgi-file", str(APPS / "basic.py")], env)
+        ports = {protocol: free_port() for protocol in PROTOCOLS}
+        nginx = Nginx(binary, root / "nginx", nginx_http_block(backends, ports), list(ports.values()))
+        nginx.start()
+        yield Stack(nginx, backends, ports, close_log)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for backend in backends.values():
+            backend.server.stop()
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Site:
+    """The seed's site in front of one protocol."""
+
+    def __init__(self, stack: Stack, protocol: str):
+        self.stack = stack
+        self.protocol = protocol
+        self.port = stack.ports[protocol]
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT,
+                                          source_address=(CLIENT_ADDRESS, 0))
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> Response:
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return Response(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        finally:
+            conn.close()
+
+    def diagnostics(self) -> str:
+        """What to print when a test fails: the logs of both sides."""
+        logs = [f"--- nginx ---\n{self.stack.nginx.error_log()[-3000:]}"]
+        logs += [f"--- {name} ---\n{backend.server.log()[-3000:]}" for name, backend in self.stack.backends.items()]
+        return "\n".join(logs)
+
+
+@pytest.fixture(params=PROTOCOLS)
+def site(request, stack) -> Site:
+    return Site(stack, request.param)
+
+
+@pytest.fixture(params=KEEPALIVE_PROTOCOLS)
+def keepalive_site(request, stack) -> Site:
+    return Site(stack, request.param)
+
+
+# --- the Django demo ---
+
+def test_template_page_with_sqlite(site):
+    before = site.request("GET", "/?record=1")
+    assert before.status == 200, site.diagnostics()
+    assert b"<h1>mmcsite on wsgistack</h1>" in before.body and b"/?record=1" not in before.body
+    count = int(before.body.split(b'<strong id="count">')[1].split(b"<")[0])
+    after = site.request("GET", "/?record=1")
+    assert int(after.body.split(b'<strong id="count">')[1].split(b"<")[0]) == count + 1
+
+
+def test_head(site):
+    response = site.request("HEAD", "/")
+    assert response.status == 200 and response.body == b""
+    assert response.headers["content-type"].startswith("text/html")
+
+
+def test_post_form(site):
+    response = site.request("POST", "/api/echo", body="a=1&a=2&name=%E4%BD%A0%E5%A5%BD&x=a%26b",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 200, site.diagnostics()
+    echo = response.json()
+    assert echo["method"] == "POST" and echo["form"] == {"a": ["1", "2"], "name": ["你好"], "x": ["a&b"]}
+
+
+def test_post_json(site):
+    document = {"text": "héllo wörld ✓", "numbers": list(range(100)), "nested": {"ok": True}}
+    response = site.request("POST", "/api/echo", body=json.dumps(document).encode(),
+                            headers={"Content-Type": "application/json"})
+    assert response.status == 200, site.diagnostics()
+    assert response.json()["json"] == document
+
+
+def test_upload_4mb_arrives_intact(site):
+    body = os.urandom(4 * 1024 * 1024)
+    response = site.request("POST", "/api/upload", body=body, headers={"Content-Type": "application/octet-stream"})
+    assert response.status == 200, site.diagnostics()
+    assert response.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_upload_6mb_is_refused_by_nginx(site):
+    # client_max_body_size 5M: nginx answers from the head alone, before any of the body is sent.
+    with socket.create_connection(("127.0.0.1", site.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"POST /api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (6 * 1024 * 1024))
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+
+def test_chunked_upload(site):
+    pieces = [os.urandom(size) for size in (1, 1000, 65536, 300_000, 7)]
+    response = site.request("POST", "/api/upload", body=iter(pieces),       # no length: http.client chunks it
+                            headers={"Content-Type": "application/octet-stream"})
+    assert response.status == 200, site.diagnostics()
+    body = b"".join(pieces)
+    assert response.json() == {"length": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_query_and_path_escapes(site):
+    response = site.request("GET", "/api/%65cho?name=%E4%BD%A0%E5%A5%BD&amp=a%26b&plus=a+b&pct=100%25&empty=")
+    assert response.status == 200, site.diagnostics()
+    echo = response.json()
+    assert echo["path"] == "/api/echo"
+    assert echo["query"] == {"name": ["你好"], "amp": ["a&b"], "plus": ["a b"], "pct": ["100%"], "empty": [""]}
+
+
+def test_many_cookies_and_headers(site):
+    cookies = {f"cookie{index}": f"value-{index}-" + "v" * 40 for index in range(60)}
+    headers = {f"X-Custom-{index}": f"header value {index} " + "h" * 40 for index in range(40)}
+    headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    echo = site.request("GET", "/api/echo", headers=headers)
+    assert echo.status == 200, site.diagnostics()
+    assert echo.json()["cookies"] == cookies
+    environ = site.request("GET", "/basic/environ", headers=headers).json()
+    for index in range(40):
+        assert environ[f"HTTP_X_CUSTOM_{index}"] == headers[f"X-Custom-{index}"]
+
+
+def test_remote_addr_and_scheme(site):
+    echo = site.request("GET", "/api/echo").json()
+    environ = site.request("GET", "/basic/environ").json()
+    if site.protocol == "http":
+        # proxy_pass: the socket peer is nginx; the client is only named in the headers nginx sets.
+        assert echo["remote_addr"] == environ["REMOTE_ADDR"] == "127.0.0.1"
+        assert environ["HTTP_X_FORWARDED_FOR"] == CLIENT_ADDRESS
+        assert environ["HTTP_X_FORWARDED_PROTO"] == "http"
+    else:
+        # uwsgi and FastCGI: the vars nginx sends ($remote_addr, $scheme) are the environ.
+        assert echo["remote_addr"] == environ["REMOTE_ADDR"] == CLIENT_ADDRESS
+        assert environ["REQUEST_SCHEME"] == "http" and environ["SERVER_PORT"] == str(site.port)
+    assert echo["scheme"] == environ["wsgi.url_scheme"] == "http"
+    assert echo["host"] == "127.0.0.1"
+    assert environ["PATH_INFO"] == "/environ" and environ["SCRIPT_NAME"] == ""
+
+
+def test_app_error_is_passed_on(site):
+    response = site.request("GET", "/basic/error")
+    assert response.status == 500 and response.body == b"Internal Server Error"
+
+
+# --- large, streamed and aborted responses ---
+
+def test_10mb_response(site):
+    size = 10 * 1024 * 1024
+    conn = site.connection()
+    try:
+        conn.request("GET", f"/basic/big?size={size}")
+        response = conn.getresponse()
+        assert response.status == 200
+        received = 0
+        while block := response.read(1 << 20):
+            assert block.count(b"x") == len(block)
+            received += len(block)
+    finally:
+        conn.close()
+    assert received == size
+
+
+def test_streamed_response_arrives_progressively(site):
+    conn = site.connection()
+    try:
+        started = time.monotonic()
+        conn.request("GET", "/api/stream?n=4&delay=0.4")
+        response = conn.getresponse()
+        first = response.read1(100)
+        first_after = time.monotonic() - started
+        rest = response.read()
+        total = time.monotonic() - started
+    finally:
+        conn.close()
+    assert first == b"chunk 0\n", site.diagnostics()
+    assert first + rest == b"".join(b"chunk %d\n" % index for index in range(4))
+    assert first_after < 1.2 < total, f"first chunk after {first_after:.2f}s, all after {total:.2f}s"
+
+
+def test_client_abort_still_closes_the_iterable(site):
+    tag = f"abort-{site.protocol}"
+    conn = site.connection()
+    started = time.monotonic()
+    try:
+        # 400 chunks, 20 ms apart: 8 s if nobody stops the app.
+        conn.request("GET", f"/basic/stream?n=400&delay=0.02&tag={tag}")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    close_log = site.stack.close_log
+    deadline = started + TIMEOUT
+    while time.monotonic() < deadline and not (close_log.exists() and f"closed {tag}\n" in close_log.read_text()):
+        time.sleep(0.05)
+    assert f"closed {tag}\n" in close_log.read_text(), site.diagnostics()
+    assert time.monotonic() - started < 6, "the abort must reach the app, not wait for its end"
+
+
+# --- load and connection reuse ---
+
+def test_200_concurrent_requests(site):
+    count = 200
+    start_together = threading.Barrier(count, timeout=TIMEOUT)
+
+    def one(index: int) -> tuple[int, int]:
+        conn = site.connection()
+        try:
+            conn.connect()
+            start_together.wait()
+            if index % 2:
+                conn.request("POST", f"/api/echo?i={index}", body=f"n={index}",
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+            else:
+                conn.request("GET", f"/api/echo?i={index}")
+            response = conn.getresponse()
+            echo = json.loads(response.read())
+            return response.status, int(echo["query"]["i"][0])
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        results = list(pool.map(one, range(count), timeout=2 * TIMEOUT))
+    assert results == [(200, index) for index in range(count)], site.diagnostics()
+
+
+def tcp_states(port: int) -> list[str]:
+    """States of the TCP sockets with `port` at either end (Linux /proc/net/tcp; loopback shows both ends)."""
+    names = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN"}
+    states = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if port in (int(fields[1].split(":")[1], 16), int(fields[2].split(":")[1], 16)):
+            states.append(names.get(fields[3], fields[3]))
+    return states
+
+
+def test_upstream_connections_are_kept(keepalive_site):
+    site = keepalive_site
+    port = int(site.stack.backends["django"].addresses[site.protocol].rpartition(":")[2])
+    site.request("GET", "/api/echo")
+    before = tcp_states(port)
+    for index in range(20):
+        assert site.request("GET", f"/api/echo?i={index}").status == 200
+    after = tcp_states(port)
+    # Kept connections serve the 20 requests: none is opened and closed per request (that leaves TIME_WAITs).
+    assert after.count("TIME_WAIT") - before.count("TIME_WAIT") <= 2, (before, after)
+    assert after.count("ESTABLISHED") >= 2, after       # an idle kept connection, seen from both ends
+
+
+# --- last, after everything above went through it ---
+
+def test_nginx_logged_no_upstream_trouble(stack):
+    """nginx logs what it dislikes in an upstream's answers (invalid headers, premature closes, resets)."""
+    expected = ("client intended to send too large body",            # the 6 MB upload
+                "a client request body is buffered to a temporary file")
+    trouble = [line for line in stack.nginx.error_log().splitlines()
+               if any(level in line for level in ("[warn]", "[error]", "[crit]", "[alert]", "[emerg]"))
+               and not any(text in line for text in expected)]
+    assert not trouble, "\n".join(trouble)

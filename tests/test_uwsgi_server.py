@@ -1,0 +1,338 @@
+"""The uwsgi socket (--socket) of the real server, over raw sockets: packets are built with the codec's
+encoder, answers are read until the server closes (uwsgi is one request per connection)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import time
+
+import pytest
+
+from conftest import APPS, free_port, wait_for_port
+from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
+
+NGINX_VARS = {   # what nginx's stock uwsgi_params send for a GET from 203.0.113.7 (empty CONTENT_* included)
+    "QUERY_STRING": "", "REQUEST_METHOD": "GET", "CONTENT_TYPE": "", "CONTENT_LENGTH": "",
+    "REQUEST_URI": "/environ", "PATH_INFO": "/environ", "DOCUMENT_ROOT": "/srv/www", "SERVER_PROTOCOL": "HTTP/1.1",
+    "REQUEST_SCHEME": "http", "REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "51234", "SERVER_PORT": "8888",
+    "SERVER_NAME": "example.test", "HTTP_HOST": "example.test", "HTTP_USER_AGENT": "test-agent/1.0",
+}
+TIMEOUT = 10.0
+
+
+def request_vars(path: str, **overrides: str) -> dict[str, str]:
+    target, _, query = path.partition("?")
+    return {**NGINX_VARS, "PATH_INFO": target, "REQUEST_URI": path, "QUERY_STRING": query, **overrides}
+
+
+def exchange(address, *parts: bytes, pause: float = 0.0, half_close: bool = False) -> tuple[bytes, float]:
+    """Send `parts` (with a pause between them), read until the server closes; (answer, seconds until EOF).
+    A read that times out fails the test: the server must close a uwsgi connection after answering."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(address)
+        started = time.monotonic()
+        for index, part in enumerate(parts):
+            if index and pause:
+                time.sleep(pause)
+            sock.sendall(part)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks), time.monotonic() - started
+
+
+def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, separator, body = data.partition(b"\r\n\r\n")
+    assert separator, f"no complete response head in {data[:200]!r}"
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.1 "), status_line
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(": ")
+        headers[name.lower()] = value
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.fixture
+def start_uwsgi(start_server):
+    """start_uwsgi(*flags, app="basic.py") -> (server, ("127.0.0.1", port)) with --socket on that port."""
+    def start(*flags: str, app: str = "basic.py", bind: str = "127.0.0.1"):
+        port = free_port()
+        server = start_server("--socket", f"{bind}:{port}", *flags, app=app)
+        wait_for_port(port, proc=server.proc)
+        return server, ("127.0.0.1", port)
+    return start
+
+
+@pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
+def uwsgi(request, start_uwsgi):
+    """A uwsgi socket served with the app on the loop thread (--threads 1) and on app threads."""
+    return start_uwsgi("--threads", request.param)
+
+
+def test_vars_become_the_environ(uwsgi):
+    server, address = uwsgi
+    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ?a=1&b=%C3%A9")))
+    status, headers, body = parse_response(answer)
+    assert status == 200
+    assert headers["connection"] == "close"
+    environ = json.loads(body)
+    # The web server's vars win over what the socket says: REMOTE_ADDR is the client's, not nginx's.
+    for name in ("REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "DOCUMENT_ROOT", "REQUEST_SCHEME",
+                 "HTTP_HOST", "HTTP_USER_AGENT", "SERVER_PROTOCOL"):
+        assert environ[name] == NGINX_VARS[name], name
+    assert environ["PATH_INFO"] == "/environ"
+    assert environ["QUERY_STRING"] == "a=1&b=%C3%A9"
+    assert environ["REQUEST_URI"] == "/environ?a=1&b=%C3%A9"
+    assert environ["SCRIPT_NAME"] == ""
+    assert environ["wsgi.url_scheme"] == "http"
+    assert "CONTENT_LENGTH" not in environ and "CONTENT_TYPE" not in environ   # nginx sends them empty
+    assert environ["wsgi.input.class"] == "EmptyInput"
+
+
+@pytest.mark.parametrize("https_vars", [{"HTTPS": "on"}, {"REQUEST_SCHEME": "https"}, {"HTTPS": "1"}])
+def test_https_from_the_vars(start_uwsgi, https_vars):
+    _, address = start_uwsgi()
+    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ", **https_vars)))
+    assert json.loads(parse_response(answer)[2])["wsgi.url_scheme"] == "https"
+
+
+def test_missing_vars_get_defaults(start_uwsgi):
+    _, address = start_uwsgi()
+    answer, _ = exchange(address, encode_uwsgi_request({"PATH_INFO": "/environ", "QUERY_STRING": "x=1"}))
+    environ = json.loads(parse_response(answer)[2])
+    assert environ["REQUEST_METHOD"] == "GET"
+    assert environ["REQUEST_URI"] == "/environ?x=1"
+    assert environ["REMOTE_ADDR"] == "127.0.0.1"          # from the socket when the vars don't say
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.0"
+
+
+def test_wsgi_keys_cannot_be_set_by_vars(start_uwsgi):
+    _, address = start_uwsgi()
+    packet = encode_uwsgi_request(request_vars("/environ", **{"wsgi.url_scheme": "https", "wsgi.run_once": "1"}))
+    environ = json.loads(parse_response(exchange(address, packet)[0])[2])
+    assert environ["wsgi.url_scheme"] == "http"
+    assert environ["wsgi.run_once"] is False
+
+
+def test_body_by_content_length(uwsgi):
+    _, address = uwsgi
+    body = os.urandom(200_000)
+    packet = encode_uwsgi_request(request_vars("/echo", REQUEST_METHOD="POST", CONTENT_LENGTH=str(len(body)),
+                                               CONTENT_TYPE="application/octet-stream"))
+    # The head and the body arrive in pieces, with pauses: the app must still see the whole body at once.
+    answer, _ = exchange(address, packet[:3], packet[3:20], packet[20:], body[:1000], body[1000:], pause=0.05)
+    status, headers, echoed = parse_response(answer)
+    assert status == 200 and echoed == body
+
+
+def test_large_body_is_spooled(start_uwsgi):
+    _, address = start_uwsgi("--post-buffering", "65536")
+    body = os.urandom(3 * 1024 * 1024)
+    packet = encode_uwsgi_request(request_vars("/echo-len", REQUEST_METHOD="POST", CONTENT_LENGTH=str(len(body))))
+    answer, _ = exchange(address, packet, body)
+    assert parse_response(answer)[2] == f"{len(body)} {body[:16].hex()} {body[-16:].hex()}".encode()
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    pieces = [b"%x;ext=1\r\n%b\r\n" % (len(body[i:i + size]), body[i:i + size]) for i in range(0, len(body), size)]
+    return b"".join(pieces) + b"0\r\nX-Trailer: dropped\r\n\r\n"
+
+
+def test_chunked_body_forwarded_by_a_router(uwsgi):
+    _, address = uwsgi
+    body = os.urandom(50_000)
+    te = {"REQUEST_METHOD": "POST", "HTTP_TRANSFER_ENCODING": "chunked"}       # and no CONTENT_LENGTH
+    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/echo", **te)), chunked(body, 7000), pause=0.05)
+    assert parse_response(answer)[2] == body
+    # Once de-chunked, the length is known: apps that read CONTENT_LENGTH bytes (Django) see the body.
+    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ", **te), chunked(body, 7000)))
+    assert json.loads(parse_response(answer)[2])["CONTENT_LENGTH"] == str(len(body))
+
+
+def test_modifier1_30_strips_script_name(start_uwsgi):
+    _, address = start_uwsgi()
+    packet = encode_uwsgi_request(request_vars("/app/environ", SCRIPT_NAME="/app"), modifier1=30)
+    environ = json.loads(parse_response(exchange(address, packet)[0])[2])
+    assert environ["SCRIPT_NAME"] == "/app"
+    assert environ["PATH_INFO"] == "/environ"
+
+
+def test_other_modifier1_refused(start_uwsgi):
+    server, address = start_uwsgi()
+    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ"), modifier1=5))
+    assert answer == b""
+    log = server.wait_log("modifier1 5 is not served")
+    assert "/environ =>" not in log
+
+
+def test_vars_block_larger_than_buffer_size(start_uwsgi):
+    vars_ = request_vars("/environ", HTTP_COOKIE="c=" + "x" * 5000)
+    server, address = start_uwsgi()
+    assert exchange(address, encode_uwsgi_request(vars_))[0] == b""
+    assert "exceeds --buffer-size 4096" in server.wait_log("--buffer-size")
+    server, address = start_uwsgi("--buffer-size", "8192")
+    assert json.loads(parse_response(exchange(address, encode_uwsgi_request(vars_))[0])[2])["HTTP_COOKIE"] \
+        == vars_["HTTP_COOKIE"]
+
+
+def test_http_request_on_the_uwsgi_port(start_uwsgi):
+    server, address = start_uwsgi()
+    answer, _ = exchange(address, b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = parse_response(answer)
+    assert status == 400 and b"uwsgi socket" in body
+    log = server.wait_log("received an HTTP request")
+    assert "uwsgi_pass" in log and "/environ =>" not in log
+
+
+@pytest.mark.parametrize("packet, message", [
+    (b"\x00\x10", "before the whole request arrived"),
+    (encode_uwsgi_request(request_vars("/environ"))[:40], "before the whole request arrived"),
+    (encode_uwsgi_request(request_vars("/echo", REQUEST_METHOD="POST", CONTENT_LENGTH="100")) + b"x" * 50,
+     "before the whole request arrived"),
+    (b"\x00\x0a\x00\x00" + b"\xc8\x00KEY\x03\x00abc", "malformed uwsgi vars"),        # a key size past the block
+    (b"\x00\x06\x00\x00" + b"\x01\x00K\x05\x00a", "malformed uwsgi vars"),           # a value size past the block
+    (encode_uwsgi_request(request_vars("/echo", CONTENT_LENGTH="-1")), "invalid CONTENT_LENGTH"),
+], ids=["header", "vars", "body", "key-size", "value-size", "content-length"])
+def test_malformed_packets_never_reach_the_app(start_uwsgi, packet, message):
+    server, address = start_uwsgi()
+    answer, _ = exchange(address, packet, half_close=True)
+    assert answer == b""
+    log = server.wait_log(message)
+    assert "=> generated" not in log
+
+
+def test_bytes_after_the_body_are_refused(uwsgi):
+    server, address = uwsgi
+    packet = encode_uwsgi_request(request_vars("/echo", REQUEST_METHOD="POST", CONTENT_LENGTH="2"), b"okEXTRA")
+    assert exchange(address, packet)[0] == b""
+    assert "=> generated" not in server.wait_log("unexpected bytes after the request body")
+
+
+def test_dynamic_app_vars_are_ignored(start_uwsgi, tmp_path):
+    marker = tmp_path / "loaded"
+    evil = tmp_path / "evil_app.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\napplication = None\n")
+    server, address = start_uwsgi()
+    vars_ = request_vars("/environ", UWSGI_SCRIPT="evil_app", UWSGI_MODULE="evil_app", UWSGI_CALLABLE="application",
+                         UWSGI_FILE=str(evil), UWSGI_PYHOME=str(tmp_path), UWSGI_CHDIR=str(tmp_path),
+                         UWSGI_SETENV="PYTHONPATH=" + str(tmp_path))
+    status, _, body = parse_response(exchange(address, encode_uwsgi_request(vars_))[0])
+    assert status == 200
+    environ = json.loads(body)
+    assert not [name for name in environ if name.startswith("UWSGI_")]
+    assert not marker.exists()
+    log = server.wait_log("never loads code")
+    assert "UWSGI_SCRIPT" in log and "UWSGI_FILE" in log
+
+
+def test_allow_from_refuses_other_peers(start_uwsgi):
+    server, address = start_uwsgi("--uwsgi-allow-from", "10.0.0.0/8", "--uwsgi-allow-from", "192.168.0.1")
+    try:
+        assert exchange(address, encode_uwsgi_request(request_vars("/environ")))[0] == b""
+    except ConnectionResetError:        # closed with the request unread: the kernel may answer with a reset
+        pass
+    log = server.wait_log("refused a uwsgi connection from 127.0.0.1")
+    assert "--uwsgi-allow-from" in log and "/environ =>" not in log
+
+
+def test_default_allows_loopback_on_all_interfaces(start_server):
+    # The seed's `socket = 0.0.0.0:3031` with nginx on the same host: nginx connects from 127.0.0.1.
+    port = free_port()
+    server = start_server("--uwsgi-socket", f"0.0.0.0:{port}")
+    wait_for_port(port, proc=server.proc)
+    assert parse_response(exchange(("127.0.0.1", port), encode_uwsgi_request(request_vars("/environ")))[0])[0] == 200
+
+
+def test_unix_socket_with_chmod(start_server, tmp_path):
+    path = str(tmp_path / "app.sock")
+    server = start_server("-s", path, "--chmod-socket", "660")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+    answer, _ = exchange(path, encode_uwsgi_request(request_vars("/environ")))
+    environ = json.loads(parse_response(answer)[2])
+    assert environ["REMOTE_ADDR"] == "203.0.113.7"   # unix sockets have no peer address: the vars say it
+
+
+def test_app_error_is_a_500_in_http_form(uwsgi):
+    server, address = uwsgi
+    status, headers, body = parse_response(exchange(address, encode_uwsgi_request(request_vars("/error")))[0])
+    assert status == 500 and body == b"Internal Server Error"
+    assert headers["connection"] == "close"
+    server.wait_log("boom: this traceback belongs in the error log only")
+
+
+def test_response_framing(uwsgi):
+    _, address = uwsgi
+    # Unknown length: no chunked encoding on the uwsgi protocol, the end of the body is the close.
+    status, headers, body = parse_response(exchange(address, encode_uwsgi_request(
+        request_vars("/stream?n=3&delay=0")))[0])
+    assert body == b"chunk 0\nchunk 1\nchunk 2\n"
+    assert "transfer-encoding" not in headers and "content-length" not in headers
+    status, headers, body = parse_response(exchange(address, encode_uwsgi_request(
+        request_vars("/big?size=300000")))[0])
+    assert headers["content-length"] == "300000" and body == b"x" * 300000
+    status, headers, body = parse_response(exchange(address, encode_uwsgi_request(
+        request_vars("/big?size=1000", REQUEST_METHOD="HEAD")))[0])
+    assert headers["content-length"] == "1000" and body == b""
+    status, headers, body = parse_response(exchange(address, encode_uwsgi_request(request_vars("/file")))[0])
+    assert body == (APPS / "basic.py").read_bytes()
+
+
+def test_client_abort_still_closes_the_iterable(start_server, tmp_path):
+    close_log = tmp_path / "close.log"
+    port = free_port()
+    start_server("--socket", f"127.0.0.1:{port}", "--threads", "4",
+                 env={**os.environ, "WSGISTACK_TEST_CLOSE_LOG": str(close_log)})
+    wait_for_port(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(encode_uwsgi_request(request_vars("/stream?n=200&delay=0.02&tag=aborted")))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not (close_log.exists() and "closed aborted" in close_log.read_text()):
+        time.sleep(0.05)
+    assert "closed aborted" in close_log.read_text()
+
+
+def test_limit_post(start_uwsgi):
+    server, address = start_uwsgi("--limit-post", "1000")
+    packet = encode_uwsgi_request(request_vars("/echo", REQUEST_METHOD="POST", CONTENT_LENGTH="5000"))
+    status, headers, body = parse_response(exchange(address, packet)[0])
+    assert status == 413 and b"--limit-post" in body
+    chunked_packet = encode_uwsgi_request(request_vars("/echo", REQUEST_METHOD="POST",
+                                                       HTTP_TRANSFER_ENCODING="chunked"), chunked(b"y" * 3000, 500))
+    assert parse_response(exchange(address, chunked_packet)[0])[0] == 413
+    assert "=> generated" not in server.log()
+
+
+def test_stalled_packet_times_out(start_uwsgi):
+    server, address = start_uwsgi("--header-timeout", "1")
+    answer, elapsed = exchange(address, encode_uwsgi_request(request_vars("/environ"))[:30])
+    assert answer == b"" and elapsed < 5
+    server.wait_log("no complete request head in time")
+
+
+def test_graceful_stop_finishes_the_request(start_uwsgi):
+    server, address = start_uwsgi("--threads", "4")
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sock.sendall(encode_uwsgi_request(request_vars("/sleep?t=1")))
+        time.sleep(0.3)
+        server.proc.terminate()
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert parse_response(answer)[2] == b"slept"
+    assert server.proc.wait(10) == 0
+
+
+def test_harakiri_answers_504(start_uwsgi):
+    server, address = start_uwsgi("--threads", "2", "--harakiri", "1")
+    status, _, body = parse_response(exchange(address, encode_uwsgi_request(request_vars("/sleep?t=10")))[0])
+    assert status == 504 and b"harakiri" in body
+    server.wait_log("HARAKIRI")
