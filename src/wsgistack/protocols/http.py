@@ -144,19 +144,24 @@ class HttpConnection(Connection):
             raise Reject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Called once per field: the limits are checked once per head, in on_headers_complete
+        # (memory is bounded meanwhile by the head-size check of each read in data_received).
+        self.headers.append((name, value))
+        self.fields_size += len(name) + len(value) + 4
+
+    def _check_head_limits(self) -> None:
         headers = self.headers
-        if len(headers) >= self.limit_fields:
+        if len(headers) > self.limit_fields:
             raise Reject(431, "too many header fields")
-        size = len(name) + len(value)
-        if size > self.limit_field_size:
-            raise Reject(431, "header field too large")
-        self.fields_size += size + 4
         if self.fields_size + len(self.url) > self.limit_head:
             raise Reject(431, "request head too large")     # a whole head can arrive in one read
-        headers.append((name, value.rstrip(b" \t")))     # llhttp keeps trailing OWS; it is not the value
+        if self.fields_size > self.limit_field_size:       # only then can one field be too large
+            if any(len(name) + len(value) > self.limit_field_size for name, value in headers):
+                raise Reject(431, "header field too large")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        self._check_head_limits()
         parser = self.parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
@@ -184,7 +189,7 @@ class HttpConnection(Connection):
             if key in environ:
                 self._join_header(environ, key, value)
             else:
-                environ[key] = value.decode("latin-1")
+                environ[key] = value.decode("latin-1").rstrip(" \t")   # llhttp keeps trailing OWS
         if http11 and "HTTP_HOST" not in environ:
             raise Reject(400, "missing Host header")
         if target_host is not None:
@@ -280,7 +285,7 @@ class HttpConnection(Connection):
         if key == "HTTP_HOST":
             raise Reject(400, "more than one Host header")
         separator = "; " if key == "HTTP_COOKIE" else ", "
-        environ[key] += separator + value.decode("latin-1")
+        environ[key] += separator + value.decode("latin-1").rstrip(" \t")
 
     def _method_error(self, data: bytes) -> tuple[int, str]:
         # The bad method opens the request after the last one this read completed: try the read's
