@@ -89,8 +89,9 @@ class Worker:
     def run(self) -> int:
         setup_error_log(f"worker {self.number}")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
-                    signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
+                    signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)       # a status request while starting is no reason to die
         try:
             from setproctitle import setproctitle
             setproctitle(f"{self.config.procname_prefix}wsgistack worker {self.number}")
@@ -120,6 +121,7 @@ class Worker:
         signal.signal(signal.SIGINT, self._stop_now)
         signal.signal(signal.SIGQUIT, self._stop_now)
         self._report("ready")
+        self.loop.call_soon(self._start_serving)
         try:
             self.loop.run_forever()
         finally:
@@ -135,10 +137,20 @@ class Worker:
                 protocol_class.exchange_class = watched(protocol_class.exchange_class)
             factory = functools.partial(protocol_class, self)
             if address.is_unix:
-                server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen)
+                server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen,
+                                                            start_serving=False)
             else:
-                server = await self.loop.create_server(factory, sock=sock, backlog=self.config.listen)
+                server = await self.loop.create_server(factory, sock=sock, backlog=self.config.listen,
+                                                       start_serving=False)
             self.servers.append(server)
+
+    def _start_serving(self) -> None:
+        # WSGI apps are synchronous: inline app code must not see this loop as "running" in its thread,
+        # or Django refuses every database call (SynchronousOnlyOperation) and asyncio.run() fails.
+        # Done once, before the first connection: nothing of ours asks for the running loop later.
+        asyncio._set_running_loop(None)
+        for server in self.servers:
+            self.loop.create_task(server.start_serving())
 
     def _report(self, message: str) -> None:
         try:

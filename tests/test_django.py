@@ -1,0 +1,46 @@
+"""The Django demo site served directly over HTTP, in both app-thread modes.
+
+Django refuses database calls from a thread where an asyncio loop runs; with `--threads 1` the
+app runs on the worker's loop thread, so this is where that would show.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import TESTS
+
+DEMO = TESTS.parent / "examples" / "mmcsite"
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory) -> dict:
+    env = dict(os.environ, DEMO_DB=str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
+               DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=DEMO, env=env, check=True,
+                   timeout=120)
+    return env
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_django_page_with_a_database_query(start_server, demo_env, threads):
+    server = start_server("--chdir", str(DEMO), "--module", "mmcsite.wsgi", "--threads", threads, app=None,
+                          env=demo_env)
+    counts = []
+    for _ in range(2):
+        status, _, body = server.get("/?record=1")      # an INSERT and two SELECTs
+        assert status == 200, body[:300]
+        counts.append(int(re.search(r'<strong id="count">(\d+)</strong>', body.decode())[1]))
+    assert counts[1] == counts[0] + 1
+
+
+def test_django_post_and_json(start_server, demo_env):
+    server = start_server("--chdir", str(DEMO), "--module", "mmcsite.wsgi", app=None, env=demo_env)
+    status, _, body = server.get("/api/echo?q=%C3%A9", method="POST", body=b"a=1&b=2",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200
+    assert b'"form": {"a": ["1"], "b": ["2"]}' in body
+    assert b'"query": {"q": ["\\u00e9"]}' in body
