@@ -56,8 +56,8 @@ SHAPES: list[Shape] = [
 ]
 
 
-def wrk_command(shape: Shape, url: str, duration: int) -> list[str]:
-    return ["wrk", "-t", str(THREADS), "-c", str(CONNECTIONS), "-d", f"{duration}s", "--latency",
+def wrk_command(shape: Shape, url: str, duration: int, connections: int = CONNECTIONS) -> list[str]:
+    return ["wrk", "-t", str(THREADS), "-c", str(connections), "-d", f"{duration}s", "--latency",
             *shape.wrk_args(), url, *shape.script_args()]
 
 
@@ -87,12 +87,22 @@ def run_wrk(argv: list[str], duration: int, cpus: set[int] | None,
     return out
 
 
+def warm_up(url: str, seconds: int, cpus: set[int] | None = None) -> None:
+    """A short wrk run (2 headers, 64 connections) whose result is thrown away."""
+    run_wrk(wrk_command(SHAPES[0], url, seconds), seconds, cpus)
+
+
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _TIME = r"([\d.]+)(us|ms|s|m|h)"
 
 
 def _ms(value: str, unit: str) -> float:
     return float(value) * _UNITS_MS[unit]
+
+
+def failed(run: dict) -> int:
+    """Requests that failed: wrk's socket errors (connect, read, write, timeout) + non-2xx/3xx responses."""
+    return sum(run["socket_errors"].values()) + run["non_2xx_3xx"]
 
 
 def parse_wrk(text: str) -> dict:

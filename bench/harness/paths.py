@@ -1,5 +1,6 @@
 """Where things live. Everything is relative to this file, never hard-coded."""
 
+import shlex
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[1]
@@ -10,10 +11,12 @@ LOGS = OUT / "logs"
 APPS = BENCH / "apps"
 APP_FILE = APPS / "hello.py"
 APP_MODULE = "hello:application"
+DJANGO_SITE = REPO / "examples" / "mmcsite"  # the project's Django demo (the nginx scenario's second app)
 LAUNCHERS = BENCH / "launchers"
 PIPELINE_LUA = BENCH / "pipeline.lua"
 RESULTS_MD = BENCH / "RESULTS.md"
 RESULTS_PNG = BENCH / "results.png"
+RESULTS_NGINX_PNG = BENCH / "results-nginx.png"
 CHART_SCRIPT = BENCH / "chart.py"
 
 
@@ -27,3 +30,8 @@ def venv_python() -> str:
 
 def launcher(name: str) -> str:
     return str(LAUNCHERS / name)
+
+
+def relative(argv: list) -> str:
+    """A command line for the report: shell-quoted, paths relative to the repository."""
+    return shlex.join(map(str, argv)).replace(str(REPO) + "/", "")

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -26,9 +26,16 @@ class StartError(Exception):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all bound at once, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def pinned(cpus: set[int] | None):
@@ -65,15 +72,30 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def http_ok(port: int, timeout: float = 1.0) -> bool:
-    """One GET over a fresh connection; True on any 2xx status line."""
+def port_open(port: int, timeout: float = 1.0) -> bool:
+    """The port accepts a TCP connection: readiness of a server that does not speak HTTP (uwsgi, FastCGI)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_status(port: int, timeout: float = 1.0) -> str | None:
+    """The status line answered to one GET over a fresh connection; None if none came."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            head = s.recv(64)
+            head = s.recv(128)
     except OSError:
-        return False
-    return head.startswith(b"HTTP/1.") and head[9:10] == b"2"
+        return None
+    return head.split(b"\r\n", 1)[0].decode("latin-1") if head else None
+
+
+def http_ok(port: int, timeout: float = 1.0) -> bool:
+    """One GET over a fresh connection; True on any 2xx status line."""
+    status = http_status(port, timeout) or ""
+    return status.startswith("HTTP/1.") and status[9:10] == "2"
 
 
 def fresh_connection_ms(port: int, timeout: float) -> float | None:
@@ -111,14 +133,19 @@ def log_tail(path: Path, lines: int = 8) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+Probe = Callable[[int], bool]  # port -> ready?
+
+
 class ServerProcess:
-    def __init__(self, argv: list[str], port: int, log_path: Path, cpus: set[int] | None):
+    def __init__(self, argv: list[str], port: int, log_path: Path, cpus: set[int] | None,
+                 env: dict[str, str] | None = None):
         self.argv, self.port, self.log_path = argv, port, log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log:
             try:
                 self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=True, preexec_fn=pinned(cpus))
+                                             start_new_session=True, preexec_fn=pinned(cpus),
+                                             env={**os.environ, **env} if env else None)
             except OSError as e:
                 raise StartError(f"cannot execute {argv[0]}: {e}") from e
 
@@ -139,15 +166,23 @@ class ServerProcess:
         tail = log_tail(self.log_path)
         return f"{what}" + (f"; log tail:\n{tail}" if tail else " (no output)")
 
-    def wait_ready(self, timeout: float) -> None:
+    def signal_master(self, sig: int) -> None:
+        """`sig` to the process the harness started (the server's master)."""
+        os.kill(self.proc.pid, sig)
+
+    def wait_ready(self, timeout: float, probe: Probe = http_ok) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 raise StartError(self.failure(f"exited with status {self.proc.returncode} before serving"))
-            if http_ok(self.port):
+            if probe(self.port):
                 return
             time.sleep(0.1)
-        raise StartError(self.failure(f"no 2xx answer on port {self.port} within {timeout:.0f} s"))
+        if probe is http_ok:
+            what = f"no 2xx answer (last: {http_status(self.port) or 'none'})"
+        else:
+            what = "not accepting connections"
+        raise StartError(self.failure(f"{what} on port {self.port} within {timeout:.0f} s"))
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL whatever is left after `timeout`."""
@@ -178,11 +213,11 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running(argv: list[str], port: int, log_path: Path, cpus: set[int] | None,
-            ready_timeout: float) -> Iterator[ServerProcess]:
-    server = ServerProcess(argv, port, log_path, cpus)
+def running(argv: list[str], port: int, log_path: Path, cpus: set[int] | None, ready_timeout: float,
+            probe: Probe = http_ok, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    server = ServerProcess(argv, port, log_path, cpus, env)
     try:
-        server.wait_ready(ready_timeout)
+        server.wait_ready(ready_timeout, probe)
         yield server
     finally:
         server.stop()

@@ -1,5 +1,6 @@
-"""Self-setup: Debian packages (wrk, libev-dev), the bench/.venv virtualenv, the
-peers, matplotlib and wsgistack itself (editable). Each install is separate so
+"""Self-setup: Debian packages (wrk, libev-dev; nginx for the nginx scenario), the
+bench/.venv virtualenv, the peers, matplotlib, Django (nginx scenario) and wsgistack
+itself (editable). Each install is separate so
 one failure only takes out the server that needs it; failures are returned as
 reasons for the report, never raised."""
 
@@ -14,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .nginx import NGINX
 from .paths import REPO, VENV, venv_python
 
 # PyPI requirement per distribution (what the report and the server table call it).
@@ -34,6 +36,9 @@ APT = {
     "wrk": lambda: shutil.which("wrk") is not None,
     "libev-dev": lambda: Path("/usr/include/ev.h").exists(),  # bjoern builds against it
 }
+# Only for the nginx scenario. Installing Debian's nginx may also start its packaged service (port 80).
+NGINX_APT = {"nginx": lambda: Path(NGINX).exists()}
+NGINX_PIP = {"django": "Django>=4.2"}  # as the project's `demo` extra
 STAMP = VENV / ".wsgistack-install.sha256"
 
 
@@ -55,8 +60,8 @@ def _short(output: str, lines: int = 6) -> str:
     return "\n".join(keep[-lines:])
 
 
-def ensure_apt(p: Provision) -> None:
-    missing = [pkg for pkg, present in APT.items() if not present()]
+def ensure_apt(p: Provision, packages: dict) -> None:
+    missing = [pkg for pkg, present in packages.items() if not present()]
     if not missing:
         return
     if os.geteuid() != 0:
@@ -69,7 +74,7 @@ def ensure_apt(p: Provision) -> None:
         p.log.append(f"$ apt-get install -y {pkg}")
         proc = subprocess.run(["apt-get", "install", "-y", "-qq", pkg], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0 or not APT[pkg]():
+        if proc.returncode != 0 or not packages[pkg]():
             p.errors[pkg] = f"apt-get install {pkg} failed:\n{_short(proc.stdout)}"
 
 
@@ -121,13 +126,14 @@ def ensure_project(p: Provision) -> None:
         p.errors["wsgistack"] = f"pip install -e {REPO} failed:\n{_short(out)}"
 
 
-def provision(skip: bool = False) -> Provision:
+def provision(skip: bool = False, nginx: bool = False) -> Provision:
+    """Everything the run needs; `nginx`: also what the nginx scenario needs (nginx, Django)."""
     p = Provision()
     if not skip:
-        ensure_apt(p)
+        ensure_apt(p, {**APT, **(NGINX_APT if nginx else {})})
         if not ensure_venv(p):
             return p
-        ensure_pip_packages(p, {**TOOLS, **PEERS})
+        ensure_pip_packages(p, {**TOOLS, **PEERS, **(NGINX_PIP if nginx else {})})
         ensure_project(p)
     p.versions = installed_versions()
     return p
