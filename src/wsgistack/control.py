@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 
 from wsgistack.config import ConfigError
@@ -57,7 +58,7 @@ def stop(pidfile: str, timeout: float) -> int:
             print(f"wsgistack: stopped (master {pid})")
             return 0
         time.sleep(0.1)
-    print(f"wsgistack: error: master {pid} still running after {timeout:.0f} s")
+    print(f"wsgistack: error: master {pid} still running after {timeout:.0f} s", file=sys.stderr)
     return 1
 
 
@@ -69,17 +70,18 @@ def reload(pidfile: str, timeout: float) -> int:
     while time.monotonic() < deadline:
         title = master_title(pid)
         if title is None:
-            print(f"wsgistack: error: master {pid} exited during the reload")
+            print(f"wsgistack: error: master {pid} exited during the reload", file=sys.stderr)
             return 1
         match = _RELOADS.search(title)
         if match and int(match[1]) > before:
             if match[2]:
-                print(f"wsgistack: error: reload failed; master {pid} still serves the previous code (see its log)")
+                print(f"wsgistack: error: reload failed; master {pid} still serves the previous code (see its log)",
+                      file=sys.stderr)
                 return 1
             print(f"wsgistack: reloaded (master {pid}, reload {match[1]})")
             return 0
         time.sleep(0.1)
-    print(f"wsgistack: error: reload of master {pid} not complete after {timeout:.0f} s")
+    print(f"wsgistack: error: reload of master {pid} not complete after {timeout:.0f} s", file=sys.stderr)
     return 1
 
 

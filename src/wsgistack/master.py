@@ -72,6 +72,9 @@ class Master:
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
         # so a successor (reload, recycle, crash) accepts what queued while its predecessor was leaving.
         self.slots: dict[int, list[tuple[socket.socket, Address]]] = {1: listeners}
+        # Bound now, before cli.py drops privileges (--uid): the kernel lets only the same user join a port.
+        for number in range(2, config.processes + 1):
+            self.slot_listeners(number)
 
     # --- main loop ---
     def run(self) -> int:
@@ -97,8 +100,8 @@ class Master:
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
         while self.workers or not self.stopping:
             self._wait(1.0)
+            self._read_status()         # first: a SIGUSR1 status or a SIGCHLD then sees the latest state
             self._dispatch_signals()
-            self._read_status()
             self._finish_reload()
             self._kill_overdue()
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
@@ -112,7 +115,9 @@ class Master:
             self._wait(0.5)
             self._read_status()
             self._dispatch_signals()
-            if worker.pid not in self.workers or self.stopping:
+            # Gone without having been ready is a failed boot; a ready one may already have served its
+            # --max-requests and retired (its successor is starting), which is no failure.
+            if (worker.pid not in self.workers and not worker.ready) or self.stopping:
                 if self.exit_code == 0 and not self.stopping:
                     self.exit_code = 1
                 self._kill_all(signal.SIGKILL)
@@ -154,32 +159,61 @@ class Master:
     # --- workers ---
     def slot_listeners(self, number: int) -> list[tuple[socket.socket, Address]]:
         if number not in self.slots:
-            self.slots[number] = [(sock if address.is_unix else bind_sibling(sock, self.config.listen), address)
-                                  for sock, address in self.listeners]
+            siblings: list[tuple[socket.socket, Address]] = []
+            try:
+                for sock, address in self.listeners:
+                    siblings.append((sock if address.is_unix else bind_sibling(sock, self.config.listen), address))
+            except OSError as exc:
+                # A slot added after privileges were dropped (SIGTTIN, a reload with more processes): the
+                # kernel refuses that user a socket on root's port. Share worker 1's sockets instead.
+                log.warning("worker %d shares worker 1's listening sockets (no socket of its own: %s)", number,
+                            exc.strerror or exc)
+                for sock, address in siblings:
+                    if sock is not self._original(address):
+                        sock.close()
+                siblings = list(self.listeners)
+            self.slots[number] = siblings
         return self.slots[number]
+
+    def _original(self, address: Address) -> socket.socket | None:
+        return next((sock for sock, original in self.listeners if original is address), None)
 
     def _close_slot(self, number: int) -> None:
         """A slot given up (SIGTTOU): its sockets leave the port's group once its worker is gone."""
         for sock, address in self.slots.pop(number, []):
-            if not address.is_unix:
+            if not address.is_unix and sock is not self._original(address):
                 sock.close()
 
     def spawn(self, number: int) -> WorkerProcess:
         listeners = self.slot_listeners(number)
-        pid = os.fork()
-        if pid == 0:
-            self._become_worker(number, listeners)
+        # Signals are blocked across fork: one sent to the new worker before it reset the master's handlers
+        # (a SIGTERM right after a recycle) would run the master's handler in the worker and be lost.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [getattr(signal, name) for name in HANDLED_SIGNALS])
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._become_worker(number, listeners, mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         worker = WorkerProcess(pid, number, self.generation, time.monotonic())
         self.workers[pid] = worker
         return worker
 
-    def _become_worker(self, number: int, listeners) -> None:
+    def _become_worker(self, number: int, listeners, mask) -> None:
         code = 1
         try:
             for name in HANDLED_SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)     # what arrived meanwhile is delivered now
             for fd in (self.wake_r, self.wake_w, self.status_r):
                 os.close(fd)
+            # Other slots' sockets must not live on in this worker: a slot given up (SIGTTOU) would stay
+            # in the port's SO_REUSEPORT group, and connections the kernel sends there would never be accepted.
+            own = {sock.fileno() for sock, _ in listeners}
+            for slot in self.slots.values():
+                for sock, _ in slot:
+                    if sock.fileno() not in own:
+                        sock.close()
             if self.report_fd is not None:
                 os.close(self.report_fd)
             code = worker_main(self.config, listeners, number, self.status_w, self.pid)
@@ -335,7 +369,8 @@ class Master:
             state = "stopping" if worker.stopping else ("ready" if worker.ready else "starting")
             log.info("status: worker %d pid %d generation %d %s, up %.0f s", worker.number, worker.pid,
                      worker.generation, state, now - worker.started)
-            self._signal(worker, signal.SIGUSR1)    # each worker logs its own counters
+            if worker.ready:        # a starting worker has no handler yet: SIGUSR1 would kill it
+                self._signal(worker, signal.SIGUSR1)    # each worker logs its own counters
 
     def handle_hup(self) -> None:
         """Graceful reload: re-read the config, start a new generation with freshly imported code,

@@ -6,29 +6,36 @@ import sys
 
 from wsgistack.config.args import ParsedArgs, parse_argv
 from wsgistack.config.errors import ConfigError
-from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS, Config, apply_setting
+from wsgistack.config.model import _TRUE, IGNORED_OPTIONS, OPTIONS, Config, apply_setting
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_argv"]
 
 
 def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stderr)) -> Config:
     """Build the Config: every ini file's entries in order, then the flags (flags win)."""
+    from wsgistack.config.ini import read_ini
+
     config = Config()
     ini_specs = list(parsed.ini_files) + [f.value for f in parsed.flags if f.spec.name == "ini"]
-    strict = any(f.spec.name == "strict" and f.value not in (False, "false", "0", "no", "off")
-                 for f in parsed.flags)
-    for ini_spec in ini_specs:
-        _apply_ini(config, str(ini_spec), strict=strict, warn=warn)
+    files = [read_ini(str(ini_spec)) for ini_spec in ini_specs]
+    # `strict` holds for every file whether it comes from a flag or from a file (uWSGI configs set it in
+    # the ini); the last setting wins, flags over files, as for any option.
+    strict = False
+    for value in [e.value for entries in files for e in entries if e.key == "strict"] + \
+            [f.value for f in parsed.flags if f.spec.name == "strict"]:
+        strict = value if isinstance(value, bool) else value.strip().lower() in _TRUE
+    for entries in files:
+        _apply_ini(config, entries, strict=strict, warn=warn)
+    for ini_file in parsed.ini_files:      # `wsgistack FILE.ini` is `wsgistack --ini FILE.ini`
+        apply_setting(config, OPTIONS["ini"], ini_file)
     for flag in parsed.flags:
         apply_setting(config, flag.spec, flag.value, flag=flag.flag)
     _validate(config)
     return config
 
 
-def _apply_ini(config: Config, ini_spec: str, *, strict: bool, warn) -> None:
-    from wsgistack.config.ini import read_ini
-
-    for entry in read_ini(ini_spec):
+def _apply_ini(config: Config, entries, *, strict: bool, warn) -> None:
+    for entry in entries:
         if entry.key in IGNORED_OPTIONS:
             continue
         spec = OPTIONS.get(entry.key)

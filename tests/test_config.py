@@ -1,0 +1,283 @@
+"""Configuration as the command sees it: ini files and flags are one option table (checked option by
+option), sections, flags over files, unknown and ignored options, and every configuration error named
+by file:line and option, from an ini file and from a flag. (The ini reader's own rules: test_ini.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, WSGISTACK, free_port
+from wsgistack.config import Config, ConfigError, load_config, parse_argv
+from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS
+
+BASE = "[uwsgi]\nhttp = 127.0.0.1:8000\nmodule = app\n"
+
+
+def load(*argv, warnings: list | None = None) -> Config:
+    sink = warnings if warnings is not None else []
+    config = load_config(parse_argv([str(arg) for arg in argv]), warn=sink.append)
+    if warnings is None:
+        assert sink == [], sink
+    return config
+
+
+def values(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run_cli(*args, cwd=None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(WSGISTACK + [str(arg) for arg in args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+# --- ini files on the command line ----------------------------------------------------------------------
+
+def test_ini_flag_and_positional_file_mean_the_same(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "processes = 3\nthreads = 8\n")
+    by_flag, by_position = load("--ini", ini), load(ini)
+    assert values(by_flag) == values(by_position)
+    assert (by_flag.processes, by_flag.threads, by_flag.http, by_flag.module) == (3, 8, ["127.0.0.1:8000"], "app")
+
+
+def test_section_suffix_works_both_ways(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "processes = 3\n[wsgistack]\nhttp = :9000\nmodule = other\n"
+                                              "processes = 4\n")
+    by_flag, by_position = load("--ini", f"{ini}:wsgistack"), load(f"{ini}:wsgistack")
+    assert values(by_flag) == values(by_position)
+    assert (by_flag.processes, by_flag.module) == (4, "other")
+
+
+def test_uwsgi_section_is_the_default(tmp_path):
+    ini = write(tmp_path / "site.ini", "[wsgistack]\nprocesses = 4\n" + BASE + "processes = 3\n")
+    assert load(ini).processes == 3
+
+
+def test_wsgistack_section_when_there_is_no_uwsgi_section(tmp_path):
+    ini = write(tmp_path / "site.ini", "[other]\nprocesses = 9\n[wsgistack]\nhttp = :9000\nmodule = app\n"
+                                       "processes = 4\n")
+    assert load(ini).processes == 4
+
+
+@pytest.mark.parametrize("flags_first", [False, True], ids=["flags-after", "flags-before"])
+def test_flags_override_the_file(tmp_path, flags_first):
+    ini = write(tmp_path / "site.ini", BASE + "processes = 3\nvacuum = true\nharakiri = 20\n")
+    flags = ["--processes", "5", "--vacuum=false", "--harakiri", "0"]
+    config = load(*(flags + [ini] if flags_first else [ini] + flags))
+    assert (config.processes, config.vacuum, config.harakiri) == (5, False, 0)
+    assert config.module == "app"           # what no flag names still comes from the file
+
+
+def test_list_options_from_file_and_flags_add_up(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "http = 127.0.0.1:8001\n")
+    config = load(ini, "--http", "127.0.0.1:8002")
+    assert config.http == ["127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"]
+
+
+def test_ini_include_and_ini_flag_bring_the_same_settings(tmp_path):
+    write(tmp_path / "common.ini", "[uwsgi]\nprocesses = 7\nmax-requests = 100\n")
+    including = write(tmp_path / "site.ini", BASE + "ini = common.ini\n")
+    plain = write(tmp_path / "plain.ini", BASE)
+    included, given = values(load(including)), values(load(plain, "--ini", tmp_path / "common.ini"))
+    assert included.pop("ini") == [str(including)] and given.pop("ini") == [str(plain), str(tmp_path / "common.ini")]
+    assert included == given
+    assert load(including).processes == 7
+
+
+# --- unknown and ignored options ----------------------------------------------------------------------
+
+def test_unknown_option_is_a_warning_naming_file_line_and_option(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "procesess = 4\n")
+    warnings: list[str] = []
+    config = load(ini, warnings=warnings)
+    assert config.processes == 1
+    assert warnings == [f"wsgistack: warning: {ini}:4: option 'procesess': unknown option (ignored)"]
+
+
+def test_unknown_option_is_an_error_with_strict_flag(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "procesess = 4\n")
+    with pytest.raises(ConfigError) as error:
+        load(ini, "--strict")
+    assert str(error.value) == f"{ini}:4: option 'procesess': unknown option"
+
+
+def test_strict_in_the_file_applies_to_the_whole_file(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "procesess = 4\nstrict = true\n")
+    with pytest.raises(ConfigError) as error:
+        load(ini)
+    assert str(error.value) == f"{ini}:4: option 'procesess': unknown option"
+
+
+def test_strict_flag_false_overrides_the_file(tmp_path):
+    ini = write(tmp_path / "site.ini", BASE + "strict = true\nprocesess = 4\n")
+    warnings: list[str] = []
+    load(ini, "--strict=false", warnings=warnings)
+    assert len(warnings) == 1 and f"{ini}:5:" in warnings[0]
+
+
+def test_ignored_uwsgi_options_are_accepted_silently_in_ini(tmp_path):
+    ini = tmp_path / "site.ini"
+    plain = load(write(ini, BASE), "--strict")
+    lines = "".join(f"{name} = true\n" for name in IGNORED_OPTIONS)
+    assert values(load(write(ini, BASE + lines), "--strict")) == values(plain)
+
+
+@pytest.mark.xfail(strict=True, reason="config/args.py (not this suite's to edit) rejects the ignored uWSGI "
+                                       "options as flags, and a bare --chmod-socket; see the report")
+def test_ignored_uwsgi_options_are_accepted_silently_as_flags(tmp_path):
+    plain = write(tmp_path / "plain.ini", BASE)
+    flags = [f"--{name}" for name in IGNORED_OPTIONS]
+    assert values(load(plain, *flags, "--strict")) == values(load(plain))
+    assert load(plain, "--chmod-socket").chmod_socket == "666"      # a bare flag means 666, as in the ini
+
+
+# --- one option table: every option means the same as a flag and as an ini key -----------------------
+
+def _sample(spec) -> str | bool:
+    if spec.kind is bool:
+        return not spec.default
+    if spec.kind is int:
+        return str(spec.default + 3)
+    if spec.kind is list:
+        return {"http": "127.0.0.1:9001", "socket": "127.0.0.1:9002", "fastcgi-socket": "/tmp/fcgi.sock",
+                "env": "GREETING=hello world", "uwsgi-allow-from": "10.0.0.0/8",
+                "fastcgi-allow-from": "192.0.2.1"}.get(spec.name, "/srv/lib")
+    return {"chmod-socket": "660"}.get(spec.name, f"value-of-{spec.name}")
+
+
+@pytest.mark.parametrize("name", sorted(name for name in OPTIONS if name != "ini"))
+def test_every_option_means_the_same_as_a_flag_and_as_an_ini_key(tmp_path, name):
+    spec = OPTIONS[name]
+    value = _sample(spec)
+    dash = "-" if len(name) == 1 else "--"
+    if value is True:
+        flags, line = [f"{dash}{name}"], name                      # bare forms: `--vacuum`, `vacuum`
+    elif value is False:
+        flags, line = [f"{dash}{name}=false"], f"{name} = false"
+    else:
+        flags, line = [f"{dash}{name}", value], f"{name} = {value}"
+    ini = tmp_path / "site.ini"          # one path: `ini` (the files read) is part of the Config too
+    as_flag = load(write(ini, BASE), *flags)
+    unchanged = load(ini)
+    as_key = load(write(ini, BASE + line + "\n"))
+    assert values(as_flag) == values(as_key)
+    assert values(as_flag) != values(unchanged), f"{name} changed nothing"
+
+
+def test_every_canonical_option_is_in_help():
+    text = run_cli("--help").stdout
+    for spec in {spec.name: spec for spec in OPTIONS.values()}.values():
+        assert f"--{spec.name}" in text
+
+
+# --- configuration errors: file:line and option, from the ini; the option, from a flag ----------------
+
+ERRORS = [   # id, ini line (or flags), option named, what the message says
+    ("bad-integer", "processes = four", ["--processes", "four"], "processes", "expected a non-negative integer"),
+    ("bad-boolean", "vacuum = maybe", ["--vacuum=maybe"], "vacuum", "expected true/false"),
+    ("bad-address", "http = localhost", ["--http", "localhost"], "http", "bad address 'localhost'"),
+    ("port-in-use", "http = 127.0.0.1:{busy}", ["--http", "127.0.0.1:{busy}"], "http", "address already in use"),
+    ("missing-module", "module = no_such_module_for_wsgistack", ["--module", "no_such_module_for_wsgistack"],
+     "module", "cannot import 'no_such_module_for_wsgistack'"),
+    ("no-callable", "module = notwsgi", ["--module", "notwsgi"], "module", "'notwsgi' has no callable 'application'"),
+    ("chmod-not-octal", "chmod-socket = 6x6", ["--chmod-socket", "6x6"], "chmod-socket", "expected an octal mode"),
+    ("daemonize-unwritable", "daemonize = /nonexistent-wsgistack-dir/x.log",
+     ["--daemonize", "/nonexistent-wsgistack-dir/x.log"], "daemonize", "cannot write"),
+    ("chdir-missing", "chdir = /nonexistent-wsgistack-dir", ["--chdir", "/nonexistent-wsgistack-dir"], "chdir",
+     "cannot change to '/nonexistent-wsgistack-dir'"),
+    ("strict-unknown", "procesess = 4", ["--procesess", "4"], "procesess", "unknown option"),
+    ("bad-processes", "processes = 0", ["--processes", "0"], "processes", "must be at least 1"),
+    ("bad-env", "env = NOVALUE", ["--env", "NOVALUE"], "env", "expected KEY=VALUE"),
+    ("no-such-user", "uid = no-such-user-wsgistack", ["--uid", "no-such-user-wsgistack"], "uid",
+     "no such user or group"),
+]
+
+
+@pytest.fixture
+def busy_port():
+    """A port someone else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def _error_setup(tmp_path: Path, busy: int, setting: str) -> tuple[str, list[str]]:
+    """(the ini body, the flags) of a valid config the bad setting is added to."""
+    (tmp_path / "notwsgi.py").write_text("value = 1\n")
+    key = setting.split("=")[0].strip()
+    lines = ["[uwsgi]", "; a comment, so that line numbers are not trivial"]
+    flags = ["--pythonpath", str(tmp_path)]
+    if key != "http":
+        lines.append(f"http = 127.0.0.1:{free_port()}")
+        flags += ["--http", lines[-1].split(" = ")[1]]
+    if key != "module":
+        lines.append(f"wsgi-file = {APPS / 'basic.py'}")
+        flags += ["--wsgi-file", str(APPS / "basic.py")]
+    lines.append(f"pythonpath = {tmp_path}")
+    return "\n".join(lines) + "\n", flags
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=[case[0] for case in ERRORS])
+def test_config_error_from_ini_names_file_line_and_option(tmp_path, busy_port, case):
+    name, setting, _, option, message = case
+    setting = setting.format(busy=busy_port)
+    body, _ = _error_setup(tmp_path, busy_port, setting)
+    line = body.count("\n") + 1
+    ini = write(tmp_path / "site.ini", body + setting + "\nthreads = 2\n")
+    args = [ini, "--strict"] if name == "strict-unknown" else [ini]
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{ini}:{line}: option '{option}': " in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+    assert result.stderr.count("wsgistack: error:") == 1, result.stderr
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=[case[0] for case in ERRORS])
+def test_config_error_from_a_flag_names_the_option(tmp_path, busy_port, case):
+    _, setting, bad_flags, option, message = case
+    _, flags = _error_setup(tmp_path, busy_port, setting.format(busy=busy_port))
+
+    result = run_cli(*flags, *[flag.format(busy=busy_port) for flag in bad_flags], cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(rf"wsgistack: error: option '(--)?{re.escape(option)}': ", result.stderr), result.stderr
+    assert message in result.stderr, result.stderr
+    assert ".ini:" not in result.stderr
+
+
+def test_unknown_option_warning_names_file_and_line_and_the_server_still_starts(start_server, tmp_path):
+    ini = write(tmp_path / "site.ini", "[uwsgi]\n\nprocesses = 2\nenable-threads = true\nharakiri-verbose\n"
+                                       "no-such-option = 1\nthunder-lock = true\n")
+    server = start_server(str(ini))
+    assert server.get("/")[0] == 200
+    log = server.log()
+    assert f"wsgistack: warning: {ini}:6: option 'no-such-option': unknown option (ignored)" in log, log
+    assert log.count("wsgistack: warning:") == 1, log      # enable-threads, thunder-lock: accepted silently
+    assert server.stop() == 0
+
+
+def test_positional_ini_with_section_and_flags_serves(start_server, tmp_path):
+    ini = write(tmp_path / "site.ini", "[uwsgi]\nprocesses = 4\n[wsgistack]\nprocesses = 3\nthreads = 2\n")
+    server = start_server(f"{ini}:wsgistack", "--processes", "2")
+    assert server.get("/")[0] == 200
+    assert "with 2 processes x 2 threads" in server.wait_log("serving")
+    assert server.stop() == 0
+
+
+def test_missing_ini_file_is_an_error_naming_it(tmp_path):
+    result = run_cli(tmp_path / "missing.ini")
+    assert result.returncode == 1
+    assert f"wsgistack: error: {tmp_path / 'missing.ini'}: cannot read config file" in result.stderr

@@ -1,0 +1,999 @@
+"""The server's lifecycle, end to end with the real `wsgistack` command: the seed's uwsgi.ini files
+(daemonized Django over the uwsgi protocol), pidfile, daemonize, vacuum, unix socket modes, uid/gid,
+process titles, every signal, `--stop`/`--reload`, harakiri, recycling, crash recovery, sd_notify,
+and reloads/recycles/stops under load.
+
+Everything is bounded: every wait has a timeout, load runs for a fixed time on 127.0.0.1, and every
+process started here is stopped at teardown (daemons through their pidfile, SIGKILL as a last resort).
+"""
+
+from __future__ import annotations
+
+import grp
+import http.client
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import APPS, WSGISTACK, free_port
+from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
+
+ROOT = Path(__file__).resolve().parent.parent
+MMCSITE = ROOT / "examples" / "mmcsite"
+
+# Verbatim from the seed article (shared/seeds/003_...): the plain uwsgi.ini ...
+SEED_PLAIN = """\
+[uwsgi]
+socket = 0.0.0.0:3031
+chdir = /code/mmcsite
+wsgi-file = /code/mmcsite/wsgi.py
+processes = 5
+threads = 30
+master = true
+daemonize = /code/mmcsite/uwsgi.log
+module=mmcsite.wsgi
+pidfile = /code/mmcsite/uwsgi.pid
+chmod-socket=666
+enable-threads = true
+
+"""
+
+# ... and the annotated one, with its Chinese inline comments (and the trailing space after 项目路径).
+SEED_ANNOTATED = """\
+[uwsgi]
+socket = 0.0.0.0:3031                  # 指定socket监听的地址和端口
+chdir = /code/mmcsite                  # 项目路径 
+wsgi-file = /code/mmcsite/wsgi.py      # django的wsgi文件路径
+processes = 5                          # 启动五个进程
+threads = 30                           # 每个进程启动30个线程
+master = true
+daemonize = /code/mmcsite/uwsgi.log    # 日志存放路径
+module=mmcsite.wsgi                    # 使用mmcsite.wsgi模块
+pidfile = /code/mmcsite/uwsgi.pid      # uwsgi启动进程id存放路径
+chmod-socket=666                       # socket权限
+enable-threads = true                  # 允许用内嵌的语言启动线程，这将允许你在app程序中产生一个子线程
+"""
+
+# A tiny app whose answer says which version of its code runs (for reload tests).
+VERSIONED_APP = '''\
+import os
+
+VERSION = {version!r}
+
+
+def application(environ, start_response):
+    body = f"{{os.getpid()}} {{VERSION}}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def run_cli(*args, cwd=None, env=None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(WSGISTACK + [str(arg) for arg in args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not true after {timeout} s")
+
+
+def get(port: int, path: str, timeout: float = 15.0) -> tuple[int, bytes]:
+    """One request on a new connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def serving(server, count: int, timeout: float = 30.0) -> set[int]:
+    """Wait until `count` workers run and each has answered (start_server returns once the master
+    listens, before the workers are ready); return their pids. Apps answer with their pid first."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = set(server.workers())
+        if len(workers) == count and workers <= seen:
+            return workers
+        status, body = get(server.port, "/pid")
+        assert status == 200, body
+        seen.add(int(re.match(rb"\D*(\d+)", body)[1]))
+    raise AssertionError(f"not all of {count} workers serving after {timeout} s: {server.workers()}, saw {seen}")
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def proc_ids(pid: int, field: str) -> list[int]:
+    """The four ids (real, effective, saved, filesystem) of the Uid: or Gid: line of /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return [int(value) for value in line.split()[1:]]
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def unused_pid() -> int:
+    with open("/proc/sys/kernel/pid_max") as handle:
+        pid_max = int(handle.read())
+    for pid in range(pid_max - 1, 300, -1):
+        if not os.path.exists(f"/proc/{pid}"):
+            return pid
+    raise AssertionError("no free pid")
+
+
+def is_listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def write_app(path: Path, version: str) -> None:
+    path.write_text(VERSIONED_APP.format(version=version))
+
+
+def uwsgi_get(port: int, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    """A GET over the uwsgi protocol, with the vars nginx's uwsgi_params send; (status, body)."""
+    target, _, query = path.partition("?")
+    variables = {"REQUEST_METHOD": "GET", "REQUEST_URI": path, "PATH_INFO": target, "QUERY_STRING": query,
+                 "SERVER_PROTOCOL": "HTTP/1.1", "REQUEST_SCHEME": "http", "SERVER_NAME": "127.0.0.1",
+                 "SERVER_PORT": "8888", "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "40000",
+                 "HTTP_HOST": "127.0.0.1", "CONTENT_TYPE": "", "CONTENT_LENGTH": ""}
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(encode_uwsgi_request(variables))
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def unix_http_get(path: Path, target: str, timeout: float = 10.0) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass
+class Outcome:
+    thread: int
+    sent: float                 # monotonic time the request was about to be written
+    done: float = 0.0
+    status: int | None = None
+    body: bytes = b""
+    error: str | None = None
+
+
+class LoadClient:
+    """Threads, each on a persistent HTTP/1.1 connection (reconnecting only when the server said
+    `Connection: close`, or after an error), sending GETs back to back; every outcome is recorded.
+    Bounded: it stops on stop() or after max_seconds."""
+
+    def __init__(self, port: int, path: str = "/pid", threads: int = 4, max_seconds: float = 60.0):
+        self.port, self.path, self.count, self.max_seconds = port, path, threads, max_seconds
+        self.outcomes: list[Outcome] = []
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def start(self) -> "LoadClient":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.halt.set()
+        for thread in self.threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in self.threads), "load client threads did not stop"
+
+    def _run(self, index: int) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        conn = None
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+            outcome = Outcome(index, time.monotonic())
+            try:
+                conn.request("GET", self.path)
+                response = conn.getresponse()
+                outcome.body = response.read()
+                outcome.status = response.status
+                if response.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as exc:      # noqa: BLE001 - every failure is an outcome to count
+                outcome.error = f"{type(exc).__name__}: {exc}"
+                conn.close()
+                conn = None
+            outcome.done = time.monotonic()
+            with self.lock:
+                self.outcomes.append(outcome)
+            if outcome.error:
+                time.sleep(0.05)          # bounded retry pace after a failure
+        if conn is not None:
+            conn.close()
+
+    def snapshot(self) -> list[Outcome]:
+        with self.lock:
+            return list(self.outcomes)
+
+    def ok(self) -> list[Outcome]:
+        return [o for o in self.snapshot() if o.status == 200]
+
+    def errors(self) -> list[Outcome]:
+        return [o for o in self.snapshot() if o.error is not None or o.status != 200]
+
+
+def start_wrk(port: int, path: str = "/pid", connections: int = 8, seconds: int = 120) -> subprocess.Popen:
+    """wrk on keep-alive connections; stop it with SIGINT (it then prints its report)."""
+    return subprocess.Popen(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+                             f"http://127.0.0.1:{port}{path}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+
+
+def finish_wrk(proc: subprocess.Popen, interrupt: bool = True) -> dict:
+    if interrupt and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate(timeout=10)
+        raise AssertionError(f"wrk did not finish:\n{output}")
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> dict:
+    requests = re.search(r"(\d+) requests in", output)
+    assert requests, f"no wrk report:\n{output}"
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    connect, read, write, timeout = (int(n) for n in errors.groups()) if errors else (0, 0, 0, 0)
+    return {"requests": int(requests[1]), "connect": connect, "read": read, "write": write,
+            "timeout": timeout, "non_2xx": int(non_2xx[1]) if non_2xx else 0, "output": output}
+
+
+def assert_wrk_clean(report: dict, minimum_requests: int) -> None:
+    counts = {key: report[key] for key in ("connect", "read", "write", "timeout", "non_2xx")}
+    assert counts == dict.fromkeys(counts, 0), f"wrk saw failures {counts}:\n{report['output']}"
+    assert report["requests"] >= minimum_requests, report["output"]
+
+
+@pytest.fixture
+def daemons():
+    """Pidfiles of daemonized servers: whatever still runs at teardown is stopped (TERM, then KILL)."""
+    pidfiles: list[Path] = []
+    yield pidfiles
+    for pidfile in pidfiles:
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not alive(pid) or "wsgistack" not in cmdline(pid):
+            continue
+        group = os.getpgid(pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if group != os.getpgid(0):      # the daemon's own process group (its session): workers too
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    """The demo's SQLite database, migrated once (`manage.py migrate`), copied by each test."""
+    directory = tmp_path_factory.mktemp("mmcsite-db")
+    db = directory / "db.sqlite3"
+    result = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=MMCSITE,
+                            env={**os.environ, "DEMO_DB": str(db)}, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return db
+
+
+# --- the seed's uwsgi.ini files: a daemonized Django project over the uwsgi protocol ----------------
+
+@pytest.mark.parametrize("seed", [SEED_PLAIN, SEED_ANNOTATED], ids=["plain", "annotated"])
+def test_seed_uwsgi_ini_serves_django_daemonized_and_stops(seed, tmp_path, migrated_db, daemons):
+    site = tmp_path / "mmcsite"           # laid out as the seed's /code/mmcsite
+    shutil.copytree(MMCSITE, site, ignore=shutil.ignore_patterns("db.sqlite3", "uwsgi.ini", "__pycache__"))
+    db = tmp_path / "db.sqlite3"
+    shutil.copyfile(migrated_db, db)
+    env = {**os.environ, "DEMO_DB": str(db)}
+    assert subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "--check"], cwd=site, env=env,
+                          capture_output=True, timeout=120).returncode == 0
+    port = free_port()
+    ini = seed.replace("/code/mmcsite", str(site)).replace("3031", str(port))
+    (site / "uwsgi.ini").write_text(ini, encoding="utf-8")
+    pidfile = site / "uwsgi.pid"
+    daemons.append(pidfile)
+
+    result = run_cli("--ini", "uwsgi.ini", cwd=site, env=env, timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ready" in result.stdout and "5 processes x 30 threads" in result.stdout, result.stdout
+    # The seed names both wsgi-file (which does not exist there) and module: a warning, not a failure.
+    assert re.search(rf"warning: wsgi-file '{re.escape(str(site))}/wsgi.py' does not exist; "
+                     r"serving module 'mmcsite.wsgi'", result.stderr), result.stderr
+    master = int(pidfile.read_text())
+    assert alive(master) and "wsgistack master" in cmdline(master)
+    assert os.getsid(master) != os.getsid(0), "a daemon is detached into its own session"
+
+    status, body = uwsgi_get(port, "/")   # no retry: the command returned, so it is serving
+    assert status == 200, body[:500]
+    assert b"mmcsite on wsgistack" in body and b'id="count">0<' in body
+    status, body = uwsgi_get(port, "/?record=1")
+    assert status == 200 and b'id="count">1<' in body, body[:500]
+    workers = wait_until(lambda: (lambda c: c if len(c) == 5 else None)(children(master)), timeout=60,
+                         what="5 workers")
+    log = (site / "uwsgi.log").read_text()
+    assert "serving uwsgi on 0.0.0.0:" in log
+
+    stop = run_cli("--stop", "uwsgi.pid", cwd=site, timeout=90)
+
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert f"stopped (master {master})" in stop.stdout
+    assert not alive(master)
+    assert not any(alive(pid) for pid in workers)
+    assert not is_listening(port)
+
+
+# --- pidfile, daemonize, vacuum, unix sockets, uid/gid, titles --------------------------------------
+
+def test_pidfile_is_written_by_the_master_and_vacuumed(start_server, tmp_path):
+    pidfile = tmp_path / "server.pid"
+    server = start_server("--pidfile", str(pidfile), "--vacuum", "-p", "2")
+    assert pidfile.read_text() == f"{server.pid}\n"
+    assert server.stop() == 0
+    assert not pidfile.exists(), "--vacuum removes the pidfile on exit"
+
+
+def test_pidfile_stays_without_vacuum(start_server, tmp_path):
+    pidfile = tmp_path / "server.pid"
+    server = start_server("--pidfile", str(pidfile))
+    assert int(pidfile.read_text()) == server.pid
+    assert server.stop() == 0
+    assert pidfile.exists()
+
+
+def test_daemonize_returns_once_serving(tmp_path, daemons):
+    port, logfile, pidfile = free_port(), tmp_path / "daemon.log", tmp_path / "daemon.pid"
+    daemons.append(pidfile)
+
+    result = run_cli("--http", f"127.0.0.1:{port}", "--wsgi-file", APPS / "basic.py", "-p", "2",
+                     "--daemonize", logfile, "--pidfile", pidfile, "--vacuum")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("wsgistack: ready") and str(logfile) in result.stdout
+    master = int(pidfile.read_text())
+    assert os.getsid(master) != os.getsid(0)
+    status, body = get(port, "/pid")      # no retry: serving when the command returned
+    assert status == 200 and int(body) in children(master)
+    wait_until(lambda: "GET /pid" in logfile.read_text(), what="the access log goes to the daemon's log file")
+
+    stop = run_cli("--stop", pidfile)
+    assert stop.returncode == 0 and f"stopped (master {master})" in stop.stdout, stop.stdout + stop.stderr
+    assert not alive(master)
+    assert not pidfile.exists()
+    assert f"master {master} exiting with status 0" in logfile.read_text()
+
+
+def test_daemonize_with_a_broken_app_fails_with_the_error(tmp_path, daemons):
+    port, logfile, pidfile = free_port(), tmp_path / "daemon.log", tmp_path / "daemon.pid"
+    daemons.append(pidfile)
+
+    result = run_cli("--http", f"127.0.0.1:{port}", "--wsgi-file", APPS / "broken_import.py",
+                     "--daemonize", logfile, "--pidfile", pidfile)
+
+    assert result.returncode != 0
+    assert "error" in result.stderr and "wsgi-file" in result.stderr
+    assert "this app fails while being imported" in result.stderr, result.stderr
+    assert str(logfile) in result.stderr
+    assert "Traceback" in logfile.read_text()
+    if pidfile.exists():
+        wait_until(lambda: not alive(int(pidfile.read_text())), what="the failed daemon exits")
+    wait_until(lambda: not is_listening(port), what="the port is released")
+
+
+def test_unix_socket_mode_and_vacuum(start_server, tmp_path):
+    path = tmp_path / "app.sock"
+    server = start_server("--http", str(path), "--chmod-socket", "640", "--vacuum", listen=False, wait=False)
+    wait_until(lambda: path.exists() and b"200 OK" in unix_http_get(path, "/pid"), what="serving on the socket")
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert server.stop() == 0
+    assert not path.exists(), "--vacuum removes unix sockets"
+
+
+def test_unix_socket_chmod_666_from_ini(start_server, tmp_path):
+    path = tmp_path / "uwsgi.sock"
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nsocket = {path}\nchmod-socket=666\nvacuum = true\n")
+    server = start_server(str(ini), listen=False, wait=False)
+    wait_until(lambda: path.exists(), what="the socket file")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666
+    assert server.stop() == 0
+    assert not path.exists()
+
+
+def test_uid_and_gid_drop_privileges(start_server, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("--uid/--gid need root to switch users, and this test does not run as root")
+    nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+    pidfile = tmp_path / "root-owned-dir.pid"       # tmp_path is root's, mode 700: written before the drop
+
+    server = start_server("--uid", "nobody", "--gid", "nogroup", "--pidfile", str(pidfile), "-p", "2",
+                          app="whoami.py")
+
+    workers = serving(server, 2)
+    status, body = get(server.port, "/")
+    assert status == 200 and body.endswith(f"uid={nobody} gid={nogroup}".encode())
+    for process in [server.pid, *workers]:
+        assert proc_ids(process, "Uid") == [nobody] * 4, f"process {process}"
+        assert proc_ids(process, "Gid") == [nogroup] * 4, f"process {process}"
+    assert int(pidfile.read_text()) == server.pid
+    # A worker added after the drop (SIGTTIN) cannot bind its own socket on root's port: it still serves.
+    os.kill(server.pid, signal.SIGTTIN)
+    workers = serving(server, 3)
+    assert all(proc_ids(process, "Uid") == [nobody] * 4 for process in workers)
+    assert server.stop() == 0
+
+
+def test_process_titles(start_server):
+    server = start_server("-p", "2")
+    assert cmdline(server.pid) == "wsgistack master"
+    wait_until(lambda: sorted(cmdline(p) for p in server.workers()) == ["wsgistack worker 1", "wsgistack worker 2"],
+               what="worker titles")
+
+
+def test_procname_prefix(start_server):
+    server = start_server("-p", "2", "--procname-prefix", "shop-")
+    assert cmdline(server.pid) == "shop-wsgistack master"
+    wait_until(lambda: sorted(cmdline(p) for p in server.workers()) == ["shop-wsgistack worker 1",
+                                                                        "shop-wsgistack worker 2"],
+               what="worker titles")
+
+
+# --- signals -----------------------------------------------------------------------------------------
+
+def test_sighup_reloads_code_and_config_without_closing_the_port(start_server, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    write_app(site / "app.py", "v1")
+    ini = tmp_path / "site.ini"       # relative paths everywhere, as in `cd /code && wsgistack site.ini`
+    ini.write_text("[uwsgi]\nchdir = site\nwsgi-file = app.py\nprocesses = 2\n")
+    server = start_server("site.ini", app=None, cwd=tmp_path)
+    first = serving(server, 2)
+    status, body = get(server.port, "/")
+    assert status == 200 and body.endswith(b" v1")
+
+    refused, stop_probe = [], threading.Event()
+
+    def probe():        # the listening socket must accept throughout the reloads
+        while not stop_probe.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+            except OSError as exc:
+                refused.append(repr(exc))
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        write_app(site / "app.py", "v22")
+        ini.write_text("[uwsgi]\nchdir = site\nwsgi-file = app.py\nprocesses = 3\n")
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("reload complete: generation 2", timeout=20)
+        second = set(wait_until(lambda: (lambda w: w if len(w) == 3 and not w & first else None)(
+            set(server.workers())), timeout=20, what="3 new workers (processes re-read from the ini)"))
+        for _ in range(6):
+            status, body = get(server.port, "/")
+            assert status == 200 and body.endswith(b" v22") and int(body.split()[0]) in second
+
+        write_app(site / "app.py", "v333")
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("reload complete: generation 3", timeout=20)
+        third = set(wait_until(lambda: (lambda w: w if len(w) == 3 and not w & second else None)(
+            set(server.workers())), timeout=20, what="a third generation"))
+        status, body = get(server.port, "/")
+        assert status == 200 and body.endswith(b" v333") and int(body.split()[0]) in third
+    finally:
+        stop_probe.set()
+        prober.join(10)
+    assert refused == []
+    assert cmdline(server.pid) == "wsgistack master (reloads: 2)"
+    assert "error" not in server.log().lower()
+    assert server.stop() == 0
+
+
+def test_reload_with_broken_code_keeps_the_old_generation(start_server, tmp_path):
+    app, pidfile = tmp_path / "app.py", tmp_path / "server.pid"
+    write_app(app, "v1")
+    server = start_server("--pidfile", str(pidfile), "-p", "2", app=str(app))
+    old = serving(server, 2)
+
+    app.write_text("def application(environ, start_response:\n    return []\n")     # a SyntaxError
+    result = run_cli("--reload", pidfile)
+
+    assert result.returncode != 0
+    assert "reload failed" in result.stderr and str(server.pid) in result.stderr, result.stdout + result.stderr
+    assert "SyntaxError" in server.log() and "reload failed, still serving the previous generation" in server.log()
+    for _ in range(4):
+        status, body = get(server.port, "/")
+        assert status == 200 and body.endswith(b" v1") and int(body.split()[0]) in old
+    assert set(server.workers()) == old
+    assert "last failed" in cmdline(server.pid)
+
+    write_app(app, "v22")
+    result = run_cli("--reload", pidfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"reloaded (master {server.pid}, reload 2)" in result.stdout
+    status, body = get(server.port, "/")
+    assert status == 200 and body.endswith(b" v22")
+    assert server.stop() == 0
+
+
+def test_reload_with_a_broken_config_keeps_serving(start_server, tmp_path):
+    ini, pidfile = tmp_path / "site.ini", tmp_path / "server.pid"
+    ini.write_text(f"[uwsgi]\nwsgi-file = {APPS / 'basic.py'}\nprocesses = 2\npidfile = {pidfile}\n")
+    server = start_server(str(ini), app=None)
+    old = serving(server, 2)
+
+    ini.write_text(f"[uwsgi]\nwsgi-file = {APPS / 'basic.py'}\nprocesses = many\npidfile = {pidfile}\n")
+    result = run_cli("--reload", pidfile)
+
+    assert result.returncode != 0 and "reload failed" in result.stderr, result.stdout + result.stderr
+    assert f"the configuration has an error: {ini}:3: option 'processes': " in server.log()
+    assert set(server.workers()) == old
+    assert get(server.port, "/pid")[0] == 200
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_sigterm_lets_the_request_in_flight_finish(start_server, threads):
+    server = start_server("--threads", threads)
+    serving(server, 1)
+    outcome = {}
+
+    def slow():
+        try:
+            outcome["response"] = get(server.port, "/sleep?t=2", timeout=20)
+        except Exception as exc:     # noqa: BLE001
+            outcome["response"] = repr(exc)
+
+    client = threading.Thread(target=slow)
+    client.start()
+    time.sleep(0.7)
+    os.kill(server.pid, signal.SIGTERM)
+    client.join(20)
+    assert outcome["response"] == (200, b"slept")
+    assert server.proc.wait(20) == 0
+    assert "SIGTERM: graceful stop" in server.log()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["INT", "QUIT"])
+def test_sigint_and_sigquit_stop_fast(start_server, sig, threads):
+    server = start_server("-p", "2", "--threads", threads)
+    serving(server, 2)
+    outcome = {}
+
+    def slow():
+        try:
+            outcome["response"] = get(server.port, "/sleep?t=30", timeout=40)
+        except Exception as exc:     # noqa: BLE001
+            outcome["response"] = exc
+
+    client = threading.Thread(target=slow)
+    client.start()
+    time.sleep(0.7)
+    started = time.monotonic()
+    os.kill(server.pid, sig)
+    code = server.proc.wait(20)
+    elapsed = time.monotonic() - started
+    client.join(20)
+    assert code == 0
+    assert elapsed < 3.0, f"a fast stop took {elapsed:.1f} s"
+    assert isinstance(outcome["response"], Exception), outcome["response"]     # aborted, not answered
+    assert f"{sig.name}: fast stop" in server.log()
+
+
+def test_sigttin_and_sigttou_add_and_remove_a_worker(start_server):
+    server = start_server("-p", "2")
+    serving(server, 2)
+    os.kill(server.pid, signal.SIGTTIN)
+    server.wait_log("SIGTTIN: one more worker (now 3)")
+    serving(server, 3)
+    # A reload re-reads the configuration (2 processes); its workers are forked while slot 3 still exists.
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_log("reload complete: generation 2")
+    wait_until(lambda: len(server.workers()) == 2, what="the configured 2 workers")
+    os.kill(server.pid, signal.SIGTTOU)
+    server.wait_log("SIGTTOU: one worker less (now 1)")
+    wait_until(lambda: len(server.workers()) == 1, what="1 worker")
+    os.kill(server.pid, signal.SIGTTOU)     # never below one worker
+    time.sleep(1.0)
+    assert len(server.workers()) == 1
+    assert server.log().count("SIGTTOU") == 1
+    for _ in range(30):     # no connection lands on a given-up slot's socket, where nobody accepts
+        status, body = get(server.port, "/pid", timeout=5)
+        assert status == 200 and int(body) == server.workers()[0]
+    assert server.stop() == 0
+
+
+def test_sigusr1_logs_status(start_server):
+    server = start_server("-p", "2")
+    workers = serving(server, 2)
+    os.kill(server.pid, signal.SIGUSR1)
+    log = server.wait_log(f"status: master {server.pid}, generation 1, 2 workers")
+    for pid in workers:
+        server.wait_log(f"pid {pid} generation 1 ready")
+    log = server.wait_log("status: worker 2 served")
+    log = server.wait_log("status: worker 1 served")
+    served = sum(int(n) for n in re.findall(r"status: worker \d served (\d+) requests", log))
+    assert served >= 2 and served == len(re.findall(r"\] GET /pid => ", log))    # the access log's count
+    assert server.stop() == 0
+
+
+# --- wsgistack --stop / --reload ----------------------------------------------------------------------
+
+def test_stop_command_waits_and_reports(start_server, tmp_path):
+    pidfile = tmp_path / "server.pid"
+    server = start_server("--pidfile", str(pidfile), "-p", "2")
+    workers = serving(server, 2)
+    result = run_cli("--stop", pidfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"wsgistack: stopped (master {server.pid})"
+    assert not alive(server.pid) and not any(alive(pid) for pid in workers)
+    assert server.proc.wait(5) == 0
+
+
+def test_reload_command_waits_and_reports(start_server, tmp_path):
+    pidfile = tmp_path / "server.pid"
+    server = start_server("--pidfile", str(pidfile), "-p", "2")
+    old = serving(server, 2)
+    result = run_cli("--reload", pidfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"wsgistack: reloaded (master {server.pid}, reload 1)"
+    assert "reload complete: generation 2" in server.log()     # complete when the command returned
+    wait_until(lambda: len(set(server.workers()) - old) == 2 and not set(server.workers()) & old,
+               what="the new generation only")
+    assert get(server.port, "/")[0] == 200
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("command", ["--stop", "--reload"])
+@pytest.mark.parametrize("case", ["missing", "dead-pid", "other-process", "garbage"])
+def test_control_commands_refuse_a_bad_pidfile(tmp_path, command, case):
+    pidfile = tmp_path / "server.pid"
+    bystander = None
+    if case == "dead-pid":
+        pidfile.write_text(f"{unused_pid()}\n")
+        expected = "is not running"
+    elif case == "other-process":     # pid reuse: the pid now belongs to something else
+        bystander = subprocess.Popen(["sleep", "30"])
+        pidfile.write_text(f"{bystander.pid}\n")
+        expected = "is not a wsgistack master"
+    elif case == "garbage":
+        pidfile.write_text("hello\n")
+        expected = "does not hold a pid"
+    else:
+        expected = "no pidfile"
+    try:
+        result = run_cli(command, pidfile, timeout=30)
+        assert result.returncode != 0
+        assert expected in result.stderr and str(pidfile) in result.stderr, result.stderr
+        if bystander is not None:
+            time.sleep(0.2)
+            assert bystander.poll() is None, "the other process must not be signalled"
+    finally:
+        if bystander is not None:
+            bystander.kill()
+            bystander.wait(5)
+
+
+# --- harakiri, recycling, crashes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_harakiri_ends_a_stuck_request(start_server, threads):
+    server = start_server("--harakiri", "2", "-p", "3", "--threads", threads)
+    before = serving(server, 3)
+    slow, fast, stop_fast = {}, [], threading.Event()
+
+    def stuck():
+        try:
+            slow["response"] = get(server.port, "/sleep?t=30", timeout=40)
+        except Exception as exc:     # noqa: BLE001
+            slow["response"] = repr(exc)
+
+    def quick():
+        while not stop_fast.is_set():
+            try:
+                fast.append(get(server.port, "/pid", timeout=20)[0])
+            except Exception as exc:     # noqa: BLE001
+                fast.append(repr(exc))
+            time.sleep(0.05)
+
+    stuck_client, fast_client = threading.Thread(target=stuck), threading.Thread(target=quick)
+    started = time.monotonic()
+    stuck_client.start()
+    fast_client.start()
+    stuck_client.join(40)
+    elapsed = time.monotonic() - started
+    time.sleep(1.0)        # fast requests go on while the replacement starts
+    stop_fast.set()
+    fast_client.join(30)
+
+    assert slow["response"][0] == 504, slow["response"]
+    assert 2.0 <= elapsed < 10.0
+    assert len(fast) > 10 and all(status == 200 for status in fast), fast
+    log = server.wait_log("HARAKIRI")
+    match = re.search(r"HARAKIRI: GET /sleep\?t=30 ran (\d+\.\d) s \(limit --harakiri 2\) in worker \d \(pid (\d+)\)",
+                      log)
+    assert match, log
+    assert float(match[1]) >= 2.0
+    dead = int(match[2])
+    assert dead in before
+    assert 'time.sleep(float(_qs(environ, "t", "1")))' in log.split("HARAKIRI", 1)[1]   # the stuck line
+    after = wait_until(lambda: (lambda w: w if len(w) == 3 and dead not in w else None)(set(server.workers())),
+                       what="a replacement worker")
+    assert len(after - before) == 1
+    assert server.stop() == 0
+
+
+def retirements(log: str) -> list[tuple[int, str]]:
+    return [(int(pid), reason) for pid, reason in re.findall(r"\(pid (\d+)\) retiring: (.*?); starting", log)]
+
+
+def test_max_requests_with_delta_recycles_workers(start_server):
+    server = start_server("-p", "2", "--max-requests", "5", "--max-requests-delta", "3")
+    served: dict[int, int] = {}
+    for _ in range(40):
+        status, body = get(server.port, "/pid")
+        assert status == 200
+        served[int(body)] = served.get(int(body), 0) + 1
+    log = server.wait_log("retiring")
+    time.sleep(0.5)
+    retired = retirements(server.log())
+    assert len(retired) >= 4, log
+    for pid, reason in retired:
+        count = int(re.match(r"served (\d+) requests \(--max-requests\)", reason)[1])
+        assert 5 <= count <= 8 and served[pid] == count, (pid, reason, served)
+    assert server.stop() == 0
+
+
+def test_reload_on_rss_recycles_without_a_respawn_storm(start_server):
+    server = start_server("-p", "2", "--reload-on-rss", "1")
+    load = LoadClient(server.port, "/pid", threads=3).start()
+    time.sleep(4.0)
+    load.stop()
+    assert load.errors() == []
+    assert len(load.ok()) > 20
+    retired = retirements(server.log())
+    assert retired and all("--reload-on-rss" in reason for _, reason in retired)
+    served_by = {int(o.body) for o in load.ok()}
+    assert len(served_by) >= 3, "workers were replaced"
+    # A worker retires once it served (a fresh one is over 1 MB too): no retirement before a first request,
+    # which would replace workers in a loop without ever serving.
+    assert {pid for pid, _ in retired} <= served_by, (retired, served_by)
+    assert server.stop() == 0
+
+
+def test_max_worker_lifetime_recycles_without_failures(start_server):
+    server = start_server("-p", "2", "--max-worker-lifetime", "2")
+    first = serving(server, 2)
+    load = LoadClient(server.port, "/pid", threads=3).start()
+    try:
+        wait_until(lambda: len(retirements(server.log())) >= 3, timeout=20, what="3 workers retired")
+        time.sleep(1.0)
+    finally:
+        load.stop()
+    assert load.errors() == []
+    retired = retirements(server.log())
+    assert {pid for pid, _ in retired} >= first
+    assert all("--max-worker-lifetime" in reason for _, reason in retired)
+    assert len({int(o.body) for o in load.ok()}) >= 3
+    assert server.stop() == 0
+
+
+def test_sigterm_during_constant_recycling_stops_every_worker(start_server):
+    """With --max-requests 1 a worker is forked at every moment: a SIGTERM that reaches one just after its
+    fork, or before its event loop runs, must still stop it (else the master waits for it). And a first
+    worker that retires before the master saw it ready is no failed boot."""
+    for _ in range(5):
+        server = start_server("-p", "4", "--max-requests", "1", "--disable-logging", "--reload-mercy", "60")
+        load = LoadClient(server.port, "/pid", threads=4).start()
+        try:
+            wait_until(lambda: len(load.ok()) >= 40, timeout=20,
+                       what=f"load running ({len(load.ok())} ok, errors {load.errors()[:3]})")
+            os.kill(server.pid, signal.SIGTERM)
+            try:
+                code = server.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"still running 10 s after SIGTERM; workers {server.workers()}:\n"
+                                     f"{server.log()[-3000:]}") from None
+        finally:
+            load.stop()
+        assert code == 0
+        assert not server.workers()
+
+
+def test_killed_worker_is_replaced_and_only_its_requests_fail(start_server):
+    server = start_server("-p", "3")
+    serving(server, 3)
+    load = LoadClient(server.port, "/pid", threads=6).start()
+    try:
+        wait_until(lambda: len(load.ok()) > 100, what="load running")
+        victims = {}
+        for outcome in load.ok():            # the worker each client thread's connection is on
+            victims[outcome.thread] = int(outcome.body)
+        target = max(set(victims.values()), key=lambda pid: sum(1 for p in victims.values() if p == pid))
+        on_target = {thread for thread, pid in victims.items() if pid == target}
+        killed_at = time.monotonic()
+        os.kill(target, signal.SIGKILL)
+        replaced = wait_until(lambda: (lambda w: w if len(w) == 3 and target not in w else None)(
+            set(server.workers())), timeout=10, interval=0.02, what="a replacement worker")
+        replacement_time = time.monotonic() - killed_at
+        time.sleep(1.5)
+    finally:
+        load.stop()
+    errors = load.errors()
+    assert replacement_time < 2.0, f"replaced after {replacement_time:.2f} s"
+    assert len(errors) <= len(on_target), errors
+    assert {o.thread for o in errors} <= on_target
+    assert all(o.sent < killed_at + 1.0 for o in errors)
+    assert len([o for o in load.ok() if o.sent > killed_at + replacement_time]) > 50
+    assert len(replaced) == 3
+    assert f"(pid {target}) killed by SIGKILL; starting a new one" in server.log()
+    assert server.stop() == 0
+
+
+# --- readiness: sd_notify -------------------------------------------------------------------------------
+
+def receive_until(sock: socket.socket, field: str, seen: list[str]) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            message = sock.recv(4096).decode()
+        except socket.timeout:
+            break
+        seen.append(message)
+        if field in message.split("\n"):
+            return message
+    raise AssertionError(f"no {field} notification; got {seen}")
+
+
+def test_sd_notify_ready_reloading_stopping(start_server, tmp_path):
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        server = start_server("-p", "2", env={**os.environ, "NOTIFY_SOCKET": str(path)}, wait=False)
+        seen: list[str] = []
+        ready = receive_until(sock, "READY=1", seen)
+        assert get(server.port, "/")[0] == 200       # READY=1 means serving
+        assert f"MAINPID={server.pid}" in ready.split("\n")
+        assert re.search(r"^STATUS=serving http on 127.0.0.1:\d+ with 2 processes", ready, re.M), ready
+
+        os.kill(server.pid, signal.SIGHUP)
+        receive_until(sock, "RELOADING=1", seen)
+        reloaded = receive_until(sock, "READY=1", seen)
+        assert "STATUS=reloaded (generation 2)" in reloaded
+        assert "reload complete" in server.log()
+
+        assert server.stop(signal.SIGTERM) == 0
+        receive_until(sock, "STOPPING=1", seen)
+        assert [m.split("\n")[0] for m in seen] == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]
+
+
+# --- under load -------------------------------------------------------------------------------------------
+
+def test_ten_reloads_under_load_lose_nothing(start_server, tmp_path):
+    pidfile = tmp_path / "server.pid"
+    server = start_server("-p", "2", "--pidfile", str(pidfile))
+    wrk = start_wrk(server.port)
+    try:
+        time.sleep(1.0)
+        for number in range(1, 11):
+            result = run_cli("--reload", pidfile, timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert f"reload {number})" in result.stdout
+            time.sleep(1.0)
+    finally:
+        report = finish_wrk(wrk)
+    assert server.log().count("reload complete") == 10
+    assert_wrk_clean(report, minimum_requests=1000)
+    assert server.stop() == 0
+
+
+def test_max_requests_under_load_loses_nothing(start_server):
+    server = start_server("-p", "4", "--max-requests", "50", "--max-requests-delta", "10", "--disable-logging")
+    wrk = start_wrk(server.port, seconds=20)
+    try:
+        report = finish_wrk(wrk, interrupt=False)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    assert_wrk_clean(report, minimum_requests=2000)
+    retired = retirements(server.log())
+    assert len(retired) >= report["requests"] // 60 - 8, (len(retired), report["requests"])
+    wait_until(lambda: len(server.workers()) == 4, what="the retiring workers gone, 4 left")
+    assert server.stop() == 0
+
+
+def test_sigterm_under_load_answers_every_request_sent_before(start_server):
+    server = start_server("-p", "2", "--threads", "4")
+    load = LoadClient(server.port, "/sleep?t=0.3", threads=6).start()
+    try:
+        wait_until(lambda: len(load.ok()) >= 18, timeout=20, what="load running")
+        term_at = time.monotonic()
+        os.kill(server.pid, signal.SIGTERM)
+        code = server.proc.wait(30)
+    finally:
+        load.stop()
+    assert code == 0
+    outcomes = load.snapshot()
+    before = [o for o in outcomes if o.sent < term_at]
+    failed_before = [o for o in before if o.status != 200 or o.body != b"slept"]
+    assert failed_before == [], failed_before
+    in_flight = [o for o in before if o.done > term_at]
+    assert len(in_flight) >= 3, "requests in flight at SIGTERM were answered"
+    errors = [o for o in outcomes if o.error]
+    assert not any("IncompleteRead" in o.error for o in errors), "no response was cut short"
+    assert all(o.status in (200, None) for o in outcomes)
