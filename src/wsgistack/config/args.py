@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from wsgistack.config.errors import ConfigError
-from wsgistack.config.model import OPTIONS, OptionSpec
+from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS, OptionSpec
 
 # Actions that are not settings: they make the command do something else than serve.
 ACTIONS = {"help": False, "version": False, "stop": True, "reload": True}
@@ -35,7 +35,7 @@ def parse_argv(argv: list[str]) -> ParsedArgs:
         arg = argv[i]
         i += 1
         if not arg.startswith("-") or arg == "-":
-            if arg.endswith((".ini", ".ini:uwsgi", ".ini:wsgistack")) or ".ini:" in arg:
+            if _is_ini(arg):
                 parsed.ini_files.append(arg)
                 continue
             raise ConfigError(f"unexpected argument {arg!r} (options start with --; ini files end in .ini)")
@@ -47,15 +47,29 @@ def parse_argv(argv: list[str]) -> ParsedArgs:
             else:
                 parsed.actions[name] = True
             continue
+        if name in IGNORED_OPTIONS:       # accepted for uWSGI compatibility, with or without a value
+            if not has_inline and _has_value_next(argv, i):
+                i += 1
+            continue
         spec = OPTIONS.get(name) or OPTIONS.get(name.replace("_", "-"))
         if spec is None:
-            raise ConfigError(f"unknown option (see wsgistack --help)", option=arg.partition("=")[0])
-        if spec.takes_value:
+            raise ConfigError("unknown option (see wsgistack --help)", option=arg.partition("=")[0])
+        if spec.bare is not None and not has_inline and not _has_value_next(argv, i):
+            value = spec.bare
+        elif spec.takes_value:
             value, i = _take_value(arg, name, has_inline, inline_value, argv, i)
         else:
             value = inline_value if has_inline else True
         parsed.flags.append(Flag(spec, value, "--" + name if len(name) > 1 else "-" + name))
     return parsed
+
+
+def _has_value_next(argv: list[str], i: int) -> bool:
+    return i < len(argv) and not argv[i].startswith("-") and not _is_ini(argv[i])
+
+
+def _is_ini(arg: str) -> bool:
+    return arg.endswith(".ini") or ".ini:" in arg
 
 
 def _take_value(arg: str, name: str, has_inline: str, inline_value: str,

@@ -14,9 +14,11 @@ from typing import Any
 from wsgistack.config.errors import ConfigError
 
 
-def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), metavar: str = "VALUE") -> Any:
-    """Declare an option; list defaults are copied per Config so instances never share them."""
-    meta = {"help": help, "aliases": aliases, "metavar": metavar}
+def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), metavar: str = "VALUE",
+           bare: str | None = None) -> Any:
+    """Declare an option; `bare` is the value of the flag given without one (uWSGI: `--chmod-socket`).
+    List defaults are copied per Config so instances never share them."""
+    meta = {"help": help, "aliases": aliases, "metavar": metavar, "bare": bare}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -39,7 +41,8 @@ class Config:
                                          metavar="NETWORK")
     fastcgi_allow_from: list[str] = option([], "peers allowed on TCP FastCGI sockets (default: loopback only)",
                                            metavar="NETWORK")
-    chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE")
+    chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE",
+                               bare="666")
 
     # --- the application ---
     module: str = option("", "import the WSGI app from pkg.mod[:callable]", aliases=("w", "wsgi"), metavar="MODULE")
@@ -135,6 +138,7 @@ class OptionSpec:
     help: str
     aliases: tuple[str, ...]
     metavar: str
+    bare: str | None = None
 
     @property
     def takes_value(self) -> bool:
@@ -151,7 +155,7 @@ def _build_table() -> dict[str, OptionSpec]:
     for f in dataclasses.fields(Config):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         spec = OptionSpec(f.name.replace("_", "-"), f.name, kinds[f.type], default,
-                          f.metadata["help"], f.metadata["aliases"], f.metadata["metavar"])
+                          f.metadata["help"], f.metadata["aliases"], f.metadata["metavar"], f.metadata["bare"])
         for name in (spec.name, *spec.aliases):
             table[name] = spec
     return table
