@@ -235,6 +235,12 @@ def test_valid_chunked_bodies_are_read_and_trailers_ignored(port, body):
     assert "HTTP_X_TRAILER" not in environ
 
 
+def test_trailer_section_is_bounded(port):
+    trailers = b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 1000) for i in range(40))     # ~40 KB > 32 KB
+    raw = post(b"Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n")
+    assert_rejected(port, raw + request(b"/pid"), 431)
+
+
 @pytest.mark.parametrize("headers", [
     b"Transfer-Encoding: Chunked\r\n",
     b"Transfer-Encoding:chunked\r\n",

@@ -23,6 +23,7 @@ log = logging.getLogger("wsgistack")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _STATUS = re.compile(r"[1-5][0-9][0-9] [\t -~\x80-\xff]*")
 _valid_header_names: set[str] = set()     # names already checked, so the hot path skips the regex
+_valid_statuses: set[str] = set()         # likewise for status lines
 _MAX_CACHED_NAMES = 2048
 _head_cache: dict[tuple, tuple[bytes, int | None, bool, bool]] = {}   # (status, *headers) -> serialized
 _MAX_CACHED_HEADS = 512
@@ -104,8 +105,8 @@ class Exchange:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or not _STATUS.fullmatch(status):
-            raise ResponseError(f"invalid status {status!r}: must be a str like '200 OK'")
+        if type(status) is not str or status not in _valid_statuses:
+            _check_status(status)
         if type(headers) is not list:
             raise ResponseError(f"response headers must be a list, got {type(headers).__name__}")
         self.status = status
@@ -320,7 +321,10 @@ class Exchange:
         """Close the iterable (always, PEP 3333), check the length promise, hand back to the connection."""
         if self.finished:
             return
-        self._close_iterable()
+        if type(self.iterable) is list:      # the common case has nothing to close
+            self.finished = True
+        else:
+            self._close_iterable()
         if self.remaining and not self.conn.closed and not self._no_body():
             log.error("%s %s: app sent %d bytes less than its Content-Length; connection closed",
                       self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"], self.remaining)
@@ -388,6 +392,13 @@ def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool
         return text.encode("latin-1"), content_length, wants_close, has_date
     except UnicodeEncodeError:
         raise ResponseError("response status or headers are not latin-1 (PEP 3333)") from None
+
+
+def _check_status(status) -> None:
+    if type(status) is not str or not _STATUS.fullmatch(status):
+        raise ResponseError(f"invalid status {status!r}: must be a str like '200 OK'")
+    if len(_valid_statuses) < _MAX_CACHED_NAMES:
+        _valid_statuses.add(status)
 
 
 def _check_header_name(name: str) -> None:

@@ -117,6 +117,7 @@ class Connection(asyncio.Protocol):
     def exchange_done(self, exchange: Exchange) -> None:
         """Called on the loop thread when a response is complete (or abandoned)."""
         self.active = None
+        self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
         worker = self.worker
         worker.requests += 1
         if worker.requests == worker.retire_after:

@@ -152,7 +152,6 @@ class GatewayConnection(Connection):
 
     def exchange_done(self, exchange) -> None:
         self.served += 1
-        self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
         self.waiting = WAITING_IDLE
         super().exchange_done(exchange)
 

@@ -148,6 +148,8 @@ class HttpConnection(Connection):
         # (memory is bounded meanwhile by the head-size check of each read in data_received).
         self.headers.append((name, value))
         self.fields_size += len(name) + len(value) + 4
+        if self.in_body and self.fields_size > self.limit_head:    # trailer fields: ignored, but bounded
+            raise Reject(431, "trailer section too large")
 
     def _check_head_limits(self) -> None:
         headers = self.headers
@@ -161,20 +163,28 @@ class HttpConnection(Connection):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self._check_head_limits()
-        parser = self.parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            if version[:1] in ("0", ""):
-                raise Reject(400, "HTTP/0.9 is not supported")
-            raise Reject(505, f"HTTP/{version} is not supported")
-        http11 = version == "1.1"
-        method = parser.get_method()
-        environ = self.conn_environ.copy()
-        environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("ascii")
-        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if http11 else "HTTP/1.0"
         url = self.url
-        if url[:1] == b"/" and b"%" not in url and b"#" not in url:     # the common origin-form
+        headers = self.headers
+        fields_size = self.fields_size
+        if (fields_size > self.limit_field_size or len(headers) > self.limit_fields
+                or fields_size + len(url) > self.limit_head):
+            self._check_head_limits()           # a limit may be passed: find which, answer 431
+        parser = self.parser
+        environ = self.conn_environ.copy()
+        version = parser.get_http_version()
+        if version == "1.1":
+            http11 = True
+            environ["SERVER_PROTOCOL"] = "HTTP/1.1"
+        elif version == "1.0":
+            http11 = False
+            environ["SERVER_PROTOCOL"] = "HTTP/1.0"
+        elif version[:1] in ("0", ""):
+            raise Reject(400, "HTTP/0.9 is not supported")
+        else:
+            raise Reject(505, f"HTTP/{version} is not supported")
+        method = parser.get_method()
+        method = environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("ascii")
+        if url[0] == 47 and b"%" not in url and b"#" not in url:      # "/...": the common origin-form
             path, _, query = url.partition(b"?")
             environ["PATH_INFO"] = path.decode("latin-1")
             environ["QUERY_STRING"] = query.decode("latin-1")
@@ -182,8 +192,9 @@ class HttpConnection(Connection):
             target_host = None
         else:
             target_host = self._set_target(environ, url)
-        for name, value in self.headers:
-            key = _env_keys.get(name) or _environ_key(name)
+        env_key = _env_keys.get
+        for name, value in headers:
+            key = env_key(name) or _environ_key(name)
             if not key:
                 continue
             if key in environ:
@@ -194,20 +205,21 @@ class HttpConnection(Connection):
             raise Reject(400, "missing Host header")
         if target_host is not None:
             environ["HTTP_HOST"] = target_host
+        keep_alive = parser.should_keep_alive() and not self.closing
         content_length = environ.get("CONTENT_LENGTH")
-        chunked = "HTTP_TRANSFER_ENCODING" in environ
-        if chunked:
+        transfer_encoding = environ.get("HTTP_TRANSFER_ENCODING")
+        if transfer_encoding is not None:
             if not http11:
                 raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if environ["HTTP_TRANSFER_ENCODING"].lower() != "chunked":
+            if transfer_encoding.lower() != "chunked":
                 raise Reject(501, "only the chunked transfer coding is supported")
-        limit = self.limit_post
-        if limit and content_length is not None and int(content_length) > limit:
-            raise Reject(413, f"request body larger than {limit} bytes")
-        keep_alive = parser.should_keep_alive() and not self.closing
+            has_body = True
+        else:
+            has_body = content_length is not None and content_length != "0"
+        if has_body and self.limit_post and content_length is not None and int(content_length) > self.limit_post:
+            raise Reject(413, f"request body larger than {self.limit_post} bytes")
         if "HTTP_UPGRADE" in environ and parser.should_upgrade():
             keep_alive = False           # no protocol switch, and llhttp parses nothing after it: the last one
-        has_body = chunked or (content_length is not None and content_length != "0")
         self.body = None
         expect = environ.get("HTTP_EXPECT")
         if expect is not None:
@@ -221,7 +233,7 @@ class HttpConnection(Connection):
             self.body = BodyBuffer(self.post_buffering)
         else:
             environ["wsgi.input"] = EMPTY_INPUT
-        self.request = (environ, environ["REQUEST_METHOD"] == "HEAD", http11, keep_alive, None)
+        self.request = (environ, method == "HEAD", http11, keep_alive, None)
 
     def on_body(self, data: bytes) -> None:
         sink = self.body if self.body is not None else self.streaming
@@ -334,10 +346,6 @@ class HttpConnection(Connection):
             self.streaming.end(failed=True, error=BodyError(detail, status))
             self.streaming = None
         self.pending.append(Reject(status, detail))
-
-    def exchange_done(self, exchange) -> None:
-        self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
-        super().exchange_done(exchange)
 
     def tick(self) -> None:
         self.ticks += 1
