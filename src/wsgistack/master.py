@@ -3,8 +3,9 @@
 Signal handlers only enqueue (gunicorn's arbiter style); the main loop dispatches each one to
 a `handle_<name>` method, so what every signal does is read in one place. The master never
 imports the app: workers do, after fork, so a reload always runs freshly imported code. The
-listening sockets are bound once (cli.py) and stay open for the master's whole life, so no
-connection is refused during a reload or a recycle: it waits in the shared backlog.
+listening sockets (one per worker slot, see addresses.py) stay open for the master's whole life,
+so no connection is refused during a reload or a recycle: it waits in its slot's backlog for the
+successor.
 """
 
 from __future__ import annotations

@@ -53,11 +53,8 @@ class AppThreads:
         self.jobs.put(job)
 
     def _serve(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job is None:
-                return
-            job()
+        while True:                      # daemon threads: they end with the process
+            self.jobs.get()()
 
 
 class Worker:
@@ -149,6 +146,8 @@ class Worker:
         # or Django refuses every database call (SynchronousOnlyOperation) and asyncio.run() fails.
         # Done once, before the first connection: nothing of ours asks for the running loop later.
         asyncio._set_running_loop(None)
+        if self.stopping:                # a SIGTERM came first: the servers are closed already
+            return
         for server in self.servers:
             self.loop.create_task(server.start_serving())
 
