@@ -35,6 +35,7 @@ class Connection(asyncio.Protocol):
 
     exchange_class = Exchange
     peer_closed = False                  # the client sent EOF: no lingering needed once we answered
+    read_all = False                     # every byte the client may send was read: no lingering needed
 
     def __init__(self, worker):
         self.worker = worker
@@ -165,7 +166,7 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = self.closing = True   # from now on nothing is read, written or started
             self.ticks = 0
-            if self.transport.can_write_eof() and not self.peer_closed:
+            if self.transport.can_write_eof() and not (self.peer_closed or self.read_all):
                 self.transport.write_eof()
             else:
                 self.transport.close()      # nothing more can come from the client: no reset to fear
