@@ -158,7 +158,7 @@ class UwsgiRequestParser:
     def _read_header(self):
         if len(self._buffer) < _HEADER.size:
             return NEED_DATA
-        if looks_like_http(self._buffer):
+        if self._buffer[0] >= 0x41 and looks_like_http(self._buffer):   # modifier1 0/30 < "A" <= methods
             raise HTTPOnUwsgiPortError(bytes(self._buffer[:16]))
         self._header = _HEADER.unpack_from(self._buffer)
         _, datasize, _ = self._header
@@ -194,34 +194,47 @@ class UwsgiRequestParser:
 
 def _decode_vars(block: bytes) -> tuple[dict[str, str], tuple[str, ...]]:
     """Decode [le16 keysize, key, le16 valsize, value]*. A repeated key keeps its last value (uWSGI appends both
-    to its var vector, then builds the Python environ dict in order, so the last one wins there too)."""
+    to its var vector, then builds the Python environ dict in order, so the last one wins there too).
+
+    Hot path (one call per request behind nginx): one flat loop; the messages are built only on errors."""
     environ: dict[str, str] = {}
     dropped: dict[str, None] = {}  # ordered set
+    unpack = _STRING_SIZE.unpack_from
+    end = len(block)
     position = 0
-    while position < len(block):
-        key_offset = position
-        key, position = _read_string(block, position, "var name")
-        if not key:
-            raise UwsgiProtocolError(f"malformed uwsgi vars: empty var name at offset {key_offset}")
-        name = key.decode("latin-1")
-        value, position = _read_string(block, position, f"value of {name!r}")
+    while position < end:
+        if position + 2 > end:
+            _raise_cut(block, position, "var name")
+        key_start = position + 2
+        key_end = key_start + unpack(block, position)[0]
+        if key_end > end:
+            _raise_overrun(block, position, "var name")
+        if key_end == key_start:
+            raise UwsgiProtocolError(f"malformed uwsgi vars: empty var name at offset {position}")
+        name = block[key_start:key_end].decode("latin-1")
+        if key_end + 2 > end:
+            _raise_cut(block, key_end, f"value of {name!r}")
+        value_start = key_end + 2
+        position = value_start + unpack(block, key_end)[0]
+        if position > end:
+            _raise_overrun(block, key_end, f"value of {name!r}")
         if name in DYNAMIC_APP_VARS:
             dropped[name] = None
         else:
-            environ[name] = value.decode("latin-1")
+            environ[name] = block[value_start:position].decode("latin-1")
     return environ, tuple(dropped)
 
 
-def _read_string(block: bytes, position: int, what: str) -> tuple[bytes, int]:
-    if position + _STRING_SIZE.size > len(block):
-        raise UwsgiProtocolError(f"malformed uwsgi vars: {what} size at offset {position} is cut off by the end "
-                                 f"of the {len(block)}-byte block")
+def _raise_cut(block: bytes, position: int, what: str):
+    raise UwsgiProtocolError(f"malformed uwsgi vars: {what} size at offset {position} is cut off by the end "
+                             f"of the {len(block)}-byte block")
+
+
+def _raise_overrun(block: bytes, position: int, what: str):
     (size,) = _STRING_SIZE.unpack_from(block, position)
     start = position + _STRING_SIZE.size
-    if start + size > len(block):
-        raise UwsgiProtocolError(f"malformed uwsgi vars: {what} at offset {position} declares {size} bytes but only "
-                                 f"{len(block) - start} remain in the {len(block)}-byte block")
-    return block[start:start + size], start + size
+    raise UwsgiProtocolError(f"malformed uwsgi vars: {what} at offset {position} declares {size} bytes but only "
+                             f"{len(block) - start} remain in the {len(block)}-byte block")
 
 
 # ---------------------------------------------------------------------------------------------------------------
