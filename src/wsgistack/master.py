@@ -180,7 +180,8 @@ class Master:
         return next((sock for sock, original in self.listeners if original is address), None)
 
     def _close_slot(self, number: int) -> None:
-        """A slot given up (SIGTTOU): its sockets leave the port's group once its worker is gone."""
+        """A slot given up (SIGTTOU): its sockets leave the port's group once its worker is gone.
+        Connections the kernel queued in them at that moment are reset (no other socket can take them)."""
         for sock, address in self.slots.pop(number, []):
             if not address.is_unix and sock is not self._original(address):
                 sock.close()
