@@ -19,6 +19,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 APPS = TESTS / "apps"
 WSGISTACK = [sys.executable, "-m", "wsgistack"]
+DEMO = TESTS.parent / "examples" / "mmcsite"
 
 
 def free_port() -> int:
@@ -156,3 +157,13 @@ def responses_in(data: bytes) -> list[int]:
     """Status codes of every response in a byte stream (for pipelining and smuggling checks)."""
     import re
     return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory) -> dict:
+    """Environment for serving the Django demo (examples/mmcsite) on a freshly migrated temp database."""
+    env = dict(os.environ, DEMO_DB=str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
+               DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=DEMO, env=env, check=True,
+                   timeout=120)
+    return env

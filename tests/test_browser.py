@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from test_django import DEMO, demo_env  # noqa: F401  (the migrated demo database fixture)
+from conftest import DEMO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -36,7 +36,7 @@ def render(chromium: str, url: str, tmp_path) -> str:
     return result.stdout
 
 
-def test_browser_renders_the_django_page(start_server, demo_env, chromium, tmp_path):  # noqa: F811
+def test_browser_renders_the_django_page(start_server, demo_env, chromium, tmp_path):
     server = start_server("--chdir", str(DEMO), "--module", "mmcsite.wsgi", app=None, env=demo_env)
     server.get("/?record=1")
     dom = render(chromium, f"http://127.0.0.1:{server.port}/", tmp_path)

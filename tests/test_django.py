@@ -4,25 +4,11 @@ Django refuses database calls from a thread where an asyncio loop runs; with `--
 app runs on the worker's loop thread, so this is where that would show.
 """
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import TESTS
-
-DEMO = TESTS.parent / "examples" / "mmcsite"
-
-
-@pytest.fixture(scope="module")
-def demo_env(tmp_path_factory) -> dict:
-    env = dict(os.environ, DEMO_DB=str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
-               DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost")
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=DEMO, env=env, check=True,
-                   timeout=120)
-    return env
+from conftest import DEMO
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])

@@ -253,7 +253,7 @@ def test_default_allows_loopback_on_all_interfaces(start_server):
 
 def test_unix_socket_with_chmod(start_server, tmp_path):
     path = str(tmp_path / "app.sock")
-    server = start_server("-s", path, "--chmod-socket", "660")
+    start_server("-s", path, "--chmod-socket", "660")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
     answer, _ = exchange(path, encode_uwsgi_request(request_vars("/environ")))
     environ = json.loads(parse_response(answer)[2])

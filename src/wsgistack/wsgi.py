@@ -81,6 +81,7 @@ class Exchange:
     iterable = None
     iterator = None
     finished = False
+    no_body = False                  # HEAD, 1xx, 204 or 304: set with the head, no body bytes are sent
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
     overflowed = False               # the app went past its Content-Length
 
@@ -120,7 +121,7 @@ class Exchange:
             raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
         if not self.head_sent:
             self._stream(self._head(None))
-        if data and not self._no_body():      # HEAD, 1xx, 204, 304: no body; never past Content-Length
+        if data and not self.no_body:      # HEAD, 1xx, 204, 304: no body; never past Content-Length
             self._stream(self._frame(self._clip(data)))
 
     # --- running ---
@@ -140,7 +141,7 @@ class Exchange:
                 if type(body) is not bytes:
                     raise ResponseError(f"response body must be bytes, got {type(body).__name__}")
                 head = self._head(len(body))
-                if self.is_head or self.code < 200 or self.code == 204 or self.code == 304:
+                if self.no_body:
                     data = head
                 elif self.remaining == len(body):
                     self.remaining = 0
@@ -175,7 +176,7 @@ class Exchange:
                     raise ResponseError(f"response iterable yielded {type(chunk).__name__}, not bytes")
                 if not self.head_sent:
                     self._stream(self._head(None))
-                if chunk and not self._no_body():
+                if chunk and not self.no_body:
                     self._stream(self._frame(self._clip(chunk)))
                 if conn.closed or self.overflowed:
                     break
@@ -193,9 +194,6 @@ class Exchange:
         self._finish()
 
     # --- framing ---
-    def _no_body(self) -> bool:
-        return self.is_head or self.code < 200 or self.code in (204, 304)
-
     def _head(self, known_length: int | None) -> bytes:
         """Serialize status and headers; `known_length` is the body size when the body is already known."""
         if self.status is None:
@@ -214,12 +212,14 @@ class Exchange:
         prefix, content_length, wants_close, has_date = cached
         head = prefix if has_date else prefix + self.conn.worker.date_header
         code = self.code
+        bodyless_status = code < 200 or code == 204 or code == 304
+        self.no_body = self.is_head or bodyless_status
         if content_length is not None:
             self.remaining = content_length
-        elif known_length is not None and code >= 200 and code != 204 and code != 304:
-            self.remaining = known_length
+        elif known_length is not None and not bodyless_status:
+            self.remaining = known_length        # HEAD too: the length a GET would get
             head += b"Content-Length: %d\r\n" % known_length
-        elif self.is_head or code < 200 or code == 204 or code == 304:
+        elif self.no_body:
             pass
         elif self.http11:
             self.chunked = True
@@ -277,7 +277,7 @@ class Exchange:
     def _sendfile(self, span: tuple[int, int, int]) -> None:
         fd, offset, size = span
         head = self._head(size)            # sets `remaining` to the declared length, or to the file size
-        count = 0 if self._no_body() else min(size, self.remaining)
+        count = 0 if self.no_body else min(size, self.remaining)
         self.body_bytes = count
         self.remaining -= count
         if self.threaded:
@@ -325,7 +325,7 @@ class Exchange:
             self.finished = True
         else:
             self._close_iterable()
-        if self.remaining and not self.conn.closed and not self._no_body():
+        if self.remaining and not self.conn.closed and not self.no_body:
             log.error("%s %s: app sent %d bytes less than its Content-Length; connection closed",
                       self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"], self.remaining)
             self.keep_alive = False
