@@ -14,7 +14,6 @@ import re
 import stat
 import sys
 import threading
-from time import monotonic as _monotonic
 
 from wsgistack.body import BodyError
 
@@ -23,9 +22,9 @@ log = logging.getLogger("wsgistack")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _STATUS = re.compile(r"[1-5][0-9][0-9] [\t -~\x80-\xff]*")
 _valid_header_names: set[str] = set()     # names already checked, so the hot path skips the regex
-_valid_statuses: set[str] = set()         # likewise for status lines
+_status_codes: dict[str, int] = {}        # status lines already checked -> their code (int() costs 80 ns)
 _MAX_CACHED_NAMES = 2048
-_head_cache: dict[tuple, tuple[bytes, int | None, bool, bool]] = {}   # (status, *headers) -> serialized
+_head_cache: dict[tuple, "_Head"] = {}   # (status, *headers) -> serialized
 _MAX_CACHED_HEADS = 512
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                          "upgrade"))
@@ -82,19 +81,18 @@ class Exchange:
     iterator = None
     finished = False
     no_body = False                  # HEAD, 1xx, 204 or 304: set with the head, no body bytes are sent
+    threaded = False                 # runs on an app thread (else inline, on the loop thread)
+    started = 0.0                    # monotonic time the request reached the app, for the access log
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
     overflowed = False               # the app went past its Content-Length
 
-    def __init__(self, conn, environ: dict, app, is_head: bool, http11: bool, keep_alive: bool,
-                 threaded: bool):
+    def __init__(self, conn, environ: dict, app, is_head: bool, http11: bool, keep_alive: bool):
         self.conn = conn
         self.environ = environ
         self.app = app
         self.is_head = is_head
         self.http11 = http11
         self.keep_alive = keep_alive
-        self.threaded = threaded
-        self.started = _monotonic()
 
     # --- WSGI callables given to the app ---
     def start_response(self, status, headers, exc_info=None):
@@ -106,12 +104,13 @@ class Exchange:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if type(status) is not str or status not in _valid_statuses:
-            _check_status(status)
+        code = _status_codes.get(status) if type(status) is str else None
+        if code is None:
+            code = _check_status(status)
         if type(headers) is not list:
             raise ResponseError(f"response headers must be a list, got {type(headers).__name__}")
         self.status = status
-        self.code = int(status[:3])
+        self.code = code
         self.headers = headers
         return self.write
 
@@ -149,11 +148,17 @@ class Exchange:
                     data = head + body
                 else:
                     data = head + self._clip(body)
+                conn = self.conn
                 if self.threaded:
-                    self.conn.from_thread(self.conn.send, data)
+                    conn.from_thread(conn.send, data)
+                    self._finish()
+                    return
+                conn.send(data)
+                if type(result) is list and not self.remaining:
+                    self.finished = True     # _finish(), short: a list has no close(), no bytes are owed
+                    conn.exchange_done(self)
                 else:
-                    self.conn.send(data)
-                self._finish()
+                    self._finish()
                 return
             if type(result) is FileWrapper and self.status is not None and not self.head_sent:
                 span = result.sendfile_span()
@@ -204,35 +209,43 @@ class Exchange:
         except TypeError:            # unhashable header items: validated (and rejected) below
             key = cached = None
         if cached is None:
-            cached = _serialize_head(self.status, self.headers)
+            cached = _Head(self.status, self.headers)
             if key is not None:
                 if len(_head_cache) >= _MAX_CACHED_HEADS:
                     _head_cache.clear()
                 _head_cache[key] = cached
-        prefix, content_length, wants_close, has_date = cached
-        head = prefix if has_date else prefix + self.conn.worker.date_header
-        code = self.code
-        bodyless_status = code < 200 or code == 204 or code == 304
-        self.no_body = self.is_head or bodyless_status
+        self.head_sent = True
+        no_body = self.no_body = self.is_head or cached.bodyless
+        content_length = cached.content_length
         if content_length is not None:
             self.remaining = content_length
-        elif known_length is not None and not bodyless_status:
+            if (self.keep_alive and self.http11 and not cached.wants_close and self.body_stream is None):
+                # The usual answer: the app's length, kept alive (its head is memoized for this second).
+                date = self.conn.worker.date_header
+                if cached.date is not date:
+                    cached.date = date
+                    cached.keep_alive_head = cached.prefix + (b"\r\n" if cached.has_date else date + b"\r\n")
+                return cached.keep_alive_head
+        elif known_length is not None and not cached.bodyless:
             self.remaining = known_length        # HEAD too: the length a GET would get
-            head += b"Content-Length: %d\r\n" % known_length
-        elif self.no_body:
+            content_length = known_length
+        elif no_body:
             pass
         elif self.http11:
             self.chunked = True
-            head += b"Transfer-Encoding: chunked\r\n"
         else:
             self.keep_alive = False   # HTTP/1.0 without a length: the end of the body is the close
-        if wants_close:
+        head = cached.prefix if cached.has_date else cached.prefix + self.conn.worker.date_header
+        if content_length is not None and cached.content_length is None:
+            head += b"Content-Length: %d\r\n" % content_length
+        elif self.chunked:
+            head += b"Transfer-Encoding: chunked\r\n"
+        if cached.wants_close:
             self.keep_alive = False
         elif self.body_stream is not None and not self.body_stream.complete:
             # Answered before the whole body arrived (a 401 that never read it): what follows on the
             # connection can't be told from the rest of the body, so this response is the last one.
             self.keep_alive = False
-        self.head_sent = True
         if not self.keep_alive:
             return head + b"Connection: close\r\n\r\n"
         if not self.http11:
@@ -353,12 +366,25 @@ class Exchange:
                 self.keep_alive = False
 
 
-def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool, bool]:
-    """Validate and serialize what the app gave: (status line + headers, Content-Length, close?, has Date?).
+class _Head:
+    """A validated, serialized status + headers from an app, cached by their value.
 
     Framing is ours: hop-by-hop headers are dropped (PEP 3333 forbids them to apps), except that
     `Connection: close` is honoured.
     """
+
+    __slots__ = ("prefix", "content_length", "wants_close", "has_date", "bodyless", "date", "keep_alive_head")
+
+    def __init__(self, status: str, headers: list):
+        self.prefix, self.content_length, self.wants_close, self.has_date = _serialize_head(status, headers)
+        code = int(status[:3])
+        self.bodyless = code < 200 or code == 204 or code == 304     # never a body, whatever the method
+        self.date = None                  # the Date header keep_alive_head was made with
+        self.keep_alive_head = b""
+
+
+def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool, bool]:
+    """Validate and serialize: (status line + headers, Content-Length, close?, has Date?)."""
     parts = ["HTTP/1.1 ", status, "\r\n"]
     has_server = has_date = wants_close = False
     content_length = None
@@ -394,11 +420,13 @@ def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool
         raise ResponseError("response status or headers are not latin-1 (PEP 3333)") from None
 
 
-def _check_status(status) -> None:
+def _check_status(status) -> int:
     if type(status) is not str or not _STATUS.fullmatch(status):
         raise ResponseError(f"invalid status {status!r}: must be a str like '200 OK'")
-    if len(_valid_statuses) < _MAX_CACHED_NAMES:
-        _valid_statuses.add(status)
+    code = int(status[:3])
+    if len(_status_codes) < _MAX_CACHED_NAMES:
+        _status_codes[status] = code
+    return code
 
 
 def _check_header_name(name: str) -> None:

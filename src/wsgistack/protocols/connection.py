@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from time import monotonic
 
 from wsgistack.wsgi import Exchange
 
@@ -90,12 +91,15 @@ class Connection(asyncio.Protocol):
             self.pending.appendleft(request)
             worker.wait_for_app(self)
             return False
-        keep_alive = keep_alive and not self.closing and not worker.stopping    # draining: last response
-        exchange = self.exchange_class(self, environ, worker.app, is_head, http11, keep_alive, threaded)
-        self.active = exchange
-        if stream is not None:
-            exchange.body_stream = stream
+        if self.closing or worker.stopping:
+            keep_alive = False               # closing or draining: the last response on this connection
+        exchange = self.active = self.exchange_class(self, environ, worker.app, is_head, http11, keep_alive)
+        if worker.access_log is not None:
+            exchange.started = monotonic()
         if threaded:
+            exchange.threaded = True
+            if stream is not None:
+                exchange.body_stream = stream
             worker.submit(exchange)
         else:
             exchange.run()

@@ -160,11 +160,22 @@ class HttpConnection(Connection):
                 self._reject(431, "trailer section too large")     # trailers still arriving: bounded too
             elif self.head_bytes < 0:
                 self.head_bytes = 0
-        if self.pending and self.active is None:
-            self._run_pending()
         self.batching = False
-        if self.out:
-            self._flush()
+        if self.pending:
+            self._after_batch()
+        out = self.out
+        if out:                          # _flush(), inline: once per read
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            if not self.closed:
+                self.transport.write(data)
+
+    def _after_batch(self) -> None:
+        """Requests still queued after a read: start what can start, stop reading past MAX_PENDING."""
+        if self.active is None:
+            self.batching = True
+            self._run_pending()
+            self.batching = False
         if len(self.pending) > MAX_PENDING and not self.reading_paused and not self.closed:
             self.reading_paused = True
             self.transport.pause_reading()
