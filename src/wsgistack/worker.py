@@ -28,7 +28,7 @@ from wsgistack.config import Config, ConfigError
 from wsgistack.harakiri import Harakiri, WatchedMixin, watched
 from wsgistack.logs import AccessLog, setup_error_log
 from wsgistack.protocols import connection_class
-from wsgistack.protocols.connection import Connection
+from wsgistack.protocols.connection import Connection, add_server_address
 from wsgistack.wsgi import base_environ
 
 try:
@@ -158,19 +158,18 @@ class Worker:
             pass
 
     # --- per-connection environ ---
-    def connection_environ(self, transport) -> dict:
+    def connection_environ(self, transport, server_address: bool = True) -> dict:
+        """The environ keys a connection's requests share. `server_address=False` leaves out SERVER_NAME and
+        SERVER_PORT (a web server in front sends its own; see add_server_address): one syscall less."""
         environ = self.base_environ.copy()
         peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
         if isinstance(peer, tuple):
             environ["REMOTE_ADDR"] = peer[0]
             environ["REMOTE_PORT"] = str(peer[1])
-            environ["SERVER_NAME"] = local[0]
-            environ["SERVER_PORT"] = str(local[1])
         else:                                   # unix socket: no peer address
             environ["REMOTE_ADDR"] = ""
-            environ["SERVER_NAME"] = local if isinstance(local, str) and local else "localhost"
-            environ["SERVER_PORT"] = "0"
+        if server_address:
+            add_server_address(environ, transport)
         return environ
 
     # --- running the app ---

@@ -22,6 +22,17 @@ LINGER_TICKS = 3
 THREAD_WRITE_AHEAD = 1 << 20
 
 
+def add_server_address(environ: dict, transport) -> None:
+    """SERVER_NAME and SERVER_PORT from the listening address the connection came in on."""
+    local = transport.get_extra_info("sockname")
+    if isinstance(local, tuple):
+        environ["SERVER_NAME"] = local[0]
+        environ["SERVER_PORT"] = str(local[1])
+    else:                                   # unix socket
+        environ["SERVER_NAME"] = local if isinstance(local, str) and local else "localhost"
+        environ["SERVER_PORT"] = "0"
+
+
 class Reject(Exception):
     """A request the server answers itself, with `status`, and then closes."""
 
@@ -37,6 +48,7 @@ class Connection(asyncio.Protocol):
     exchange_class = Exchange
     peer_closed = False                  # the client sent EOF: no lingering needed once we answered
     read_all = False                     # every byte the client may send was read: no lingering needed
+    server_address_from_socket = True    # SERVER_NAME/PORT from the socket (gateways get them from the web server)
 
     def __init__(self, worker):
         self.worker = worker
@@ -44,7 +56,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.conn_environ = self.worker.connection_environ(transport)
+        self.conn_environ = self.worker.connection_environ(transport, self.server_address_from_socket)
         self.pending: deque = deque()
         self.active: Exchange | None = None
         self.closed = False

@@ -12,8 +12,7 @@ import logging
 
 from wsgistack.protocols import fastcgi_codec as codec
 from wsgistack.protocols.connection import Connection
-from wsgistack.protocols.gateway import (WAITING_BODY, WAITING_HEAD, WAITING_IDLE, GatewayConnection,
-                                         gateway_environ)
+from wsgistack.protocols.gateway import WAITING_BODY, WAITING_HEAD, WAITING_IDLE, GatewayConnection
 from wsgistack.protocols.http import http_error_response
 from wsgistack.wsgi import Exchange
 
@@ -148,7 +147,7 @@ class FastCGIConnection(GatewayConnection):
             # nginx's stock fastcgi_params send the whole path as SCRIPT_NAME ($fastcgi_script_name, the
             # CGI script) and no PATH_INFO: for a WSGI app, that path is PATH_INFO.
             params["PATH_INFO"] = params.pop("SCRIPT_NAME", params.get("DOCUMENT_URI", ""))
-        environ = gateway_environ(self.conn_environ, params)
+        environ = self._environ(params)
         declared = environ.get("CONTENT_LENGTH")
         if self._body_too_large(declared):
             self._reject(413, f"request body of {declared} bytes is larger than --limit-post {self.limit_post}")

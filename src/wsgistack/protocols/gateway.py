@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from wsgistack.body import EMPTY_INPUT, BodyBuffer
 from wsgistack.config import ConfigError
-from wsgistack.protocols.connection import Connection
+from wsgistack.protocols.connection import Connection, add_server_address
 
 log = logging.getLogger("wsgistack")
 
@@ -45,10 +45,10 @@ class PeerAllowList:
                     raise ConfigError(f"{item!r} is not an IP address or CIDR network", option=option) from None
         return cls(networks)
 
-    def allows(self, peer) -> bool:
-        if not isinstance(peer, tuple):          # a unix socket has no address to check
+    def allows(self, host: str) -> bool:
+        """`host`: the peer's IP address as text; "" for a unix socket (no address to check)."""
+        if not host:
             return True
-        host = peer[0]
         verdict = self.verdicts.get(host)
         if verdict is None:
             address = ipaddress.ip_address(host)
@@ -60,18 +60,22 @@ class PeerAllowList:
         return verdict
 
 
-def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
+def gateway_environ(conn_environ: dict, variables: dict[str, str], *, has_wsgi_names: bool = True) -> dict:
     """The WSGI environ for a request whose CGI vars came from the web server.
 
     The vars win over what the socket says (REMOTE_ADDR is the client's, not nginx's), except the wsgi.*
-    keys, which are the server's. Keys PEP 3333 requires but a hand-written config may leave out get
-    defaults, and empty CONTENT_TYPE/CONTENT_LENGTH (nginx sends them for every GET) are dropped, so apps
-    see the same environ as on the http socket.
+    keys, which are the server's (`has_wsgi_names=False`: the codec dropped such vars already). Keys
+    PEP 3333 requires but a hand-written config may leave out get defaults, and empty CONTENT_TYPE/
+    CONTENT_LENGTH (nginx sends them for every GET) are dropped, so apps see the same environ as on the
+    http socket.
     """
     environ = conn_environ.copy()
-    for name, value in variables.items():
-        if not name.startswith("wsgi."):
-            environ[name] = value
+    if has_wsgi_names:
+        for name, value in variables.items():
+            if not name.startswith("wsgi."):
+                environ[name] = value
+    else:
+        environ.update(variables)
     if not environ.get("CONTENT_LENGTH"):
         environ.pop("CONTENT_LENGTH", None)
     if not environ.get("CONTENT_TYPE"):
@@ -96,6 +100,7 @@ class GatewayConnection(Connection):
 
     protocol_name = ""
     allow_option = ""
+    server_address_from_socket = False   # the web server's SERVER_NAME/PORT vars; the socket's only if missing
     allowed: PeerAllowList
     limit_post = post_buffering = 0
 
@@ -110,14 +115,23 @@ class GatewayConnection(Connection):
         self.waiting = WAITING_IDLE
         self.served = 0                         # requests answered on this connection (FastCGI keeps it)
         self.body: BodyBuffer | None = None
-        peer = transport.get_extra_info("peername")
+        peer = self.conn_environ["REMOTE_ADDR"]
         if not self.allowed.allows(peer):
             log.warning("refused a %s connection from %s: not allowed by --%s (default: loopback only)",
-                        self.protocol_name, peer[0], self.allow_option)
+                        self.protocol_name, peer, self.allow_option)
             self.closed = True          # nothing is read or answered: no lingering close either
             transport.close()
 
     # --- the request body: buffered (spooled past --post-buffering) before the app is called ---
+    def _environ(self, variables: dict[str, str], *, has_wsgi_names: bool = True) -> dict:
+        environ = gateway_environ(self.conn_environ, variables, has_wsgi_names=has_wsgi_names)
+        if "SERVER_NAME" not in environ or "SERVER_PORT" not in environ:    # a hand-written config left them out
+            server = {}
+            add_server_address(server, self.transport)
+            for key, value in server.items():
+                environ.setdefault(key, value)
+        return environ
+
     def _body_too_large(self, declared: str | None) -> bool:
         """True when CONTENT_LENGTH already exceeds --limit-post."""
         return bool(self.limit_post and declared and declared.isdigit() and int(declared) > self.limit_post)

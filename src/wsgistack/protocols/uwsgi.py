@@ -9,7 +9,7 @@ import logging
 
 from wsgistack.config import ConfigError
 from wsgistack.protocols.gateway import (WAITING_BODY, WAITING_HEAD, WAITING_IDLE, WAITING_NOTHING,
-                                         GatewayConnection, gateway_environ)
+                                         GatewayConnection)
 from wsgistack.protocols.http import http_error_response
 from wsgistack.protocols.uwsgi_codec import (DEFAULT_BUFFER_SIZE, MAX_BUFFER_SIZE, MODIFIER1_MANAGE_PATH_INFO,
                                              MODIFIER1_WSGI, NEED_DATA, BodyData, HTTPOnUwsgiPortError,
@@ -95,7 +95,7 @@ class UwsgiConnection(GatewayConnection):
         if request.dropped_vars:
             log.warning("ignored %s from %s: wsgistack never loads code or files a request names",
                         ", ".join(request.dropped_vars), self._peer())
-        environ = gateway_environ(self.conn_environ, variables)
+        environ = self._environ(variables, has_wsgi_names=False)    # the codec drops them
         declared = environ.get("CONTENT_LENGTH")
         if self._body_too_large(declared):
             self._reject(413, f"request body of {declared} bytes is larger than --limit-post {self.limit_post}")
