@@ -111,15 +111,22 @@ def test_missing_vars_get_defaults(start_uwsgi):
     assert environ["REQUEST_METHOD"] == "GET"
     assert environ["REQUEST_URI"] == "/environ?x=1"
     assert environ["REMOTE_ADDR"] == "127.0.0.1"          # from the socket when the vars don't say
+    assert environ["SERVER_NAME"] == address[0] and environ["SERVER_PORT"] == str(address[1])   # likewise
     assert environ["SERVER_PROTOCOL"] == "HTTP/1.0"
+
+
+SERVER_WSGI_KEYS = {"wsgi.version", "wsgi.url_scheme", "wsgi.errors", "wsgi.multithread", "wsgi.multiprocess",
+                    "wsgi.run_once", "wsgi.input_terminated", "wsgi.file_wrapper", "wsgi.input", "wsgi.input.class"}
 
 
 def test_wsgi_keys_cannot_be_set_by_vars(start_uwsgi):
     _, address = start_uwsgi()
-    packet = encode_uwsgi_request(request_vars("/environ", **{"wsgi.url_scheme": "https", "wsgi.run_once": "1"}))
+    packet = encode_uwsgi_request(request_vars("/environ", **{"wsgi.url_scheme": "https", "wsgi.run_once": "1",
+                                                              "wsgi.custom": "x"}))
     environ = json.loads(parse_response(exchange(address, packet)[0])[2])
     assert environ["wsgi.url_scheme"] == "http"
     assert environ["wsgi.run_once"] is False
+    assert not any(key.startswith("wsgi.") and key not in SERVER_WSGI_KEYS for key in environ)
 
 
 def test_body_by_content_length(uwsgi):
