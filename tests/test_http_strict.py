@@ -336,6 +336,8 @@ def test_header_names_with_underscores_are_dropped(port):
     assert "CONTENT_TYPE" not in environ
     environ = environ_of(port, b"/environ", b"X-Forwarded-For: good\r\nX_Forwarded_For: evil\r\n")
     assert environ["HTTP_X_FORWARDED_FOR"] == "good"
+    environ = environ_of(port, b"/environ", b"X_Real_Ip: evil\r\n")     # one dropped name, nothing repeated
+    assert not any("REAL" in key for key in environ) and "" not in environ
 
 
 # --- size limits (defaults, and the same limits configured smaller) ---
@@ -389,6 +391,15 @@ def test_head_limit_counts_a_head_sent_in_pieces(serve):
     pieces = [head[i:i + 50] for i in range(0, len(head), 50)]
     reply = exchange(port, *pieces, pause=0.01)
     assert reply.statuses == [431], reply
+    assert reply.closed
+
+
+def test_field_limit_counts_a_field_split_after_a_pipelined_request(serve):
+    """The second head starts in the read that ends the first; its 320-byte field ends in a small read."""
+    port = serve(*SMALL_LIMITS)
+    second = request(b"/pid", headers_of(1, 320))
+    reply = exchange(port, request(b"/pid") + second[:-20], second[-20:], pause=0.05)
+    assert reply.statuses == [200, 431], reply
     assert reply.closed
 
 

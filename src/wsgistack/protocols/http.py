@@ -110,6 +110,7 @@ class HttpConnection(Connection):
         self.parser = httptools.HttpRequestParser(self)
         self.head_age = 0
         self.head_bytes = 0              # bytes read while the current head is incomplete; -1: a request just ended
+        self.head_bound = 0              # at least the bytes of the current head read before this read
         self.big_read = False            # this read could hold a head past a size limit: check it exactly
         self.in_head = False
         self.in_body = False
@@ -129,7 +130,7 @@ class HttpConnection(Connection):
             self.in_head = True         # any byte outside a body starts a head (even empty lines): it is timed
         # A head is at most this read plus what came before it: when that is within the smallest size
         # limit, no field and no head can be too large, and on_headers_complete skips measuring them.
-        self.big_read = len(data) + self.head_bytes > self.small_head
+        self.big_read = len(data) + self.head_bound > self.small_head
         self.batching = True            # responses to this read leave in one write
         try:
             self.parser.feed_data(data)
@@ -149,6 +150,7 @@ class HttpConnection(Connection):
                 self._reject(400, str(exc).strip() or "malformed request")
         else:
             if self.in_head:
+                self.head_bound += len(data)     # all of it: bytes buffered inside llhttp/httptools too
                 # Unparsed bytes count too (a field still arriving). A request that ended in this read
                 # leaves only what was parsed of its successor: the read also held earlier requests.
                 head_bytes = self.head_bytes
@@ -238,7 +240,7 @@ class HttpConnection(Connection):
         env_key = _env_keys.get
         for name, value in headers:
             environ[env_key(name) or _environ_key(name)] = value.decode("latin-1").rstrip(" \t")  # llhttp keeps trailing OWS
-        if len(environ) != self.env_size + len(headers):
+        if len(environ) != self.env_size + len(headers) or "" in environ:
             _merge_repeated_fields(environ, headers)     # a name came twice, or one is dropped (key "")
         keep_alive = parser.should_keep_alive()
         if keep_alive and "HTTP_CONNECTION" not in environ:
@@ -303,7 +305,7 @@ class HttpConnection(Connection):
     def on_message_complete(self) -> None:
         self.in_body = False
         self.url = b""
-        self.head_age = 0
+        self.head_age = self.head_bound = 0
         self.head_bytes = -1
         if self.headers:                  # trailer fields: ignored, but bounded
             if _fields_size(self.headers) > self.limit_head:
