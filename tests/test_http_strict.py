@@ -241,6 +241,21 @@ def test_trailer_section_is_bounded(port):
     assert_rejected(port, raw + request(b"/pid"), 431)
 
 
+def test_a_trailer_field_that_never_ends_is_bounded(port):
+    """Its bytes pile up inside the parser until the field ends: the connection is refused after 32 KB."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(post(b"Transfer-Encoding: chunked\r\n", b"3\r\nabc\r\n0\r\nX-Trailer: "))
+        deadline = time.monotonic() + 10
+        try:
+            for _ in range(64):                    # 64 x 4 KB = 256 KB, far past the 32 KB head limit
+                sock.sendall(b"v" * 4096)
+                time.sleep(0.01)
+        except OSError:
+            pass                                   # refused and closed while we were still sending
+        reply = read_all(sock, deadline, time.monotonic())
+    assert reply.statuses == [431], reply
+
+
 @pytest.mark.parametrize("headers", [
     b"Transfer-Encoding: Chunked\r\n",
     b"Transfer-Encoding:chunked\r\n",

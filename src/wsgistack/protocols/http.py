@@ -114,6 +114,7 @@ class HttpConnection(Connection):
         self.big_read = False            # this read could hold a head past a size limit: check it exactly
         self.in_head = False
         self.in_body = False
+        self.body_idle = 0               # bytes read in a body since its last data or chunk header (-1: some now)
         self.url = b""
         self.headers: list = []
         self.body: BodyBuffer | None = None
@@ -158,8 +159,15 @@ class HttpConnection(Connection):
                 self.head_bytes = head_bytes
                 if head_bytes > self.limit_head:
                     self._reject(431, "request head too large")
-            elif self.in_body and self.headers and _fields_size(self.headers) > self.limit_head:
-                self._reject(431, "trailer section too large")     # trailers still arriving: bounded too
+            elif self.in_body:
+                # Bytes that bring no body data: a chunk line or trailer fields, which llhttp and httptools
+                # buffer until their end; bounded like a head.
+                if self.body_idle < 0:
+                    self.body_idle = 0
+                else:
+                    self.body_idle += len(data)
+                    if self.body_idle > self.limit_head:
+                        self._reject(431, "chunk line or trailer section too large")
             elif self.head_bytes < 0:
                 self.head_bytes = 0
         self.batching = False
@@ -292,7 +300,11 @@ class HttpConnection(Connection):
             environ["wsgi.input"] = EMPTY_INPUT
         self.request = (environ, environ["REQUEST_METHOD"] == "HEAD", http11, keep_alive, None)
 
+    def on_chunk_header(self) -> None:
+        self.body_idle = -1
+
     def on_body(self, data: bytes) -> None:
+        self.body_idle = -1
         sink = self.body if self.body is not None else self.streaming
         limit = self.limit_post
         if limit and sink.size + len(data) > limit:
