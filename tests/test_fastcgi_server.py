@@ -158,6 +158,14 @@ def test_stock_nginx_params(fastcgi):
     assert "CONTENT_LENGTH" not in environ and "CONTENT_TYPE" not in environ
 
 
+def test_wsgi_keys_cannot_be_set_by_params(start_fastcgi):
+    _, port = start_fastcgi()
+    environ = json.loads(ask(port, 1, "/environ", **{"wsgi.url_scheme": "https", "wsgi.run_once": "1",
+                                                      "wsgi.custom": "x"})[2])
+    assert environ["wsgi.url_scheme"] == "http" and environ["wsgi.run_once"] is False
+    assert "wsgi.custom" not in environ
+
+
 def test_unix_socket(start_server, tmp_path):
     path = str(tmp_path / "fcgi.sock")
     start_server("--fastcgi-socket", path)

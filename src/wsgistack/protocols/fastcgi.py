@@ -19,13 +19,24 @@ from wsgistack.wsgi import Exchange
 log = logging.getLogger("wsgistack")
 
 
+_cgi_heads: dict[bytes, bytes] = {}     # HTTP head -> CGI head: an app's heads repeat (the Date changes each second)
+_MAX_CGI_HEADS = 256
+
+
 def cgi_head(http_head: bytes) -> bytes:
     """An HTTP/1.1 response head as the Exchange writes it -> the CGI head nginx expects on STDOUT:
     `Status:` instead of the status line, and no Connection header (records frame the response)."""
+    cached = _cgi_heads.get(http_head)
+    if cached is not None:
+        return cached
     status_end = http_head.index(b"\r\n")
     lines = http_head[status_end + 2:].split(b"\r\n")
     kept = b"\r\n".join(line for line in lines if not line.startswith(b"Connection: "))
-    return b"Status: " + http_head[9:status_end] + b"\r\n" + kept      # 9 == len(b"HTTP/1.1 ")
+    converted = b"Status: " + http_head[9:status_end] + b"\r\n" + kept      # 9 == len(b"HTTP/1.1 ")
+    if len(_cgi_heads) >= _MAX_CGI_HEADS:
+        _cgi_heads.clear()
+    _cgi_heads[http_head] = converted
+    return converted
 
 
 def cgi_response(http_response: bytes) -> bytes:
@@ -147,7 +158,7 @@ class FastCGIConnection(GatewayConnection):
             # nginx's stock fastcgi_params send the whole path as SCRIPT_NAME ($fastcgi_script_name, the
             # CGI script) and no PATH_INFO: for a WSGI app, that path is PATH_INFO.
             params["PATH_INFO"] = params.pop("SCRIPT_NAME", params.get("DOCUMENT_URI", ""))
-        environ = self._environ(params)
+        environ = self._environ(params, has_wsgi_names=False)     # the codec drops them
         declared = environ.get("CONTENT_LENGTH")
         if self._body_too_large(declared):
             self._reject(413, f"request body of {declared} bytes is larger than --limit-post {self.limit_post}")
