@@ -220,12 +220,14 @@ class Exchange:
         if content_length is not None:
             self.remaining = content_length
             if (self.keep_alive and self.http11 and not cached.wants_close and self.body_stream is None):
-                # The usual answer: the app's length, kept alive (its head is memoized for this second).
+                # The usual answer: the app's length, kept alive (its head is memoized for this second;
+                # one tuple, replaced whole, as app threads may read it while another one renews it).
                 date = self.conn.worker.date_header
-                if cached.date is not date:
-                    cached.date = date
-                    cached.keep_alive_head = cached.prefix + (b"\r\n" if cached.has_date else date + b"\r\n")
-                return cached.keep_alive_head
+                memo = cached.keep_alive_head
+                if memo[0] is not date:
+                    memo = cached.keep_alive_head = (date, cached.prefix + (b"\r\n" if cached.has_date
+                                                                             else date + b"\r\n"))
+                return memo[1]
         elif known_length is not None and not cached.bodyless:
             self.remaining = known_length        # HEAD too: the length a GET would get
             content_length = known_length
@@ -373,14 +375,13 @@ class _Head:
     `Connection: close` is honoured.
     """
 
-    __slots__ = ("prefix", "content_length", "wants_close", "has_date", "bodyless", "date", "keep_alive_head")
+    __slots__ = ("prefix", "content_length", "wants_close", "has_date", "bodyless", "keep_alive_head")
 
     def __init__(self, status: str, headers: list):
         self.prefix, self.content_length, self.wants_close, self.has_date = _serialize_head(status, headers)
         code = int(status[:3])
         self.bodyless = code < 200 or code == 204 or code == 304     # never a body, whatever the method
-        self.date = None                  # the Date header keep_alive_head was made with
-        self.keep_alive_head = b""
+        self.keep_alive_head: tuple[bytes | None, bytes] = (None, b"")   # (Date header, head) for that second
 
 
 def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool, bool]:
