@@ -208,6 +208,13 @@ def test_four_byte_form_is_accepted_for_short_lengths_too():
     assert decode_name_value_pairs(raw, "test") == {"A": "ok"}
 
 
+def test_params_can_leave_out_wsgi_names():
+    raw = encode_name_value_pairs({"wsgi.input": "x", "wsgi": ".kept", "w": "kept", "HTTP_HOST": "h"})
+    assert decode_name_value_pairs(raw, "test", drop_wsgi_names=True) == {"wsgi": ".kept", "w": "kept",
+                                                                         "HTTP_HOST": "h"}
+    assert "wsgi.input" in decode_name_value_pairs(raw, "test")
+
+
 def test_repeated_name_keeps_the_last_value():
     raw = b"".join(encode_name_value_pairs(pair) for pair in ({"A": "1"}, {"B": "2"}, {"A": "3"}))
     assert decode_name_value_pairs(raw, "test") == {"A": "3", "B": "2"}

@@ -205,6 +205,13 @@ def test_dynamic_app_vars_are_dropped_and_reported():
     assert request.dropped_vars == tuple(sorted(DYNAMIC_APP_VARS))
 
 
+def test_wsgi_names_are_dropped_silently():
+    environ = {"wsgi.input": "x", "wsgi.url_scheme": "https", "wsgi": ".kept", "w": "kept", "REQUEST_METHOD": "GET"}
+    request, _, _ = parse([encode_uwsgi_request(environ)])
+    assert request.environ == {"wsgi": ".kept", "w": "kept", "REQUEST_METHOD": "GET"}
+    assert request.dropped_vars == ()
+
+
 def test_dynamic_app_vars_cover_the_code_loading_and_interpreter_vars():
     assert {"UWSGI_SCRIPT", "UWSGI_MODULE", "UWSGI_CALLABLE", "UWSGI_FILE", "UWSGI_PYHOME", "UWSGI_CHDIR",
             "UWSGI_SETENV", "UWSGI_APPID", "UWSGI_HOME", "UWSGI_POSTFILE"} <= DYNAMIC_APP_VARS

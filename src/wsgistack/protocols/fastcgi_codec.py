@@ -336,7 +336,8 @@ def decode_name_value_pairs(data: bytes, what: str, *, drop_wsgi_names: bool = F
                                        f"bytes at offset {position}, only {size - position} remain")
         if name_length == 0:
             raise FastCGIProtocolError(f"malformed name-value pair in {what}: empty name at offset {position}")
-        if not (drop_wsgi_names and data[position] == 119 and text.startswith("wsgi.", position)):   # 119: "w"
+        if not (drop_wsgi_names and data[position] == 119                                     # 119: "w"
+                and text.startswith("wsgi.", position, position + name_length)):
             pairs[text[position:position + name_length]] = text[position + name_length:end]
         position = end
     return pairs
