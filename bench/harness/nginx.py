@@ -131,14 +131,22 @@ def run_one(server: Server, upstream: Upstream, app: App, duration: int, log_ste
         try:
             with front(port, upstream, app_port, Path(f"{log_stem}-nginx.log"), ready_timeout) as proxy:
                 load.warm_up(url, warmup_s)
+                # CPU time of each side during the run: where a request's cost goes (nginx's own share
+                # differs by protocol: uwsgi opens a connection per request, the kept ones do not).
+                backend_pids, proxy_pids = backend.pids(), proxy.pids()
+                cpu_before = procs.cpu_seconds(backend_pids), procs.cpu_seconds(proxy_pids)
                 output = load.run_wrk(load.wrk_command(load.SHAPES[0], url, duration), duration, None)
+                cpu_after = procs.cpu_seconds(backend_pids), procs.cpu_seconds(proxy_pids)
                 _check_alive(backend, server.name)
                 _check_alive(proxy, "nginx")
         except procs.StartError as e:  # nginx answered no 2xx: the app server's log says why, if anything does
             state = f"exited (status {backend.proc.returncode})" if not backend.alive() else "still running"
             raise procs.StartError(f"nginx: {e}\n{backend.failure(f'{server.name}: {state}')}") from e
     run = load.parse_wrk(output)
-    return {**run, "failed": load.failed(run), "wrk_output": output}
+    per_request = 1e6 / run["requests"] if run["requests"] else 0.0
+    return {**run, "failed": load.failed(run), "wrk_output": output,
+            "app_cpu_us": (cpu_after[0] - cpu_before[0]) * per_request,
+            "nginx_cpu_us": (cpu_after[1] - cpu_before[1]) * per_request}
 
 
 def _check_alive(proc: procs.ServerProcess, name: str) -> None:

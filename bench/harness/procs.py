@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable, Iterator
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -70,6 +71,19 @@ def rss_bytes(pids: list[int]) -> int:
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes used so far, from /proc/PID/stat (gone processes count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; utime, stime are fields 14, 15
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLOCK_TICKS
 
 
 def port_open(port: int, timeout: float = 1.0) -> bool:

@@ -93,7 +93,9 @@ def summarize_reloads(runs: list[dict]) -> list[dict]:
 
 def summarize_nginx(runs: list[dict], reference: str | None) -> list[dict]:
     """nginx: one row per (app, variant): medians over rounds, req/s ÷ the reference variant's."""
-    rows = [{"app": app, "server": server, "backend": group[0]["backend"], **_rate_stats(group)}
+    rows = [{"app": app, "server": server, "backend": group[0]["backend"], **_rate_stats(group),
+             "app_cpu_us": _median_of(group, lambda r: r.get("app_cpu_us")),
+             "nginx_cpu_us": _median_of(group, lambda r: r.get("nginx_cpu_us"))}
             for (app, server), group in _groups(runs, "app", "server").items()]
     for row in rows:
         ref = next((r for r in rows if (r["app"], r["server"]) == (row["app"], reference)), None)
@@ -379,7 +381,9 @@ def _nginx_section(results: dict) -> list[str]:
         "scenario (environment: " + "; ".join(f"`{env}`" for env in nmeta.get("app_env", {}).values()) + ").",
         f"- wrk against nginx: `{nmeta['wrk_command']}`. For each app, for each round, for each variant: start the "
         f"app server, then nginx, wait for a 2xx through nginx, warm up {meta['warmup_s']} s, measure, stop both.",
-        f"- ratio = req/s ÷ {nmeta['reference']}'s req/s (same app). errors as above (socket errors + status ≥ 400)."
+        f"- ratio = req/s ÷ {nmeta['reference']}'s req/s (same app). errors as above (socket errors + status ≥ 400). "
+        "app / nginx CPU µs/req: user + system CPU time of the app server's processes / of nginx during the run "
+        "(/proc), divided by the requests wrk counted (median over rounds): where each request's cost goes."
         f" Targets: every nginx → {REFERENCE} variant "
         + ", ".join(f"≥ {ratio:g}× on {nmeta['apps'].get(app, app)}" for app, ratio in NGINX_TARGETS) + ".",
         "",
@@ -422,16 +426,18 @@ def _nginx_blocks(nmeta: dict) -> list[str]:
 def _nginx_table(results: dict, app: str) -> list[str]:
     nmeta, status = results["meta"]["nginx"], _status(results, "nginx", app=app)
     rows = {row["server"]: row for row in results.get("nginx_summary", []) if row["app"] == app}
-    lines = [f"| Variant | req/s (median) | min – max | ÷ {nmeta['reference']} | p50 ms | p99 ms | errors |",
-             "|---|--:|--:|--:|--:|--:|---|"]
+    lines = [f"| Variant | req/s (median) | min – max | ÷ {nmeta['reference']} | p50 ms | p99 ms "
+             "| app CPU µs/req | nginx CPU µs/req | errors |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
     for variant in nmeta["variants"]:
         row = rows.get(variant)
         if row is None:
             reason = status.get(variant) or status.get("every server", "no result")
-            lines.append(f"| {variant} | {reason} | | | | | |")
+            lines.append(f"| {variant} | {reason} | | | | | | | |")
             continue
         cells = [variant, _num(row["rps"]), f"{_num(row['rps_min'])} – {_num(row['rps_max'])}",
                  _num(row["ref_ratio"], "{:.2f}×"), _num(row["p50_ms"], "{:.2f}"), _num(row["p99_ms"], "{:.2f}"),
+                 _num(row.get("app_cpu_us"), "{:.1f}"), _num(row.get("nginx_cpu_us"), "{:.1f}"),
                  ", ".join(_error_kinds(row["errors"])) or "0"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
