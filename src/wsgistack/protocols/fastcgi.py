@@ -158,7 +158,7 @@ class FastCGIConnection(GatewayConnection):
             # nginx's stock fastcgi_params send the whole path as SCRIPT_NAME ($fastcgi_script_name, the
             # CGI script) and no PATH_INFO: for a WSGI app, that path is PATH_INFO.
             params["PATH_INFO"] = params.pop("SCRIPT_NAME", params.get("DOCUMENT_URI", ""))
-        environ = self._environ(params, has_wsgi_names=False)     # the codec drops them
+        environ = self._environ(params)
         declared = environ.get("CONTENT_LENGTH")
         if self._body_too_large(declared):
             self._reject(413, f"request body of {declared} bytes is larger than --limit-post {self.limit_post}")

@@ -60,22 +60,16 @@ class PeerAllowList:
         return verdict
 
 
-def gateway_environ(conn_environ: dict, variables: dict[str, str], *, has_wsgi_names: bool = True) -> dict:
+def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
     """The WSGI environ for a request whose CGI vars came from the web server.
 
-    The vars win over what the socket says (REMOTE_ADDR is the client's, not nginx's), except the wsgi.*
-    keys, which are the server's (`has_wsgi_names=False`: the codec dropped such vars already). Keys
-    PEP 3333 requires but a hand-written config may leave out get defaults, and empty CONTENT_TYPE/
-    CONTENT_LENGTH (nginx sends them for every GET) are dropped, so apps see the same environ as on the
-    http socket.
+    The vars win over what the socket says (REMOTE_ADDR is the client's, not nginx's); wsgi.* keys stay
+    the server's, as both codecs leave out vars with such names. Keys PEP 3333 requires but a hand-written
+    config may leave out get defaults, and empty CONTENT_TYPE/CONTENT_LENGTH (nginx sends them for every
+    GET) are dropped, so apps see the same environ as on the http socket.
     """
     environ = conn_environ.copy()
-    if has_wsgi_names:
-        for name, value in variables.items():
-            if not name.startswith("wsgi."):
-                environ[name] = value
-    else:
-        environ.update(variables)
+    environ.update(variables)
     if not environ.get("CONTENT_LENGTH"):
         environ.pop("CONTENT_LENGTH", None)
     if not environ.get("CONTENT_TYPE"):
@@ -123,8 +117,8 @@ class GatewayConnection(Connection):
             transport.close()
 
     # --- the request body: buffered (spooled past --post-buffering) before the app is called ---
-    def _environ(self, variables: dict[str, str], *, has_wsgi_names: bool = True) -> dict:
-        environ = gateway_environ(self.conn_environ, variables, has_wsgi_names=has_wsgi_names)
+    def _environ(self, variables: dict[str, str]) -> dict:
+        environ = gateway_environ(self.conn_environ, variables)
         if "SERVER_NAME" not in environ or "SERVER_PORT" not in environ:    # a hand-written config left them out
             server = {}
             add_server_address(server, self.transport)

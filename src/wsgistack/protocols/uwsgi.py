@@ -95,7 +95,7 @@ class UwsgiConnection(GatewayConnection):
         if request.dropped_vars:
             log.warning("ignored %s from %s: wsgistack never loads code or files a request names",
                         ", ".join(request.dropped_vars), self._peer())
-        environ = self._environ(variables, has_wsgi_names=False)    # the codec drops them
+        environ = self._environ(variables)
         declared = environ.get("CONTENT_LENGTH")
         if self._body_too_large(declared):
             self._reject(413, f"request body of {declared} bytes is larger than --limit-post {self.limit_post}")
