@@ -173,12 +173,8 @@ class HttpConnection(Connection):
         self.batching = False
         if self.pending:
             self._after_batch()
-        out = self.out
-        if out:                          # _flush(), inline: once per read
-            data = out[0] if len(out) == 1 else b"".join(out)
-            out.clear()
-            if not self.closed:
-                self.transport.write(data)
+        if self.out:
+            self._flush()
 
     def _after_batch(self) -> None:
         """Requests still queued after a read: start what can start, stop reading past MAX_PENDING."""
