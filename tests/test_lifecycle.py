@@ -465,14 +465,15 @@ def test_uid_and_gid_drop_privileges(start_server, tmp_path):
 
 def test_process_titles(start_server):
     server = start_server("-p", "2")
-    assert cmdline(server.pid) == "wsgistack master"
+    # the port answers (the kernel queues connections) as soon as it is bound, before the master renames itself
+    wait_until(lambda: cmdline(server.pid) == "wsgistack master", what="master title")
     wait_until(lambda: sorted(cmdline(p) for p in server.workers()) == ["wsgistack worker 1", "wsgistack worker 2"],
                what="worker titles")
 
 
 def test_procname_prefix(start_server):
     server = start_server("-p", "2", "--procname-prefix", "shop-")
-    assert cmdline(server.pid) == "shop-wsgistack master"
+    wait_until(lambda: cmdline(server.pid) == "shop-wsgistack master", what="master title")
     wait_until(lambda: sorted(cmdline(p) for p in server.workers()) == ["shop-wsgistack worker 1",
                                                                         "shop-wsgistack worker 2"],
                what="worker titles")
