@@ -138,7 +138,9 @@ class UwsgiRequestParser:
             raise ValueError(f"buffer-size must be between 1 and {MAX_BUFFER_SIZE}, got {buffer_size}")
         self.buffer_size = buffer_size
         self._buffer = bytearray()
-        self._step = self._read_header
+        # Steps are stored as plain functions: a bound method kept on self would be a reference cycle,
+        # left to the garbage collector once per connection.
+        self._step = UwsgiRequestParser._read_header
         self._header: tuple[int, int, int] | None = None
         self._body: _FixedLengthBody | _ChunkedBody | None = None
         self._error: UwsgiProtocolError | None = None
@@ -150,7 +152,7 @@ class UwsgiRequestParser:
         if self._error is not None:
             raise self._error
         try:
-            return self._step()
+            return self._step(self)
         except UwsgiProtocolError as error:
             self._error = error
             raise
@@ -164,7 +166,7 @@ class UwsgiRequestParser:
         _, datasize, _ = self._header
         if datasize > self.buffer_size:
             raise BlockTooLargeError(datasize, self.buffer_size)
-        self._step = self._read_vars
+        self._step = UwsgiRequestParser._read_vars
         return self._read_vars()
 
     def _read_vars(self):
@@ -176,13 +178,13 @@ class UwsgiRequestParser:
         del self._buffer[:end]
         environ, dropped_vars = _decode_vars(block)
         self._body = _body_for(environ)
-        self._step = self._read_body
+        self._step = UwsgiRequestParser._read_body
         return UwsgiRequest(modifier1, modifier2, environ, dropped_vars)
 
     def _read_body(self):
         event = self._body.next_event(self._buffer)
         if isinstance(event, EndOfBody):
-            self._step = self._after_body
+            self._step = UwsgiRequestParser._after_body
         return event
 
     def _after_body(self):
@@ -198,10 +200,38 @@ def _decode_vars(block: bytes) -> tuple[dict[str, str], tuple[str, ...]]:
     Dropped: the dynamic-app vars (returned, to be logged) and wsgi.* names (the server's own keys).
 
     Hot path (one call per request behind nginx): one flat loop over the block decoded once (latin-1 maps
-    byte i to character i, so offsets agree); sizes are read as two byte values; messages only on errors."""
+    byte i to character i, so offsets agree); sizes are read as two byte values; no bounds test per var: a
+    size past the end shows as an IndexError, a short last value or an empty name after the loop, and
+    `_check_vars` then walks the block again to say exactly what is wrong."""
     environ: dict[str, str] = {}
     dropped: dict[str, None] = {}  # ordered set
     text = block.decode("latin-1")
+    end = len(block)
+    position = 0
+    try:
+        while position < end:
+            key_start = position + 2
+            key_end = key_start + (block[position] | block[position + 1] << 8)
+            value_start = key_end + 2
+            position = value_start + (block[key_end] | block[key_end + 1] << 8)
+            first = block[key_start]
+            if first == 85 or first == 119:         # "U" (UWSGI_* magic vars) or "w" (wsgi.*): look closer
+                name = text[key_start:key_end]
+                if name in DYNAMIC_APP_VARS:
+                    dropped[name] = None
+                    continue
+                if name.startswith("wsgi."):
+                    continue
+            environ[text[key_start:key_end]] = text[value_start:position]
+    except IndexError:
+        _check_vars(block)
+    if position != end or "" in environ:
+        _check_vars(block)
+    return environ, tuple(dropped)
+
+
+def _check_vars(block: bytes) -> None:
+    """Raise the precise UwsgiProtocolError for a vars block the fast loop found malformed."""
     end = len(block)
     position = 0
     while position < end:
@@ -213,22 +243,13 @@ def _decode_vars(block: bytes) -> tuple[dict[str, str], tuple[str, ...]]:
             _raise_overrun(block, position, "var name")
         if key_end == key_start:
             raise UwsgiProtocolError(f"malformed uwsgi vars: empty var name at offset {position}")
+        name = block[key_start:key_end].decode("latin-1")
         if key_end + 2 > end:
-            _raise_cut(block, key_end, f"value of {text[key_start:key_end]!r}")
-        value_start = key_end + 2
-        position = value_start + (block[key_end] | block[key_end + 1] << 8)
+            _raise_cut(block, key_end, f"value of {name!r}")
+        position = key_end + 2 + (block[key_end] | block[key_end + 1] << 8)
         if position > end:
-            _raise_overrun(block, key_end, f"value of {text[key_start:key_end]!r}")
-        first = block[key_start]
-        if first == 85 or first == 119:         # "U" (UWSGI_* magic vars) or "w" (wsgi.*): look closer
-            name = text[key_start:key_end]
-            if name in DYNAMIC_APP_VARS:
-                dropped[name] = None
-                continue
-            if name.startswith("wsgi."):
-                continue
-        environ[text[key_start:key_end]] = text[value_start:position]
-    return environ, tuple(dropped)
+            _raise_overrun(block, key_end, f"value of {name!r}")
+    raise UwsgiProtocolError("malformed uwsgi vars")     # not reached: the fast loop only calls on an error
 
 
 def _raise_cut(block: bytes, position: int, what: str):
