@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import stat
 import time
@@ -343,3 +344,81 @@ def test_harakiri_answers_504(start_uwsgi):
     status, _, body = parse_response(exchange(address, encode_uwsgi_request(request_vars("/sleep?t=10")))[0])
     assert status == 504 and b"harakiri" in body
     server.wait_log("HARAKIRI")
+
+
+# --- accepting (direct.py): the worker accepts and answers a uwsgi connection itself, handing to uvloop what
+# --- it cannot finish at once; all workers take connections from one shared socket, one at a time
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_request_sent_after_a_silent_connect(start_server, tmp_path, threads):
+    """TCP: the kernel holds the connection until its first bytes (TCP_DEFER_ACCEPT). Unix socket: the first
+    read finds nothing, and the connection goes on on an event-loop transport."""
+    port = free_port()
+    path = str(tmp_path / "app.sock")
+    start_server("--socket", f"127.0.0.1:{port}", "--socket", path, "--threads", threads, listen=False, wait=False)
+    wait_for_port(port)
+    for address in (("127.0.0.1", port), path):
+        family = socket.AF_UNIX if address == path else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.connect(address)
+            time.sleep(0.3)
+            sock.sendall(encode_uwsgi_request(request_vars("/environ")))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status, _, body = parse_response(answer)
+        assert status == 200 and json.loads(body)["PATH_INFO"] == "/environ", address
+
+
+def test_next_connection_goes_to_a_free_worker(start_uwsgi):
+    """Three slow requests on three single-threaded workers run side by side: a busy worker does not take
+    a connection another worker is free for (with a socket per worker, the kernel's hash would pile some
+    on one worker: all three on different ones only 2 times in 9)."""
+    server, address = start_uwsgi("--processes", "3", "--threads", "1")
+    wait_until_serving = time.monotonic() + TIMEOUT
+    while len(server.workers()) < 3 and time.monotonic() < wait_until_serving:
+        time.sleep(0.05)
+    time.sleep(0.5)                                 # all three workers are in their event loops
+    socks = []
+    started = time.monotonic()
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(address, timeout=TIMEOUT)
+            socks.append(sock)
+            sock.sendall(encode_uwsgi_request(request_vars("/sleep?t=1")))
+            time.sleep(0.05)                        # one at a time, as requests come from nginx
+        for sock in socks:
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert parse_response(answer)[2] == b"slept"
+    finally:
+        for sock in socks:
+            sock.close()
+    assert time.monotonic() - started < 1.8
+
+
+def test_out_of_file_descriptors_pauses_accepting(start_uwsgi):
+    """A flood of connections past the worker's file limit: accept() fails (EMFILE), the worker says so and
+    pauses accepting instead of spinning on the ready socket; once descriptors are free it serves again."""
+    server, address = start_uwsgi("--processes", "1")
+    deadline = time.monotonic() + TIMEOUT
+    while not server.workers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = server.workers()[0]
+    in_use = len(os.listdir(f"/proc/{worker}/fd"))
+    resource.prlimit(worker, resource.RLIMIT_NOFILE, (in_use + 8, in_use + 8))
+    flood = []
+    try:
+        for _ in range(20):                         # each sends a first byte: accepted, then waits for the rest
+            sock = socket.create_connection(address, timeout=TIMEOUT)
+            sock.sendall(b"\x00")
+            flood.append(sock)
+        server.wait_log("cannot accept connections")
+    finally:
+        for sock in flood:
+            sock.close()
+    status, _, body = parse_response(exchange(address, encode_uwsgi_request(request_vars("/environ")))[0])
+    assert status == 200 and json.loads(body)["PATH_INFO"] == "/environ"
+    assert server.log().count("cannot accept connections") < 10     # paused, not retried in a loop

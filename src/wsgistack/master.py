@@ -25,6 +25,7 @@ from wsgistack.addresses import Address, bind_sibling
 from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
 from wsgistack.notify import sd_notify
+from wsgistack.protocols import connection_class
 from wsgistack.worker import EXIT_BOOT_FAILED, worker_main
 
 log = logging.getLogger("wsgistack")
@@ -163,7 +164,8 @@ class Master:
             siblings: list[tuple[socket.socket, Address]] = []
             try:
                 for sock, address in self.listeners:
-                    siblings.append((sock if address.is_unix else bind_sibling(sock, self.config.listen), address))
+                    shared = address.is_unix or connection_class(address.protocol).shared_accept
+                    siblings.append((sock if shared else bind_sibling(sock, self.config.listen), address))
             except OSError as exc:
                 # A slot added after privileges were dropped (SIGTTIN, a reload with more processes): the
                 # kernel refuses that user a socket on root's port. Share worker 1's sockets instead.

@@ -25,6 +25,7 @@ from email.utils import formatdate
 from wsgistack.addresses import Address
 from wsgistack.app_loader import load_app
 from wsgistack.config import Config, ConfigError
+from wsgistack.direct import DirectAcceptor
 from wsgistack.harakiri import Harakiri, WatchedMixin, watched
 from wsgistack.logs import AccessLog, setup_error_log
 from wsgistack.protocols import connection_class
@@ -133,6 +134,9 @@ class Worker:
             if self.harakiri is not None and not issubclass(protocol_class.exchange_class, WatchedMixin):
                 protocol_class.exchange_class = watched(protocol_class.exchange_class)
             factory = functools.partial(protocol_class, self)
+            if protocol_class.direct_accept:
+                self.servers.append(DirectAcceptor(self.loop, sock, factory, protocol_class.shared_accept))
+                continue
             if address.is_unix:
                 server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen,
                                                             start_serving=False)

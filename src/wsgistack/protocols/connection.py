@@ -49,6 +49,8 @@ class Connection(asyncio.Protocol):
     peer_closed = False                  # the client sent EOF: no lingering needed once we answered
     read_all = False                     # every byte the client may send was read: no lingering needed
     server_address_from_socket = True    # SERVER_NAME/PORT from the socket (gateways get them from the web server)
+    direct_accept = False                # accepted and first served by the worker itself (direct.py)
+    shared_accept = False                # all workers accept from one socket (else one SO_REUSEPORT socket each)
 
     def __init__(self, worker):
         self.worker = worker
