@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import math
 import os
@@ -100,6 +101,12 @@ class Worker:
         except ConfigError as exc:
             self._report(f"error {exc}")
             return EXIT_BOOT_FAILED
+        # What the app's import left (Django: its modules, settings, URLconf) lives as long as the worker:
+        # out of the cyclic GC's sight, full collections stop walking it again and again. Measured with
+        # callgrind on the demo's Django page: 100k fewer instructions per request (1.4%). Garbage from
+        # the import is collected first, so nothing collectable is frozen.
+        gc.collect()
+        gc.freeze()
         self.loop = uvloop.new_event_loop() if uvloop else asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.base_environ = base_environ(multithread=self.threaded, multiprocess=self.config.processes > 1)
