@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
+import signal
 import socket
 import stat
 import time
@@ -376,10 +378,12 @@ def test_next_connection_goes_to_a_free_worker(start_uwsgi):
     a connection another worker is free for (with a socket per worker, the kernel's hash would pile some
     on one worker: all three on different ones only 2 times in 9)."""
     server, address = start_uwsgi("--processes", "3", "--threads", "1")
-    wait_until_serving = time.monotonic() + TIMEOUT
-    while len(server.workers()) < 3 and time.monotonic() < wait_until_serving:
-        time.sleep(0.05)
-    time.sleep(0.5)                                 # all three workers are in their event loops
+    # All three in their event loops: the master passes SIGUSR1 on to ready workers, which log their counters.
+    deadline = time.monotonic() + TIMEOUT
+    while set(re.findall(r"status: worker (\d) served", server.log())) != {"1", "2", "3"}:
+        assert time.monotonic() < deadline, server.log()
+        os.kill(server.pid, signal.SIGUSR1)
+        time.sleep(0.2)
     socks = []
     started = time.monotonic()
     try:
@@ -403,10 +407,8 @@ def test_out_of_file_descriptors_pauses_accepting(start_uwsgi):
     """A flood of connections past the worker's file limit: accept() fails (EMFILE), the worker says so and
     pauses accepting instead of spinning on the ready socket; once descriptors are free it serves again."""
     server, address = start_uwsgi("--processes", "1")
-    deadline = time.monotonic() + TIMEOUT
-    while not server.workers() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    worker = server.workers()[0]
+    assert parse_response(exchange(address, encode_uwsgi_request(request_vars("/environ")))[0])[0] == 200
+    worker = server.workers()[0]                    # serving: all its own descriptors are open
     in_use = len(os.listdir(f"/proc/{worker}/fd"))
     resource.prlimit(worker, resource.RLIMIT_NOFILE, (in_use + 8, in_use + 8))
     flood = []

@@ -1,17 +1,19 @@
 """Connections served straight off accept(), before (and mostly without) an event-loop transport.
 
-nginx's `uwsgi_pass` opens a connection per request and sends the whole request at once. For such a
-connection a uvloop transport costs more than the request: accept, TCP_NODELAY, getsockname, getpeername,
-an epoll registration, a loop pass for the data, the epoll removal, close (strace: 11 syscalls per request;
-uWSGI makes 5). Here the worker accepts by itself, reads at once (TCP_DEFER_ACCEPT makes the kernel hold a
-connection until its first bytes came), and runs the protocol on a `DirectTransport` that writes with
-send(): a connection answered in that first pass costs accept, recv, send, close.
+nginx's `uwsgi_pass` (and `fastcgi_pass` without `fastcgi_keep_conn`) opens a connection per request and
+sends the whole request at once. For such a connection a uvloop transport costs more than the request:
+accept, TCP_NODELAY, getsockname, getpeername, an epoll registration, a loop pass for the data, the epoll
+removal, close (strace: 11 syscalls per request; uWSGI makes 5). Here the worker accepts by itself, reads
+at once (TCP_DEFER_ACCEPT makes the kernel hold a connection until its first bytes came), and runs the
+protocol on a `DirectTransport` that writes with send(): a connection answered in that first pass costs
+accept, recv, send, close.
 
-A connection whose protocol read all it will ever read (`read_all`, a whole uwsgi request) but whose answer
-comes later (an app thread) stays on the DirectTransport: the answer is sent, the socket closed, from the
-loop thread as usual. Any other (a request still arriving, an answer the socket could not take at once, a
-kept connection, a lingering close) is handed to uvloop with `connect_accepted_socket`, together with what
-it had queued, and goes on there like any other. The protocol code never knows which transport it got.
+A connection whose protocol read all it will ever read (`read_all`: a whole uwsgi request, a FastCGI
+request without FCGI_KEEP_CONN) but whose answer comes later (an app thread) stays on the DirectTransport:
+the answer is sent, the socket closed, from the loop thread as usual. Any other (a request still arriving,
+an answer the socket could not take at once, a kept connection, a lingering close) is handed to uvloop
+with `connect_accepted_socket`, together with what it had queued, and goes on there like any other. The
+protocol code never knows which transport it got.
 """
 
 from __future__ import annotations

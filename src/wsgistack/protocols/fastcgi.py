@@ -79,6 +79,9 @@ class FastCGIConnection(GatewayConnection):
     allow_option = "fastcgi-allow-from"
     exchange_class = CgiExchange
     capacity = 1
+    # nginx's default (no fastcgi_keep_conn) opens a connection per request, as uwsgi_pass does: served by
+    # the worker itself (direct.py), from a socket shared by the workers; a kept one is handed to uvloop.
+    direct_accept = shared_accept = True
 
     @classmethod
     def configure(cls, config) -> None:
@@ -139,6 +142,9 @@ class FastCGIConnection(GatewayConnection):
             if not self._add_body(event.data):
                 self._reject(413, f"request body larger than --limit-post {self.limit_post}")
         elif kind is codec.StdinEnd:
+            # Without FCGI_KEEP_CONN this was the connection's last request: nothing more is read, and the
+            # close after END_REQUEST can be immediate (nginx closes its side on END_REQUEST anyway).
+            self.read_all = not self.keep_conn
             environ, self.environ = self.environ, None
             self._close_body(environ)
             # http11=False: the Exchange never chunks; the body ends with END_REQUEST (CgiExchange._head).
