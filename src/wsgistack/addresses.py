@@ -4,9 +4,9 @@ Binding happens in the master, before any worker exists; workers inherit the soc
 TCP sockets carry SO_REUSEPORT so that each worker slot can get a sibling socket on the same
 port: the kernel then spreads new connections over the slots evenly, where one shared socket
 lets whichever worker wakes first accept a whole burst (measured: 1 of 4 workers took all 16
-of wrk's connections). Unix sockets stay shared: SO_REUSEPORT does not apply to them. So do uwsgi and
-FastCGI sockets, whose connections (from nginx) mostly carry one request each: there the next free worker
-should take the next one, one at a time (see Connection.shared_accept and direct.py).
+of wrk's connections). Unix sockets stay shared: SO_REUSEPORT does not apply to them. So do uwsgi
+sockets, whose connections carry one request each: there the next free worker should take the next one,
+one at a time (see Connection.shared_accept and direct.py).
 """
 
 from __future__ import annotations

@@ -1,19 +1,17 @@
 """Connections served straight off accept(), before (and mostly without) an event-loop transport.
 
-nginx's `uwsgi_pass` (and `fastcgi_pass` without `fastcgi_keep_conn`) opens a connection per request and
-sends the whole request at once. For such a connection a uvloop transport costs more than the request:
-accept, TCP_NODELAY, getsockname, getpeername, an epoll registration, a loop pass for the data, the epoll
-removal, close (strace: 11 syscalls per request; uWSGI makes 5). Here the worker accepts by itself, reads
-at once (TCP_DEFER_ACCEPT makes the kernel hold a connection until its first bytes came), and runs the
-protocol on a `DirectTransport` that writes with send(): a connection answered in that first pass costs
-accept, recv, send, close.
+nginx's `uwsgi_pass` opens a connection per request and sends the whole request at once. For such a
+connection a uvloop transport costs more than the request: accept, TCP_NODELAY, getsockname, getpeername,
+an epoll registration, a loop pass for the data, the epoll removal, close (strace: 11 syscalls per request;
+uWSGI makes 5). Here the worker accepts by itself, reads at once (TCP_DEFER_ACCEPT makes the kernel hold a
+connection until its first bytes came), and runs the protocol on a `DirectTransport` that writes with
+send(): a connection answered in that first pass costs accept, recv, send, close.
 
-A connection whose protocol read all it will ever read (`read_all`: a whole uwsgi request, a FastCGI
-request without FCGI_KEEP_CONN) but whose answer comes later (an app thread) stays on the DirectTransport:
-the answer is sent, the socket closed, from the loop thread as usual. Any other (a request still arriving,
-an answer the socket could not take at once, a kept connection, a lingering close) is handed to uvloop
-with `connect_accepted_socket`, together with what it had queued, and goes on there like any other. The
-protocol code never knows which transport it got.
+A connection whose protocol read all it will ever read (`read_all`: a whole uwsgi request) but whose answer
+comes later (an app thread) stays on the DirectTransport: the answer is sent, the socket closed, from the
+loop thread as usual. Any other (a request still arriving, an answer the socket could not take at once, a
+lingering close) is handed to uvloop with `connect_accepted_socket`, together with what it had queued, and
+goes on there like any other. The protocol code never knows which transport it got.
 """
 
 from __future__ import annotations
@@ -287,19 +285,22 @@ class DirectAcceptor:
         accept = self.sock._accept
         family = self.sock.family
         for _ in range(self.batch):
+            if not self.serving:
+                return                      # a request just served stopped the worker (--max-requests)
             try:
                 fd, peer = accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except ConnectionAbortedError:
-                continue
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRORS:
                     log.error("cannot accept connections: %s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
                     self.loop.remove_reader(self.sock.fileno())
                     self.loop.call_later(ACCEPT_PAUSE, self._resume)
                     return
-                raise
+                # ECONNABORTED, or a network error of one pending connection passed on by accept() (accept(2)
+                # says to treat those as EAGAIN): that connection is gone, the next may be fine
+                log.info("accept() failed for one connection: %s", exc)
+                continue
             # _socket.socket: the C type, without socket.socket's Python layer (this one is never a file)
             self._first_pass(_socket.socket(family, socket.SOCK_STREAM, 0, fd), peer)
 

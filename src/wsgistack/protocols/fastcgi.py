@@ -79,9 +79,9 @@ class FastCGIConnection(GatewayConnection):
     allow_option = "fastcgi-allow-from"
     exchange_class = CgiExchange
     capacity = 1
-    # nginx's default (no fastcgi_keep_conn) opens a connection per request, as uwsgi_pass does: served by
-    # the worker itself (direct.py), from a socket shared by the workers; a kept one is handed to uvloop.
-    direct_accept = shared_accept = True
+    # Not served off accept (direct.py), unlike uwsgi: with fastcgi_keep_conn, nginx still opens and closes
+    # connections past its `keepalive` count, and handing each to uvloop cost more than uvloop's own accept
+    # (bench, nginx → FastCGI keep-alive, hello: 30.0k against 33.5k req/s, 2 rounds each).
 
     @classmethod
     def configure(cls, config) -> None:
