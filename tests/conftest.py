@@ -61,6 +61,20 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1", pro
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def wait_for_unix_socket(path: str, timeout: float = 15.0) -> None:
+    """The server binds its sockets one after another: a TCP port that answers does not mean a unix
+    socket named later is there yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(path)
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {path} after {timeout}s")
+
+
 class ServerProcess:
     """A running `wsgistack` process; `log()` reads everything it wrote to stderr."""
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import APPS, free_port, wait_for_port
+from conftest import APPS, free_port, wait_for_port, wait_for_unix_socket
 from wsgistack.protocols.fastcgi_codec import (ProtocolStatus, RecordType, Role, decode_name_value_pairs,
                                                encode_abort_request, encode_begin_request, encode_get_values,
                                                encode_params, encode_stdin)
@@ -169,6 +169,7 @@ def test_wsgi_keys_cannot_be_set_by_params(start_fastcgi):
 def test_unix_socket(start_server, tmp_path):
     path = str(tmp_path / "fcgi.sock")
     start_server("--fastcgi-socket", path)
+    wait_for_unix_socket(path)
     environ = json.loads(ask(path, 1, "/environ")[2])
     assert environ["PATH_INFO"] == "/environ" and environ["REMOTE_ADDR"] == NGINX_PARAMS["REMOTE_ADDR"]
 

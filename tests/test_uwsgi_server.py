@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import APPS, free_port, wait_for_port
+from conftest import APPS, free_port, wait_for_port, wait_for_unix_socket
 from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
 
 NGINX_VARS = {   # what nginx's stock uwsgi_params send for a GET from 203.0.113.7 (empty CONTENT_* included)
@@ -264,6 +264,7 @@ def test_default_allows_loopback_on_all_interfaces(start_server):
 def test_unix_socket_with_chmod(start_server, tmp_path):
     path = str(tmp_path / "app.sock")
     start_server("-s", path, "--chmod-socket", "660")
+    wait_for_unix_socket(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
     answer, _ = exchange(path, encode_uwsgi_request(request_vars("/environ")))
     environ = json.loads(parse_response(answer)[2])
@@ -359,6 +360,7 @@ def test_request_sent_after_a_silent_connect(start_server, tmp_path, threads):
     path = str(tmp_path / "app.sock")
     start_server("--socket", f"127.0.0.1:{port}", "--socket", path, "--threads", threads, listen=False, wait=False)
     wait_for_port(port)
+    wait_for_unix_socket(path)
     for address in (("127.0.0.1", port), path):
         family = socket.AF_UNIX if address == path else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as sock:

@@ -204,6 +204,17 @@ class Worker:
 
     def connection_closed(self, conn: Connection) -> None:
         if self.stopping and not self.connections:
+            self._stop_when_drained()
+
+    def _stop_when_drained(self) -> None:
+        # Not at once: a connection uvloop accepted just before its server closed gets connection_made()
+        # from the ready queue, and stopping before that abandons it, request unanswered (a test saw
+        # "Remote end closed connection without response" during --max-worker-lifetime recycling).
+        # One pass later (the queue is FIFO) it has registered, or there was none.
+        self.loop.call_soon(self._stop_if_drained)
+
+    def _stop_if_drained(self) -> None:
+        if not self.connections:
             self.loop.stop()
 
     # --- sendfile: zero-copy for wsgi.file_wrapper over a real file ---
@@ -290,7 +301,7 @@ class Worker:
         # Connections drain by themselves: responses now say `Connection: close`, and idle ones are
         # closed by their tick() after a second without a request (never mid-request: no resets).
         if not self.connections:
-            self.loop.stop()
+            self._stop_when_drained()
 
     def _stop_now(self, signum, frame) -> None:
         """SIGINT/SIGQUIT: fast stop, in-flight requests are abandoned."""
