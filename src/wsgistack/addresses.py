@@ -6,7 +6,7 @@ port: the kernel then spreads new connections over the slots evenly, where one s
 lets whichever worker wakes first accept a whole burst (measured: 1 of 4 workers took all 16
 of wrk's connections). Unix sockets stay shared: SO_REUSEPORT does not apply to them. So do uwsgi
 sockets, whose connections carry one request each: there the next free worker should take the next one,
-one at a time (see Connection.shared_accept and direct.py).
+one at a time (see Connection.direct_accept and direct.py).
 """
 
 from __future__ import annotations

@@ -24,10 +24,6 @@ import socket
 
 log = logging.getLogger("wsgistack")
 
-# Connections accepted per readiness callback on a socket of this worker's own (SO_REUSEPORT); bounded, so
-# a flood of connects cannot starve the open ones. On a socket shared by the workers, one: the next
-# connection then goes to whichever worker is free first (uWSGI's model), not to the one that woke first.
-ACCEPT_BATCH = 16
 # The first read: a request from nginx fits easily; malloc serves it without an mmap (unlike uvloop's 256 kB).
 FIRST_READ = 65536
 # Seconds to stop accepting after the process ran out of file descriptors (EMFILE), instead of spinning.
@@ -258,16 +254,16 @@ class _Takeover(asyncio.Protocol):
 class DirectAcceptor:
     """Accepts on one listening socket and gives each connection its first pass (see the module docstring)."""
 
-    def __init__(self, loop, sock: socket.socket, protocol_factory, shared: bool):
+    def __init__(self, loop, sock: socket.socket, protocol_factory):
         self.loop = loop
         self.sock = sock
         self.protocol_factory = protocol_factory
-        self.batch = 1 if shared else ACCEPT_BATCH
+        self.family = sock.family           # socket.socket's family is a Python property: read it once
         self.serving = False
 
     async def start_serving(self) -> None:
         sock = self.sock
-        sock.setblocking(False)     # several workers may wake for one connection on a shared socket
+        sock.setblocking(False)     # the workers share the socket: several may wake for one connection
         if sock.family != socket.AF_UNIX:
             # Only a connection whose first bytes arrived wakes us: the first read then finds the request.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
@@ -282,27 +278,24 @@ class DirectAcceptor:
         self.sock.close()
 
     def _accept(self) -> None:
-        accept = self.sock._accept
-        family = self.sock.family
-        for _ in range(self.batch):
-            if not self.serving:
-                return                      # a request just served stopped the worker (--max-requests)
-            try:
-                fd, peer = accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in _RESOURCE_ERRORS:
-                    log.error("cannot accept connections: %s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
-                    self.loop.remove_reader(self.sock.fileno())
-                    self.loop.call_later(ACCEPT_PAUSE, self._resume)
-                    return
+        # One connection per readiness: the socket is shared, and the next connection should go to
+        # whichever worker is free first (uWSGI's model), not to the one that woke first.
+        try:
+            fd, peer = self.sock._accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in _RESOURCE_ERRORS:
+                log.error("cannot accept connections: %s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
+                self.loop.remove_reader(self.sock.fileno())
+                self.loop.call_later(ACCEPT_PAUSE, self._resume)
+            else:
                 # ECONNABORTED, or a network error of one pending connection passed on by accept() (accept(2)
-                # says to treat those as EAGAIN): that connection is gone, the next may be fine
+                # says to treat those as EAGAIN): that connection is gone, the socket stays ready for the next
                 log.info("accept() failed for one connection: %s", exc)
-                continue
-            # _socket.socket: the C type, without socket.socket's Python layer (this one is never a file)
-            self._first_pass(_socket.socket(family, socket.SOCK_STREAM, 0, fd), peer)
+            return
+        # _socket.socket: the C type, without socket.socket's Python layer (this one is never a file)
+        self._first_pass(_socket.socket(self.family, socket.SOCK_STREAM, 0, fd), peer)
 
     def _resume(self) -> None:
         if self.serving:

@@ -164,7 +164,7 @@ class Master:
             siblings: list[tuple[socket.socket, Address]] = []
             try:
                 for sock, address in self.listeners:
-                    shared = address.is_unix or connection_class(address.protocol).shared_accept
+                    shared = address.is_unix or connection_class(address.protocol).direct_accept
                     siblings.append((sock if shared else bind_sibling(sock, self.config.listen), address))
             except OSError as exc:
                 # A slot added after privileges were dropped (SIGTTIN, a reload with more processes): the

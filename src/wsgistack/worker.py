@@ -142,7 +142,7 @@ class Worker:
                 protocol_class.exchange_class = watched(protocol_class.exchange_class)
             factory = functools.partial(protocol_class, self)
             if protocol_class.direct_accept:
-                self.servers.append(DirectAcceptor(self.loop, sock, factory, protocol_class.shared_accept))
+                self.servers.append(DirectAcceptor(self.loop, sock, factory))
                 continue
             if address.is_unix:
                 server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen,

@@ -49,8 +49,9 @@ class Connection(asyncio.Protocol):
     peer_closed = False                  # the client sent EOF: no lingering needed once we answered
     read_all = False                     # every byte the client may send was read: no lingering needed
     server_address_from_socket = True    # SERVER_NAME/PORT from the socket (gateways get them from the web server)
-    direct_accept = False                # accepted and first served by the worker itself (direct.py)
-    shared_accept = False                # all workers accept from one socket (else one SO_REUSEPORT socket each)
+    # A connection per request (uwsgi): one socket shared by the workers, each accepting one connection at a
+    # time and answering it off accept (direct.py); else one SO_REUSEPORT socket per worker, uvloop's accept.
+    direct_accept = False
 
     def __init__(self, worker):
         self.worker = worker

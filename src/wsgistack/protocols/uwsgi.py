@@ -23,10 +23,10 @@ class UwsgiConnection(GatewayConnection):
     protocol_name = "uwsgi"
     allow_option = "uwsgi-allow-from"
     buffer_size = DEFAULT_BUFFER_SIZE
-    direct_accept = True                 # a connection per request, sent whole: see direct.py
-    # A connection per request: the kernel's SO_REUSEPORT hashing would queue it behind a busy worker
-    # while another idles; from one shared socket, the next worker free takes it (as uWSGI's workers do).
-    shared_accept = True
+    # nginx opens a connection per request and sends it whole: answered off accept (direct.py), from one
+    # socket shared by the workers, so that the next worker free takes it (as uWSGI's workers do; the
+    # kernel's SO_REUSEPORT hash would queue it behind a busy worker while another idles).
+    direct_accept = True
 
     @classmethod
     def configure(cls, config) -> None:
