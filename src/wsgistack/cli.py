@@ -91,8 +91,9 @@ def _log_warning(message: str) -> None:
 
 
 def serve(config: Config, reload_config) -> int:
-    from wsgistack.master import Master
+    from wsgistack.master import Master, hold_signals
 
+    hold_signals()
     _apply_environment(config)
     _, _, note = choose_app_source(config)
     if note:

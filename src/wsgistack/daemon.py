@@ -7,6 +7,7 @@ or an error; only then does `wsgistack --daemonize` return, with that outcome an
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 READY = b"ready"
@@ -18,6 +19,7 @@ def daemonize(logfile: str) -> int:
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child > 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())     # the shell's Ctrl-C still ends the wait
         os.close(write_fd)
         os.close(log_fd)
         os.waitpid(child, 0)                       # the middle process exits at once
@@ -51,8 +53,12 @@ def report(fd: int | None, message: bytes) -> None:
 
 def _wait_for_outcome(read_fd: int, logfile: str) -> None:
     chunks = []
-    while chunk := os.read(read_fd, 4096):
-        chunks.append(chunk)
+    try:
+        while chunk := os.read(read_fd, 4096):
+            chunks.append(chunk)
+    except KeyboardInterrupt:
+        print(f"wsgistack: interrupted; the daemon goes on starting on its own (see {logfile})", file=sys.stderr)
+        os._exit(130)
     message = b"".join(chunks).decode("utf-8", "replace").strip()
     if message.startswith(READY.decode()):
         print(f"wsgistack: {message}; logging to {logfile}")

@@ -35,6 +35,16 @@ FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT bef
 KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
 
 
+def hold_signals() -> None:
+    """From the first bind until Master.run installs its handlers, a SIGTERM (`--stop` as soon as the pidfile
+    or socket appears) waits instead of killing the master by default action, skipping vacuum and exit 0."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _handled())
+
+
+def _handled() -> list[signal.Signals]:
+    return [getattr(signal, name) for name in HANDLED_SIGNALS]
+
+
 @dataclass
 class WorkerProcess:
     pid: int
@@ -88,6 +98,7 @@ class Master:
         self._status_buffer = b""
         for name in HANDLED_SIGNALS:
             signal.signal(getattr(signal, name), self._enqueue)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _handled())     # what arrived since hold_signals() runs now
         if not self._boot_first_worker():
             report(self.report_fd, (self._boot_error or "the first worker did not start").encode())
             return self.exit_code
@@ -192,7 +203,7 @@ class Master:
         listeners = self.slot_listeners(number)
         # Signals are blocked across fork: one sent to the new worker before it reset the master's handlers
         # (a SIGTERM right after a recycle) would run the master's handler in the worker and be lost.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [getattr(signal, name) for name in HANDLED_SIGNALS])
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _handled())
         try:
             pid = os.fork()
             if pid == 0:
