@@ -5,7 +5,8 @@ a `handle_<name>` method, so what every signal does is read in one place. The ma
 imports the app: workers do, after fork, so a reload always runs freshly imported code. The
 listening sockets (one per worker slot, see addresses.py) stay open for the master's whole life,
 so no connection is refused during a reload or a recycle: it waits in its slot's backlog for the
-successor.
+successor. A slot given up for good is first steered clear of new connections (reuseport.py) and
+closed only once its worker accepted what was queued in it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
 from wsgistack.notify import sd_notify
 from wsgistack.protocols import connection_class
+from wsgistack.reuseport import queued_connections, steer
 from wsgistack.worker import EXIT_BOOT_FAILED, worker_main
 
 log = logging.getLogger("wsgistack")
@@ -33,6 +35,9 @@ log = logging.getLogger("wsgistack")
 HANDLED_SIGNALS = ("SIGCHLD", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1")
 FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT before SIGKILL
 KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
+# A slot given up: its socket gets no new connections from now on, but a handshake the kernel began
+# for it before still ends in its queue (an RTT later); its worker goes on accepting for this long.
+SLOT_SETTLE = 1.0
 
 
 def hold_signals() -> None:
@@ -55,6 +60,7 @@ class WorkerProcess:
     error: str | None = None
     stopping: bool = False
     kill_at: float = 0.0      # a draining worker still alive then is killed
+    release_at: float = 0.0   # its slot is given up: told to stop once past this and the slot's queue is empty
 
 
 def set_title(title: str) -> None:
@@ -84,6 +90,11 @@ class Master:
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
         # so a successor (reload, recycle, crash) accepts what queued while its predecessor was leaving.
         self.slots: dict[int, list[tuple[socket.socket, Address]]] = {1: listeners}
+        # Each port's SO_REUSEPORT group in the kernel's order (the indexes steer() takes): a socket that
+        # starts listening is appended; one that closes is replaced by the last.
+        self.reuseport_groups: dict[str, list[socket.socket]] = {
+            address.text: [sock] for sock, address in listeners if not self._shared(address)}
+        self.steered: set[str] = set()
         # Bound now, before cli.py drops privileges (--uid): the kernel lets only the same user join a port.
         for number in range(2, config.processes + 1):
             self.slot_listeners(number)
@@ -112,10 +123,13 @@ class Master:
         self.report_fd = None
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
         while self.workers or not self.stopping:
-            self._wait(1.0)
+            releasing = any(worker.release_at for worker in self.workers.values())
+            self._wait(0.05 if releasing else 1.0)
             self._read_status()         # first: a SIGUSR1 status or a SIGCHLD then sees the latest state
             self._dispatch_signals()
             self._finish_reload()
+            if releasing:
+                self._release_given_up()
             self._kill_overdue()
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
@@ -170,13 +184,18 @@ class Master:
             getattr(self, f"handle_{name}")()
 
     # --- workers ---
+    @staticmethod
+    def _shared(address: Address) -> bool:
+        """One socket for all the workers (unix sockets, uwsgi), not one per slot."""
+        return address.is_unix or connection_class(address.protocol).direct_accept
+
     def slot_listeners(self, number: int) -> list[tuple[socket.socket, Address]]:
         if number not in self.slots:
             siblings: list[tuple[socket.socket, Address]] = []
             try:
                 for sock, address in self.listeners:
-                    shared = address.is_unix or connection_class(address.protocol).direct_accept
-                    siblings.append((sock if shared else bind_sibling(sock, self.config.listen), address))
+                    siblings.append((sock if self._shared(address) else bind_sibling(sock, self.config.listen),
+                                     address))
             except OSError as exc:
                 # A slot added after privileges were dropped (SIGTTIN, a reload with more processes): the
                 # kernel refuses that user a socket on root's port. Share worker 1's sockets instead.
@@ -186,6 +205,9 @@ class Master:
                     if sock is not self._original(address):
                         sock.close()
                 siblings = list(self.listeners)
+            for sock, address in siblings:
+                if sock is not self._original(address) and not self._shared(address):
+                    self.reuseport_groups[address.text].append(sock)
             self.slots[number] = siblings
         return self.slots[number]
 
@@ -196,8 +218,60 @@ class Master:
         """A slot given up (SIGTTOU): its sockets leave the port's group once its worker is gone.
         Connections the kernel queued in them at that moment are reset (no other socket can take them)."""
         for sock, address in self.slots.pop(number, []):
-            if not address.is_unix and sock is not self._original(address):
+            if not self._shared(address) and sock is not self._original(address):
+                group = self.reuseport_groups[address.text]
+                group[group.index(sock)] = group[-1]
+                group.pop()
                 sock.close()
+
+    def _own_sockets(self, number: int) -> list[socket.socket]:
+        """The slot's sockets that close with it (not shared, not worker 1's)."""
+        return [sock for sock, address in self.slots.get(number, [])
+                if not self._shared(address) and sock is not self._original(address)]
+
+    def _steer(self) -> bool:
+        """New connections only to the slots that keep a worker (numbers up to --processes). False if the
+        kernel cannot be told (a slot given up then loses what queues in it between its worker's stop and
+        its close, as before)."""
+        kept = {id(sock) for number, pairs in self.slots.items() if number <= self.config.processes
+                for sock, _ in pairs}
+        for text, group in self.reuseport_groups.items():
+            indexes = [index for index, sock in enumerate(group) if id(sock) in kept]
+            if len(indexes) == len(group) and text not in self.steered:
+                continue                 # every socket serves: the kernel's own choice is as good
+            try:
+                steer(group[0], indexes)
+            except OSError as exc:
+                log.warning("cannot steer new connections away from a worker slot being given up: %s",
+                            exc.strerror or exc)
+                return False
+            self.steered.add(text)
+        return True
+
+    def _give_up_slot(self, worker: WorkerProcess) -> None:
+        """Stop a worker whose slot closes after it (SIGTTOU, fewer processes after a reload): first steer
+        new connections away, let it accept what is queued, then tell it to stop (_release_given_up)."""
+        self._mark_stopping(worker)
+        if self._own_sockets(worker.number) and self._steer():
+            worker.release_at = time.monotonic() + SLOT_SETTLE
+            worker.kill_at = 0.0           # set when it is told to stop
+        else:
+            self._signal(worker, signal.SIGTERM)
+
+    def _release_given_up(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if not worker.release_at or now < worker.release_at:
+                continue
+            try:
+                queued = sum(queued_connections(sock) for sock in self._own_sockets(worker.number))
+            except OSError:
+                queued = 0
+            if queued and now < worker.release_at + self.config.reload_mercy:
+                continue                 # a busy worker gets to them; bounded by reload-mercy
+            worker.release_at = 0.0
+            self._mark_stopping(worker)
+            self._signal(worker, signal.SIGTERM)
 
     def spawn(self, number: int) -> WorkerProcess:
         listeners = self.slot_listeners(number)
@@ -340,6 +414,7 @@ class Master:
             for worker in self.workers.values():
                 self._mark_stopping(worker)
                 worker.kill_at = time.monotonic() + grace
+                worker.release_at = 0.0
         self._kill_all(worker_signal)
 
     # --- signal handlers: one method per signal ---
@@ -366,6 +441,8 @@ class Master:
         number = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
         log.info("SIGTTIN: one more worker (now %d)", self.config.processes)
         self.spawn(number)
+        if self.steered:
+            self._steer()
 
     def handle_ttou(self) -> None:
         active = [w for w in self.workers.values() if not w.stopping]
@@ -374,8 +451,7 @@ class Master:
         self.config.processes -= 1
         worker = max(active, key=lambda w: w.number)
         log.info("SIGTTOU: one worker less (now %d): stopping worker %d", self.config.processes, worker.number)
-        self._mark_stopping(worker)
-        self._signal(worker, signal.SIGTERM)
+        self._give_up_slot(worker)
 
     def handle_usr1(self) -> None:
         now = time.monotonic()
@@ -408,14 +484,19 @@ class Master:
         self.generation += 1
         for number in range(1, config.processes + 1):
             self.spawn(number)
+        if self.steered:
+            self._steer()               # slots new to this generation get connections too
 
     def _finish_reload(self) -> None:
         new = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
         if not self.replaced or not all(w.ready for w in new):
             return
         for worker in self.replaced:
-            self._mark_stopping(worker)
-            self._signal(worker, signal.SIGTERM)
+            if worker.number > self.config.processes:
+                self._give_up_slot(worker)
+            else:
+                self._mark_stopping(worker)        # its successor accepts from the same slot
+                self._signal(worker, signal.SIGTERM)
         log.info("reload complete: generation %d serving; %d old workers finishing", self.generation,
                  len(self.replaced))
         self.replaced = []
