@@ -1,0 +1,68 @@
+"""reuseport.py against the kernel: steering a port's SO_REUSEPORT group, reading an accept queue's length."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from wsgistack.reuseport import queued_connections, steer
+
+
+@pytest.fixture
+def group():
+    """Three listening sockets on one loopback port, in the order they started listening."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(("127.0.0.1", sockets[0].getsockname()[1] if sockets else 0))
+            sock.listen(64)
+            sockets.append(sock)
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def connect(port: int, count: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+
+
+def queues(group: list[socket.socket], total: int) -> list[int]:
+    """Each socket's queue once `total` handshakes are queued in all (the last ACKs may still be in flight)."""
+    deadline = time.monotonic() + 5
+    while True:
+        queued = [queued_connections(sock) for sock in group]
+        if sum(queued) >= total or time.monotonic() > deadline:
+            return queued
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("indexes", [[2], [0, 2], [1, 0]])
+def test_steer_sends_new_connections_only_to_the_chosen_sockets(group, indexes):
+    steer(group[0], indexes)
+    clients = connect(group[0].getsockname()[1], 40)
+    try:
+        queued = queues(group, 40)
+        assert sum(queued) == 40
+        assert all(count == 0 for index, count in enumerate(queued) if index not in indexes), queued
+        if len(indexes) == 2:       # random choice: both get some (chance of failing: 2 in 2**40)
+            assert all(queued[index] > 0 for index in indexes), queued
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_queued_connections_counts_until_accepted(group):
+    steer(group[1], [1])          # any socket of the group sets the group's program
+    clients = connect(group[0].getsockname()[1], 5)
+    try:
+        assert queues(group, 5) == [0, 5, 0]
+        group[1].accept()[0].close()
+        assert queued_connections(group[1]) == 4
+    finally:
+        for client in clients:
+            client.close()
