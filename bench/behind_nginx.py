@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu_per_request import cpu_ticks  # noqa: E402
 from harness import apps, load, nginx, procs  # noqa: E402
 from harness.paths import venv_bin  # noqa: E402
 
@@ -43,29 +44,16 @@ def measure(name: str, app: apps.App, args, logs: Path) -> str:
         with nginx.front(port, nginx.UPSTREAMS["uwsgi"], app_port, logs / "nginx.log", READY_TIMEOUT):
             load.warm_up(url, 1)
             pids = backend.pids()
-            user0, system0 = _cpu_ticks(pids)
+            user0, system0 = cpu_ticks(pids)
             output = subprocess.run(["wrk", "-t1", "-c64", f"-d{args.seconds}s", url], capture_output=True,
                                     text=True, timeout=args.seconds + 30).stdout
-            user1, system1 = _cpu_ticks(pids)
+            user1, system1 = cpu_ticks(pids)
     run = load.parse_wrk(output)
     tick = os.sysconf("SC_CLK_TCK")
     per_request = 1e6 / tick / max(run["requests"], 1)
     return (f"{name:10s} {run['requests'] / args.seconds:9,.0f} req/s   CPU/request: user "
             f"{(user1 - user0) * per_request:7.1f} µs, system {(system1 - system0) * per_request:7.1f} µs"
             f"   errors {load.failed(run)}")
-
-
-def _cpu_ticks(pids: list[int]) -> tuple[int, int]:
-    user = system = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        user += int(fields[11])
-        system += int(fields[12])
-    return user, system
 
 
 def main() -> None:
