@@ -215,18 +215,18 @@ class Master:
         return next((sock for sock, original in self.listeners if original is address), None)
 
     def _close_slot(self, number: int) -> None:
-        """A slot given up (SIGTTOU): its sockets leave the port's group once its worker is gone.
-        Connections the kernel queued in them at that moment are reset (no other socket can take them)."""
-        for sock, address in self.slots.pop(number, []):
-            if not self._shared(address) and sock is not self._original(address):
-                group = self.reuseport_groups[address.text]
-                group[group.index(sock)] = group[-1]
-                group.pop()
-                sock.close()
+        """A slot given up (SIGTTOU, fewer processes): its sockets leave the port's group once its worker is
+        gone (steered clear of new connections before, see _give_up_slot: nothing is left queued in them)."""
+        for sock, address in self._own_sockets(number):
+            group = self.reuseport_groups[address.text]
+            group[group.index(sock)] = group[-1]
+            group.pop()
+            sock.close()
+        self.slots.pop(number, None)
 
-    def _own_sockets(self, number: int) -> list[socket.socket]:
+    def _own_sockets(self, number: int) -> list[tuple[socket.socket, Address]]:
         """The slot's sockets that close with it (not shared, not worker 1's)."""
-        return [sock for sock, address in self.slots.get(number, [])
+        return [(sock, address) for sock, address in self.slots.get(number, [])
                 if not self._shared(address) and sock is not self._original(address)]
 
     def _steer(self) -> bool:
@@ -264,7 +264,7 @@ class Master:
             if not worker.release_at or now < worker.release_at:
                 continue
             try:
-                queued = sum(queued_connections(sock) for sock in self._own_sockets(worker.number))
+                queued = sum(queued_connections(sock) for sock, _ in self._own_sockets(worker.number))
             except OSError:
                 queued = 0
             if queued and now < worker.release_at + self.config.reload_mercy:
