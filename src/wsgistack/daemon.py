@@ -19,7 +19,9 @@ def daemonize(logfile: str) -> int:
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child > 0:
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())     # the shell's Ctrl-C still ends the wait
+        # the master's signals are held until it handles them (master.hold_signals); the shell's Ctrl-C
+        # (or a TERM, HUP) still ends this wait
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
         os.close(write_fd)
         os.close(log_fd)
         os.waitpid(child, 0)                       # the middle process exits at once
