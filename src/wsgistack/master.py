@@ -233,10 +233,9 @@ class Master:
         """New connections only to the slots that keep a worker (numbers up to --processes). False if the
         kernel cannot be told (a slot given up then loses what queues in it between its worker's stop and
         its close, as before)."""
-        kept = {id(sock) for number, pairs in self.slots.items() if number <= self.config.processes
-                for sock, _ in pairs}
+        kept = {sock for number, pairs in self.slots.items() if number <= self.config.processes for sock, _ in pairs}
         for text, group in self.reuseport_groups.items():
-            indexes = [index for index, sock in enumerate(group) if id(sock) in kept]
+            indexes = [index for index, sock in enumerate(group) if sock in kept]
             if len(indexes) == len(group) and text not in self.steered:
                 continue                 # every socket serves: the kernel's own choice is as good
             try:
