@@ -10,6 +10,7 @@ import resource
 import signal
 import socket
 import stat
+import threading
 import time
 
 import pytest
@@ -143,8 +144,11 @@ def test_body_by_content_length(uwsgi):
     assert status == 200 and echoed == body
 
 
-def test_large_body_is_spooled(start_uwsgi):
-    _, address = start_uwsgi("--post-buffering", "65536")
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_large_body_is_spooled(start_uwsgi, threads):
+    """With app threads, the thread that accepted finds only the first part: the loop reads the rest and
+    gives the request to an app thread."""
+    _, address = start_uwsgi("--post-buffering", "65536", "--threads", threads)
     body = os.urandom(3 * 1024 * 1024)
     packet = encode_uwsgi_request(request_vars("/echo-len", REQUEST_METHOD="POST", CONTENT_LENGTH=str(len(body))))
     answer, _ = exchange(address, packet, body)
@@ -405,10 +409,11 @@ def test_next_connection_goes_to_a_free_worker(start_uwsgi):
     assert time.monotonic() - started < 1.8
 
 
-def test_out_of_file_descriptors_pauses_accepting(start_uwsgi):
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_out_of_file_descriptors_pauses_accepting(start_uwsgi, threads):
     """A flood of connections past the worker's file limit: accept() fails (EMFILE), the worker says so and
     pauses accepting instead of spinning on the ready socket; once descriptors are free it serves again."""
-    server, address = start_uwsgi("--processes", "1")
+    server, address = start_uwsgi("--processes", "1", "--threads", threads)
     assert parse_response(exchange(address, encode_uwsgi_request(request_vars("/environ")))[0])[0] == 200
     worker = server.workers()[0]                    # serving: all its own descriptors are open
     in_use = len(os.listdir(f"/proc/{worker}/fd"))
@@ -426,3 +431,95 @@ def test_out_of_file_descriptors_pauses_accepting(start_uwsgi):
     status, _, body = parse_response(exchange(address, encode_uwsgi_request(request_vars("/environ")))[0])
     assert status == 200 and json.loads(body)["PATH_INFO"] == "/environ"
     assert server.log().count("cannot accept connections") < 10     # paused, not retried in a loop
+
+
+# --- app threads (--threads > 1) accept, read and answer a uwsgi connection themselves (app_threads.py) ---
+
+def slow_requests(address, count: int, seconds: float) -> list[float]:
+    """`count` uwsgi requests for /sleep sent at once; the seconds until each was answered, in order."""
+    socks = [socket.create_connection(address, timeout=TIMEOUT) for _ in range(count)]
+    started = time.monotonic()
+    try:
+        for sock in socks:
+            sock.sendall(encode_uwsgi_request(request_vars(f"/sleep?t={seconds}")))
+        finished = []
+        for sock in socks:
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert parse_response(answer)[2] == b"slept"
+            finished.append(time.monotonic() - started)
+        return sorted(finished)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_app_threads_run_slow_requests_side_by_side_up_to_their_number(start_uwsgi):
+    server, address = start_uwsgi("--processes", "1", "--threads", "3")
+    assert parse_response(exchange(address, encode_uwsgi_request(request_vars("/pid")))[0])[0] == 200
+    assert slow_requests(address, 3, 1.0)[-1] < 1.8             # three threads: side by side
+    finished = slow_requests(address, 4, 1.0)
+    assert finished[2] < 1.8 and finished[3] >= 1.9, finished    # the fourth waits for a free thread
+
+
+class UwsgiLoad:
+    """Client threads sending uwsgi requests for /pid, a connection each, as nginx does, a few ms apart (the
+    test reads the server's log while this runs: a log of millions of lines would make that slow);
+    every outcome is recorded. Bounded: stop() or max_seconds."""
+
+    def __init__(self, address, clients: int = 4, max_seconds: float = 60.0):
+        self.address = address
+        self.max_seconds = max_seconds
+        self.answered: list[int] = []           # the pid of the worker that answered
+        self.failures: list[str] = []
+        self.halt = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        packet = encode_uwsgi_request(request_vars("/pid"))
+        while not self.halt.is_set() and time.monotonic() < deadline:
+            try:
+                status, _, body = parse_response(exchange(self.address, packet)[0])
+                assert status == 200, status
+                self.answered.append(int(body))
+            except Exception as exc:           # noqa: BLE001 - every failure is an outcome to count
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.003)
+
+    def stop(self) -> None:
+        self.halt.set()
+        for thread in self.threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in self.threads), "load client threads did not stop"
+
+
+def test_app_threads_lose_nothing_through_reloads_and_recycling(start_uwsgi):
+    """Workers that stop accepting (a reload, --max-requests reached on an app thread) while their threads
+    accept and answer connections: no connection is dropped, and every request has its access-log line."""
+    server, address = start_uwsgi("--processes", "2", "--threads", "4", "--max-requests", "150")
+    load = UwsgiLoad(address)
+    try:
+        for number in range(1, 4):
+            time.sleep(0.7)
+            os.kill(server.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while server.log().count("reload complete") < number:
+                assert time.monotonic() < deadline, server.log()[-3000:]
+                time.sleep(0.05)
+        time.sleep(0.7)
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert len(load.answered) > 300
+    log = server.log()
+    assert "--max-requests" in log and len(set(load.answered)) >= 6, "workers were replaced"
+    deadline = time.monotonic() + TIMEOUT
+    while server.log().count("GET /pid => generated") < len(load.answered):    # the last lines may still come
+        assert time.monotonic() < deadline, (server.log().count("GET /pid => generated"), len(load.answered))
+        time.sleep(0.05)
+    assert server.log().count("GET /pid => generated") == len(load.answered)
+    assert server.stop() == 0

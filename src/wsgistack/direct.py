@@ -12,6 +12,11 @@ comes later (an app thread) stays on the DirectTransport: the answer is sent, th
 loop thread as usual. Any other (a request still arriving, an answer the socket could not take at once, a
 lingering close) is handed to uvloop with `connect_accepted_socket`, together with what it had queued, and
 goes on there like any other. The protocol code never knows which transport it got.
+
+With app threads (`--threads` > 1) the first pass is an app thread's (`ThreadAcceptor`, fed by
+app_threads.py): it accepts, reads, runs the app and answers by itself, the connection being "owned by the
+thread" (Connection.owned_by_thread) until it is closed there or handed to the loop thread, which then
+goes on with it as above.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
+import functools
 import logging
 import socket
+import threading
+import time
 
 log = logging.getLogger("wsgistack")
 
@@ -177,6 +185,15 @@ class DirectTransport(asyncio.Transport):
         protocol, self.protocol = self.protocol, None      # no cycle left for the garbage collector
         protocol.connection_lost(self.lost_error)
 
+    def thread_pass_done(self) -> None:
+        """The app thread that accepted the connection is done with it: closed there (the common end, no loop
+        involved), or the loop thread takes it over from here, as after a first pass of its own."""
+        if self.state == _DONE:
+            self.first_pass = False
+            self._lost()
+        else:
+            self.loop.call_soon_threadsafe(self.first_pass_done)
+
     def first_pass_done(self) -> None:
         """The protocol handled what the first read brought: end here, stay, or hand the connection to uvloop."""
         self.first_pass = False
@@ -262,13 +279,9 @@ class DirectAcceptor:
         self.serving = False
 
     async def start_serving(self) -> None:
-        sock = self.sock
-        sock.setblocking(False)     # the workers share the socket: several may wake for one connection
-        if sock.family != socket.AF_UNIX:
-            # Only a connection whose first bytes arrived wakes us: the first read then finds the request.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+        _prepare_listening(self.sock)
         self.serving = True
-        self.loop.add_reader(sock.fileno(), self._accept)
+        self.loop.add_reader(self.sock.fileno(), self._accept)
 
     def close(self) -> None:
         """Stop accepting (graceful stop); the master and the other workers keep the socket open."""
@@ -306,15 +319,97 @@ class DirectAcceptor:
         transport = DirectTransport(self.loop, sock, peer, protocol)
         protocol.connection_made(transport)
         if not transport.closing:
-            try:
-                data = sock.recv(FIRST_READ, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                data = None                 # nothing yet (a unix socket has no deferred accept): uvloop waits
-            except OSError as exc:
-                transport._broken(exc)
-                data = None
-            if data:
-                protocol.data_received(data)
-            elif data is not None and transport.state == _DIRECT and not protocol.eof_received():
-                transport.close()           # the peer closed before sending anything
+            _read_first(sock, transport, protocol)
         transport.first_pass_done()
+
+
+class ThreadAcceptor:
+    """A listening socket the app threads accept on (`--threads` > 1; see the module docstring).
+    Created, started and closed on the loop thread; `accept` runs on the app thread whose turn it is."""
+
+    def __init__(self, loop, sock: socket.socket, protocol_factory, threads):
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.protocol_factory = protocol_factory
+        self.threads = threads
+        self.family = sock.family
+        self.serving = False
+        # Held from accept() until the connection is registered with the worker: once close() returned, no
+        # connection can be accepted unseen by the drain that follows it (graceful stop).
+        self.lock = threading.Lock()
+
+    async def start_serving(self) -> None:
+        _prepare_listening(self.sock)
+        self.serving = True
+        self.threads.accept_on(self)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.serving:
+                self.serving = False
+                self.threads.stop_accepting_on(self)
+            self.sock.close()
+
+    def accept(self):
+        """Accept one connection (on the app thread whose turn it is to wait): a callable that serves it,
+        or None."""
+        with self.lock:
+            if not self.serving:
+                return None
+            try:
+                fd, peer = self.sock._accept()
+            except (BlockingIOError, InterruptedError):
+                return None                 # another worker took it
+            except OSError as exc:
+                error = exc
+            else:
+                sock = _socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+                protocol = self.protocol_factory()
+                protocol.owned_by_thread = True
+                transport = DirectTransport(self.loop, sock, peer, protocol)
+                protocol.connection_made(transport)
+                return functools.partial(_serve_on_thread, sock, transport, protocol)
+        if error.errno in _RESOURCE_ERRORS:
+            log.error("cannot accept connections: %s; pausing accept for %.1f s", error, ACCEPT_PAUSE)
+            time.sleep(ACCEPT_PAUSE)
+        else:
+            log.info("accept() failed for one connection: %s", error)
+        return None
+
+
+def _serve_on_thread(sock: _socket.socket, transport: DirectTransport, protocol) -> None:
+    """Read a connection an app thread accepted and, when the request came whole, run its app and answer."""
+    try:
+        if not transport.closing:
+            _read_first(sock, transport, protocol)
+            exchange = protocol.deferred
+            if exchange is not None:
+                protocol.deferred = None
+                exchange.run()
+    finally:
+        if protocol.owned_by_thread:    # else the answer needed the loop and went to it (leave_thread)
+            protocol.owned_by_thread = False
+            transport.thread_pass_done()
+
+
+def _prepare_listening(sock: socket.socket) -> None:
+    sock.setblocking(False)     # the workers share the socket: several may wake for one connection
+    if sock.family != socket.AF_UNIX:
+        # Only a connection whose first bytes arrived wakes us: the first read then finds the request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+
+
+def _read_first(sock: _socket.socket, transport: DirectTransport, protocol) -> None:
+    """The first read, at once: with TCP_DEFER_ACCEPT the request is there."""
+    try:
+        data = sock.recv(FIRST_READ, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        data = None                 # nothing yet (a unix socket has no deferred accept): uvloop waits
+    except OSError as exc:
+        transport._broken(exc)
+        data = None
+    if data:
+        protocol.data_received(data)
+    elif data is not None and transport.state == _DIRECT and not protocol.eof_received():
+        transport.close()           # the peer closed before sending anything

@@ -1,7 +1,8 @@
 """Logging: the error log (Python logging) and the access log (one uWSGI-style line per request).
 
-The access log is written from the event-loop thread only and flushed once per loop
-iteration, so a busy worker pays one write() per batch, not per request.
+The access log is buffered on the event-loop thread and flushed once per loop iteration, so a busy
+worker pays one write() per batch, not per request; an app thread answering a connection it accepted
+itself writes its line at once (waking the loop thread for it would cost more).
 """
 
 from __future__ import annotations
@@ -45,16 +46,20 @@ class AccessLog:
         self.stamp_second = 0
         self.stamp = ""
 
-    def request(self, environ: dict, status: int, body_bytes: int, started: float, count: int) -> None:
+    def request(self, environ: dict, status: int, body_bytes: int, started: float, count: int,
+                on_thread: bool = False) -> None:
         now = time.time()
         if int(now) != self.stamp_second:
             self.stamp_second = int(now)
             self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
         msecs = int((time.monotonic() - started) * 1000)
-        self.lines.append(
-            f"{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
-            f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
-            f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
+        line = (f"{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
+                f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
+                f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
+        if on_thread:
+            _write(line.encode("utf-8", "replace"))
+            return
+        self.lines.append(line)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -64,8 +69,12 @@ class AccessLog:
         if self.lines:
             data = "".join(self.lines).encode("utf-8", "replace")
             self.lines.clear()
-            try:
-                while data:
-                    data = data[os.write(2, data):]
-            except OSError:
-                pass   # a closed or full log must never take the worker down
+            _write(data)
+
+
+def _write(data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(2, data):]
+    except OSError:
+        pass   # a closed or full log must never take the worker down

@@ -1,8 +1,9 @@
 """A worker process: one event loop (uvloop) owning every socket, and the app on a bounded thread pool
-or inline on the loop thread (`--threads 1`, measured fastest: no handoff at all).
+(app_threads.py; on a uwsgi socket its threads accept and answer by themselves) or inline on the loop
+thread (`--threads 1`, measured fastest: no handoff at all).
 
 What lives here: loading the app after fork, serving the inherited listening sockets, the
-one-second sweep (timeouts, Date header), app threads, sendfile, graceful and fast stop.
+one-second sweep (timeouts, Date header), sendfile, graceful and fast stop.
 Supervision lives in master.py; protocols in protocols/.
 """
 
@@ -11,22 +12,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import itertools
 import logging
 import math
 import os
-import queue
 import random
 import signal
 import socket
 import sys
-import threading
 import time
 from email.utils import formatdate
 
 from wsgistack.addresses import Address
 from wsgistack.app_loader import load_app
+from wsgistack.app_threads import AcceptingAppThreads, AppThreads
 from wsgistack.config import Config, ConfigError
-from wsgistack.direct import DirectAcceptor
+from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.harakiri import Harakiri, WatchedMixin, watched
 from wsgistack.logs import AccessLog, setup_error_log
 from wsgistack.protocols import connection_class
@@ -43,22 +44,6 @@ log = logging.getLogger("wsgistack")
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
 
 
-class AppThreads:
-    """A fixed pool of app threads fed by a queue: bounded, no Future per request."""
-
-    def __init__(self, count: int, name: str):
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
-        for index in range(count):
-            threading.Thread(target=self._serve, name=f"{name}-{index + 1}", daemon=True).start()
-
-    def submit(self, job) -> None:
-        self.jobs.put(job)
-
-    def _serve(self) -> None:
-        while True:                      # daemon threads: they end with the process
-            self.jobs.get()()
-
-
 class Worker:
     def __init__(self, config: Config, listeners: list[tuple[socket.socket, Address]], number: int,
                  status_fd: int, master_pid: int):
@@ -71,6 +56,7 @@ class Worker:
         self.connections: set[Connection] = set()
         self.servers: list = []
         self.requests = 0
+        self.request_numbers = itertools.count(1)     # next() is atomic: app threads count requests too
         self.stopping = False
         self.stop_deadline = 0.0
         self.date_header = b""
@@ -112,7 +98,8 @@ class Worker:
         self.base_environ = base_environ(multithread=self.threaded, multiprocess=self.config.processes > 1)
         self.access_log = None if self.config.disable_logging else AccessLog(self.loop, self.number)
         if self.threaded:
-            self.threads = AppThreads(self.config.threads, "app")
+            accepting = any(connection_class(address.protocol).direct_accept for _, address in self.listeners)
+            self.threads = (AcceptingAppThreads if accepting else AppThreads)(self.config.threads, "app")
         if self.config.harakiri:
             self.harakiri = Harakiri(self.config.harakiri, self.number)
         self._tick()                     # the Date header exists before the first connection
@@ -142,7 +129,10 @@ class Worker:
                 protocol_class.exchange_class = watched(protocol_class.exchange_class)
             factory = functools.partial(protocol_class, self)
             if protocol_class.direct_accept:
-                self.servers.append(DirectAcceptor(self.loop, sock, factory))
+                if self.threaded:       # the app threads accept, read and answer themselves (app_threads.py)
+                    self.servers.append(ThreadAcceptor(self.loop, sock, factory, self.threads))
+                else:
+                    self.servers.append(DirectAcceptor(self.loop, sock, factory))
                 continue
             if address.is_unix:
                 server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen,
@@ -202,7 +192,21 @@ class Worker:
         for conn in waiting:
             conn.kick()
 
+    def request_done(self, exchange, on_thread: bool) -> None:
+        """Count and log an answered request; `on_thread`: called by the app thread that owns the connection."""
+        number = self.requests = next(self.request_numbers)
+        if number == self.retire_after:
+            reason = f"served {number} requests (--max-requests)"
+            if on_thread:
+                self.loop.call_soon_threadsafe(self.retire, reason)
+            else:
+                self.retire(reason)
+        if self.access_log is not None:
+            self.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started, number,
+                                    on_thread)
+
     def connection_closed(self, conn: Connection) -> None:
+        """Called on the loop thread, or on the app thread that owned the connection."""
         if self.stopping and not self.connections:
             self._stop_when_drained()
 
@@ -210,8 +214,9 @@ class Worker:
         # Not at once: a connection uvloop accepted just before its server closed gets connection_made()
         # from the ready queue, and stopping before that abandons it, request unanswered (a test saw
         # "Remote end closed connection without response" during --max-worker-lifetime recycling).
-        # One pass later (the queue is FIFO) it has registered, or there was none.
-        self.loop.call_soon(self._stop_if_drained)
+        # One pass later (the queue is FIFO) it has registered, or there was none. Thread-safe: an app
+        # thread closing the connection it owned calls this too.
+        self.loop.call_soon_threadsafe(self._stop_if_drained)
 
     def _stop_if_drained(self) -> None:
         if not self.connections:
@@ -259,7 +264,8 @@ class Worker:
         second = math.floor(now + 0.1)   # a timer firing a little early still belongs to this second
         self.date_header = f"Date: {formatdate(second, usegmt=True)}\r\n".encode()
         for conn in list(self.connections):
-            conn.tick()
+            if not conn.owned_by_thread:        # an app thread is at work on it: nothing to time out
+                conn.tick()
         self._check_recycle()
         if self.stopping and time.monotonic() > self.stop_deadline:
             log.warning("graceful stop timed out with %d connections open", len(self.connections))

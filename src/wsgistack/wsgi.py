@@ -297,6 +297,7 @@ class Exchange:
         self.remaining -= count
         if self.threaded:
             done = threading.Event()
+            self.conn.leave_thread()
             self.conn.from_thread(self.conn.send_file, head, fd, offset, count, done.set)
             done.wait()
             self._finish()

@@ -52,6 +52,10 @@ class Connection(asyncio.Protocol):
     # A connection per request (uwsgi): one socket shared by the workers, each accepting one connection at a
     # time and answering it off accept (direct.py); else one SO_REUSEPORT socket per worker, uvloop's accept.
     direct_accept = False
+    # Accepted and served by an app thread (direct.ThreadAcceptor): what an app thread would ask the loop
+    # thread to do is done right there, until the connection is closed or handed to the loop (leave_thread).
+    owned_by_thread = False
+    deferred: Exchange | None = None     # the request the owning thread runs once parsing returned
 
     def __init__(self, worker):
         self.worker = worker
@@ -115,7 +119,10 @@ class Connection(asyncio.Protocol):
             exchange.threaded = True
             if stream is not None:
                 exchange.body_stream = stream
-            worker.submit(exchange)
+            if self.owned_by_thread:
+                self.deferred = exchange
+            else:
+                worker.submit(exchange)
         else:
             exchange.run()
         return True
@@ -139,12 +146,7 @@ class Connection(asyncio.Protocol):
         self.active = None
         self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
         worker = self.worker
-        worker.requests += 1
-        if worker.requests == worker.retire_after:
-            worker.retire(f"served {worker.requests} requests (--max-requests)")
-        if worker.access_log is not None:
-            worker.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started,
-                                      worker.requests)
+        worker.request_done(exchange, self.owned_by_thread)
         if exchange.threaded and not worker.threaded:
             worker.app_released()
         if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
@@ -226,10 +228,23 @@ class Connection(asyncio.Protocol):
 
     # --- writing from an app thread ---
     def from_thread(self, function, *args) -> None:
-        self.loop.call_soon_threadsafe(function, *args)
+        """Have the loop thread run a call an app thread makes (the owning thread runs it itself)."""
+        if self.owned_by_thread:
+            function(*args)
+        else:
+            self.loop.call_soon_threadsafe(function, *args)
+
+    def leave_thread(self) -> None:
+        """The answer needs the loop from here on (a stream paced by the client, sendfile): the thread goes on
+        running the app, the loop thread takes the connection, as for any request an app thread runs."""
+        if self.owned_by_thread:
+            self.owned_by_thread = False
+            self.transport.thread_pass_done()
 
     def from_thread_flow(self, data: bytes) -> None:
         """Queue a chunk from an app thread; wait while the client is slow (bounded memory per connection)."""
+        if self.owned_by_thread:
+            self.leave_thread()
         flow = self.flow
         with flow:
             while (self.write_paused or self.inflight > THREAD_WRITE_AHEAD) and not self.closed:
