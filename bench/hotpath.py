@@ -16,6 +16,7 @@ uwsgi: one connection per request with nginx's stock uwsgi_params; FastCGI: a ke
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench"), str(ROOT / "bench" / "ap
 from harness.load import BROWSER_HEADERS, MINIMAL_HEADERS  # noqa: E402
 from hello import application  # noqa: E402
 
+from wsgistack import worker  # noqa: E402
 from wsgistack.protocols import fastcgi_codec  # noqa: E402
 from wsgistack.protocols.fastcgi import FastCGIConnection  # noqa: E402
 from wsgistack.protocols.http import HttpConnection  # noqa: E402
@@ -82,6 +84,7 @@ class Worker:
     threaded = app_busy = stopping = False
     requests = retire_after = 0
     access_log = None
+    request_done = worker.Worker.request_done      # counting (and logging, when on) as a worker does
     date_header = b"Date: Sat, 21 Nov 2026 10:00:00 GMT\r\n"
 
     def __init__(self):
@@ -89,6 +92,7 @@ class Worker:
         self.app = application
         self.config = Config()
         self.connections: set = set()
+        self.request_numbers = itertools.count(1)
         self.base_environ = base_environ(multithread=False, multiprocess=False)
 
     def connection_environ(self, transport, server_address: bool = True) -> dict:

@@ -300,19 +300,41 @@ def test_response_framing(uwsgi):
     assert body == (APPS / "basic.py").read_bytes()
 
 
+def test_streamed_response_to_a_slow_reader_arrives_whole(uwsgi):
+    """8 MB in 64 kB chunks to a client that reads slowly at first: the socket fills up, and the rest is paced
+    by the event loop (with app threads: the thread that wrote the first chunks hands the connection over)."""
+    _, address = uwsgi
+    size = 8 * 1024 * 1024
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(encode_uwsgi_request(request_vars(f"/big?size={size}")))
+        chunks = []
+        for _ in range(8):                  # slow at first: the server's writes stop going through at once
+            time.sleep(0.1)
+            chunks.append(sock.recv(65536))
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    status, headers, body = parse_response(b"".join(chunks))
+    assert status == 200 and headers["content-length"] == str(size)
+    assert len(body) == size and body.count(b"x") == size
+
+
 def test_client_abort_still_closes_the_iterable(start_server, tmp_path):
     close_log = tmp_path / "close.log"
     port = free_port()
     start_server("--socket", f"127.0.0.1:{port}", "--threads", "4",
                  env={**os.environ, "WSGISTACK_TEST_CLOSE_LOG": str(close_log)})
     wait_for_port(port)
+    started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        sock.sendall(encode_uwsgi_request(request_vars("/stream?n=200&delay=0.02&tag=aborted")))
+        # 400 chunks, 20 ms apart: 8 s if nobody stops the app
+        sock.sendall(encode_uwsgi_request(request_vars("/stream?n=400&delay=0.02&tag=aborted")))
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline and not (close_log.exists() and "closed aborted" in close_log.read_text()):
         time.sleep(0.05)
     assert "closed aborted" in close_log.read_text()
+    assert time.monotonic() - started < 6, "the abort must reach the app, not wait for its end"
 
 
 def test_limit_post(start_uwsgi):

@@ -29,7 +29,8 @@ _MAX_CACHED_HEADS = 512
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                          "upgrade"))
 
-# A stream paused by a slow client resumes once the kernel took this much (asyncio's default high-water).
+# A first chunk up to this size leaves in the same write as the response head (larger ones: not worth a copy).
+COALESCE_LIMIT = 65536
 INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
                   b"Connection: close\r\n")
 INTERNAL_ERROR_BODY = b"Internal Server Error"
@@ -180,8 +181,16 @@ class Exchange:
                 if type(chunk) is not bytes:
                     raise ResponseError(f"response iterable yielded {type(chunk).__name__}, not bytes")
                 if not self.head_sent:
-                    self._stream(self._head(None))
-                if chunk and not self.no_body:
+                    head = self._head(None)
+                    if chunk and not self.no_body and len(chunk) <= COALESCE_LIMIT:
+                        # One write for head and first chunk: an iterable of one chunk (Django's HttpResponse)
+                        # then costs the peer (nginx) one read, and us one send, not two.
+                        self._stream(head + self._frame(self._clip(chunk)))
+                    else:
+                        self._stream(head)
+                        if chunk and not self.no_body:
+                            self._stream(self._frame(self._clip(chunk)))
+                elif chunk and not self.no_body:
                     self._stream(self._frame(self._clip(chunk)))
                 if conn.closed or self.overflowed:
                     break

@@ -244,7 +244,14 @@ class Connection(asyncio.Protocol):
     def from_thread_flow(self, data: bytes) -> None:
         """Queue a chunk from an app thread; wait while the client is slow (bounded memory per connection)."""
         if self.owned_by_thread:
-            self.leave_thread()
+            # The owning thread writes itself while the socket takes each chunk whole; once it does not (or the
+            # client is gone), the loop takes the connection over and paces (or ends) the rest.
+            self.send_now(data)
+            if self.transport.get_write_buffer_size() or self.transport.is_closing():
+                self.leave_thread()
+            if self.closed:
+                raise ConnectionResetError("client went away")
+            return
         flow = self.flow
         with flow:
             while (self.write_paused or self.inflight > THREAD_WRITE_AHEAD) and not self.closed:
