@@ -1,7 +1,7 @@
 """Req/s and CPU per request of wsgistack and uWSGI behind nginx, with as many app threads as you like.
 
-The nginx scenario of run.py measures the servers with 1 thread per process; deployments such as the
-seed's uwsgi.ini run threads (`processes = 5`, `threads = 30`). This runs nginx (harness/nginx.py) in
+The nginx scenario of run.py measures the servers with 1 and with 4 threads per process, 2 processes;
+deployments such as the seed's uwsgi.ini run others (`processes = 5`, `threads = 30`). This runs nginx (harness/nginx.py) in
 front of one app server over the uwsgi protocol, wrk against nginx, and reports req/s and the user and
 system CPU time of the app server's processes per request (from /proc), alternating the servers.
 
@@ -21,18 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_per_request import cpu_ticks  # noqa: E402
-from harness import apps, load, nginx, procs  # noqa: E402
-from harness.paths import venv_bin  # noqa: E402
+from harness import apps, load, nginx, procs, servers  # noqa: E402
 
 READY_TIMEOUT = 60.0
 
 
 def server_argv(name: str, port: int, app: apps.App, processes: int, threads: int) -> list[str]:
-    common = ["--socket", f"127.0.0.1:{port}", *app.uwsgi_args(), "--processes", str(processes),
-              "--threads", str(threads), "--disable-logging"]
-    if name == "wsgistack":
-        return [venv_bin("wsgistack"), *common]
-    return [venv_bin("uwsgi"), *common, "--master", "--die-on-term", "--need-app", "--single-interpreter"]
+    """As the nginx scenario starts them (harness/servers.py), with these processes and threads."""
+    server, = servers.by_name([name])
+    return server.argv(port, processes, app, "uwsgi", threads=threads)
 
 
 def measure(name: str, app: apps.App, args, logs: Path) -> str:

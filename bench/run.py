@@ -214,6 +214,7 @@ def nginx_meta(args) -> dict:
         "wrk_command": relative(load.wrk_command(load.SHAPES[0], "http://127.0.0.1:PORT/", args.duration)),
         "variants": [nginx.variant_name(s.name, u) for s, u in variants],
         "backends": {nginx.variant_name(s.name, u): s.name for s, u in variants},
+        "references": {nginx.variant_name(s.name, u): nginx.reference_for(u) for s, u in variants},
         "commands": {app.key: {nginx.variant_name(s.name, u): relative(nginx.backend_argv(s, u, app, "APP_PORT"))
                                for s, u in variants} for app in args.apps},
         "app_env": {app.key: relative([f"{k}={v}" for k, v in app.env.items()]) for app in args.apps if app.env},

@@ -1,7 +1,9 @@
 """Scenario "nginx": Debian's nginx in front of an app server. The upstream table (how
 nginx talks to the app server), the config, nginx as a foreground process in its own
 temporary prefix, and one measured turn: app server with PROCESSES processes, nginx
-in front, wrk (1 thread, 64 connections, 2 headers) against nginx.
+in front, wrk (1 thread, 64 connections, 2 headers) against nginx. The app servers run
+1 thread per process, except in the "uwsgi-threads" variant: THREADS app threads per
+process, as deployments such as the seed's uwsgi.ini do (`threads = 30`).
 
 nginx runs with `worker_processes 1`, `daemon off`, errors to stderr (so they land in
 the harness's log of it), no access log; its config, pid file and temp paths live in
@@ -27,6 +29,7 @@ NGINX = "/usr/sbin/nginx"  # Debian's; not on an unprivileged PATH
 PARAMS_DIR = Path("/etc/nginx")  # the stock uwsgi_params / fastcgi_params
 UPSTREAM_KEEPALIVE = 32
 PROCESSES = 2  # of each app server
+THREADS = 4  # app threads per process in the threaded variant
 
 
 @dataclass(frozen=True)
@@ -35,14 +38,18 @@ class Upstream:
     listen: str  # the app server's protocol: http | uwsgi | fastcgi (its argv's `listen`)
     location: tuple[str, ...]  # directives of `location /` (upstream `app`)
     keepalive: bool = False  # keep idle upstream connections (`keepalive N` in the upstream block)
+    threads: int = 1  # app threads per process (the server's argv takes `threads`)
 
     @property
     def title(self) -> str:
-        return self.listen + (" keep-alive" if self.keepalive else "")
+        return self.listen + (" keep-alive" if self.keepalive else "") + (f", {self.threads} threads"
+                                                                         if self.threads > 1 else "")
 
 
 UPSTREAMS = {u.key: u for u in [
     Upstream("uwsgi", "uwsgi", (f"include {PARAMS_DIR / 'uwsgi_params'};", "uwsgi_pass app;")),
+    Upstream("uwsgi-threads", "uwsgi", (f"include {PARAMS_DIR / 'uwsgi_params'};", "uwsgi_pass app;"),
+             threads=THREADS),
     Upstream("fastcgi", "fastcgi", (f"include {PARAMS_DIR / 'fastcgi_params'};", "fastcgi_keep_conn on;",
                                     "fastcgi_pass app;"), keepalive=True),
     # as gunicorn's docs deploy it: HTTP/1.0 to the app, a new connection per request
@@ -112,12 +119,19 @@ def variant_name(server_name: str, upstream: Upstream) -> str:
 REFERENCE = variant_name("uWSGI", UPSTREAMS["uwsgi"])  # the variant every ratio is taken against
 
 
+def reference_for(upstream: Upstream) -> str:
+    """The variant a target compares with: uWSGI with as many threads (1 thread: REFERENCE)."""
+    return variant_name("uWSGI", upstream) if upstream.threads > 1 else REFERENCE
+
+
 def variants(servers: list[Server]) -> list[tuple[Server, Upstream]]:
     """(server, upstream) for each upstream key in each server's `nginx` field, in table order."""
     return [(server, UPSTREAMS[key]) for server in servers for key in server.nginx]
 
 
 def backend_argv(server: Server, upstream: Upstream, app: App, port: int | str) -> list[str]:
+    if upstream.threads > 1:        # only the servers whose `nginx` field names a threaded upstream take it
+        return server.argv(port, PROCESSES, app, upstream.listen, threads=upstream.threads)
     return server.argv(port, PROCESSES, app, upstream.listen)
 
 

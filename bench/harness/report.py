@@ -373,8 +373,8 @@ def _nginx_section(results: dict) -> list[str]:
         "",
         f"- nginx {nmeta['nginx_version']} (Debian's `/usr/sbin/nginx`) in the foreground, `worker_processes 1`, "
         "no access log, its config, pid file and temp paths in a temporary prefix; in front of an app server "
-        f"with {nmeta['processes']} processes (1 thread each) on a free 127.0.0.1 port. No CPU pinning: wrk, "
-        "nginx and the app processes share the CPUs.",
+        f"with {nmeta['processes']} processes (1 thread each, unless the variant names its threads) on a free "
+        "127.0.0.1 port. No CPU pinning: wrk, nginx and the app processes share the CPUs.",
         "- Apps: " + "; ".join(f"*{title}*" for title in nmeta["apps"].values())
         + ". The Django page is `examples/mmcsite`'s `/`: a template listing the 10 most recent rows of a "
         "SQLite table (seeded with 10) plus a COUNT query, DEBUG off, in a fresh database migrated before the "
@@ -385,7 +385,8 @@ def _nginx_section(results: dict) -> list[str]:
         "app / nginx CPU µs/req: user + system CPU time of the app server's processes / of nginx during the run "
         "(/proc), divided by the requests wrk counted (median over rounds): where each request's cost goes."
         f" Targets: every nginx → {REFERENCE} variant "
-        + ", ".join(f"≥ {ratio:g}× on {nmeta['apps'].get(app, app)}" for app, ratio in NGINX_TARGETS) + ".",
+        + ", ".join(f"≥ {ratio:g}× on {nmeta['apps'].get(app, app)}" for app, ratio in NGINX_TARGETS)
+        + " (a threaded variant: × uWSGI with as many threads).",
         "",
         "### Targets",
         "",
@@ -452,11 +453,14 @@ def _nginx_targets(results: dict) -> list[str]:
             continue
         status = _status(results, "nginx", app=app)
         for variant in (v for v in nmeta["variants"] if nmeta["backends"][v] == REFERENCE):
+            reference = nmeta.get("references", {}).get(variant, nmeta["reference"])
             row = next((r for r in rows if (r["app"], r["server"]) == (app, variant)), None)
-            if row and row["ref_ratio"] is not None:
-                cell, met = f"{row['ref_ratio']:.2f}×", "yes" if row["ref_ratio"] >= ratio else "**no**"
+            ref = next((r for r in rows if (r["app"], r["server"]) == (app, reference)), None)
+            if row and ref and ref["rps"]:
+                measured = row["rps"] / ref["rps"]
+                cell, met = f"{measured:.2f}×", "yes" if measured >= ratio else "**no**"
             else:
                 why = "no reference result" if row else status.get(variant, "no result")
                 cell, met = "—", f"not measured ({why})"
-            lines.append(f"| {nmeta['apps'][app]} | {variant} | ≥ {ratio:g}× {nmeta['reference']} | {cell} | {met} |")
+            lines.append(f"| {nmeta['apps'][app]} | {variant} | ≥ {ratio:g}× {reference} | {cell} | {met} |")
     return lines

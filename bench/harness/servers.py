@@ -21,7 +21,7 @@ from .paths import launcher, venv_bin, venv_python
 
 HOST = "127.0.0.1"
 
-Argv = Callable[..., list[str]]  # (port, processes, app=HELLO, listen="http") -> argv
+Argv = Callable[..., list[str]]  # (port, processes, app=HELLO, listen="http"[, threads]) -> argv
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,10 @@ def _http_only(listen: str) -> None:
     _listen_flag({"http": ""}, listen)
 
 
-def _wsgistack(port: int, n: int, app: App = HELLO, listen: str = "http") -> list[str]:
+def _wsgistack(port: int, n: int, app: App = HELLO, listen: str = "http", threads: int = 1) -> list[str]:
     flag = _listen_flag({"http": "--http", "uwsgi": "--socket", "fastcgi": "--fastcgi-socket"}, listen)
     return [venv_bin("wsgistack"), flag, f"{HOST}:{port}", *app.uwsgi_args(),
-            "--processes", str(n), "--threads", "1", "--disable-logging"]
+            "--processes", str(n), "--threads", str(threads), "--disable-logging"]
 
 
 def _launcher(script: str) -> Argv:
@@ -77,11 +77,12 @@ def _granian(port: int, n: int, app: App = HELLO, listen: str = "http") -> list[
 
 def _uwsgi(*http_extra: str) -> Argv:
     """`http_extra` only applies to its HTTP socket (behind nginx it speaks the uwsgi protocol)."""
-    def argv(port: int, n: int, app: App = HELLO, listen: str = "http") -> list[str]:
+    def argv(port: int, n: int, app: App = HELLO, listen: str = "http", threads: int = 1) -> list[str]:
         flag = _listen_flag({"http": "--http11-socket", "uwsgi": "--socket"}, listen)
         return [venv_bin("uwsgi"), flag, f"{HOST}:{port}", *app.uwsgi_args(),
-                "--master", "--processes", str(n), "--disable-logging", "--die-on-term", "--need-app",
-                "--single-interpreter", *(http_extra if listen == "http" else ())]
+                "--master", "--processes", str(n), *(("--threads", str(threads)) if threads > 1 else ()),
+                "--disable-logging", "--die-on-term", "--need-app", "--single-interpreter",
+                *(http_extra if listen == "http" else ())]
     return argv
 
 
@@ -101,7 +102,7 @@ SERVERS: list[Server] = [
            reload_signal=signal.SIGHUP,
            reload_notes="starts a new generation of workers with freshly imported code and stops the old ones "
                         "only once the new ones serve (`wsgistack --reload PIDFILE` sends the same SIGHUP and waits)",
-           nginx=("uwsgi", "fastcgi", "http-keepalive")),
+           nginx=("uwsgi", "uwsgi-threads", "fastcgi", "http-keepalive")),
     Server("FastWSGI", "fastwsgi", _launcher("fastwsgi_server.py"),
            notes="launchers/fastwsgi_server.py: fastwsgi.run(workers=N) (SO_REUSEPORT per worker), TCP_NODELAY on",
            reload_notes="no graceful reload mechanism"),
@@ -121,7 +122,7 @@ SERVERS: list[Server] = [
                         "re-execs itself keeping the listening socket; new connections wait in its backlog. "
                         "(uWSGI's one-worker-at-a-time alternative, chain reload: --lazy-apps + --touch-chain-reload "
                         "or the master FIFO's `c`, is not a signal and not measured here)",
-           nginx=("uwsgi",)),
+           nginx=("uwsgi", "uwsgi-threads")),
     Server("uWSGI keep-alive", "uwsgi", _uwsgi(), default=False,
            notes="as uWSGI but keep-alive on: each sync worker then holds one of wrk's connections and "
                  "starves the other 63 and any new client, so req/s measures N connections only",
