@@ -1,8 +1,8 @@
 """Req/s and CPU per request of wsgistack and uWSGI behind nginx, with as many app threads as you like.
 
-The nginx scenario of run.py measures the servers with 1 and with 4 threads per process, 2 processes;
-deployments such as the seed's uwsgi.ini run others (`processes = 5`, `threads = 30`). This runs nginx (harness/nginx.py) in
-front of one app server over the uwsgi protocol, wrk against nginx, and reports req/s and the user and
+The nginx scenario of run.py measures the servers with 2 processes of 1 or 4 threads; deployments such
+as the seed's uwsgi.ini run others (`processes = 5`, `threads = 30`). This runs nginx (harness/nginx.py)
+in front of one app server over the uwsgi protocol, wrk against nginx, and reports req/s and the user and
 system CPU time of the app server's processes per request (from /proc), alternating the servers.
 
     bench/.venv/bin/python bench/behind_nginx.py --threads 4 --rounds 2
