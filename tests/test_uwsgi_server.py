@@ -76,9 +76,15 @@ def start_uwsgi(start_server):
 
 
 @pytest.fixture(params=["1", "4"], ids=["inline", "threads"])
-def uwsgi(request, start_uwsgi):
+def threads(request) -> str:
+    """--threads: the loop thread accepts and answers (1), or the app thread that accepted (4, app_threads.py)."""
+    return request.param
+
+
+@pytest.fixture
+def uwsgi(start_uwsgi, threads):
     """A uwsgi socket served with the app on the loop thread (--threads 1) and on app threads."""
-    return start_uwsgi("--threads", request.param)
+    return start_uwsgi("--threads", threads)
 
 
 def test_vars_become_the_environ(uwsgi):
@@ -144,7 +150,6 @@ def test_body_by_content_length(uwsgi):
     assert status == 200 and echoed == body
 
 
-@pytest.mark.parametrize("threads", ["1", "4"])
 def test_large_body_is_spooled(start_uwsgi, threads):
     """With app threads, the thread that accepted finds only the first part: the loop reads the rest and
     gives the request to an app thread."""
@@ -179,8 +184,8 @@ def test_modifier1_30_strips_script_name(start_uwsgi):
     assert environ["PATH_INFO"] == "/environ"
 
 
-def test_other_modifier1_refused(start_uwsgi):
-    server, address = start_uwsgi()
+def test_other_modifier1_refused(start_uwsgi, threads):
+    server, address = start_uwsgi("--threads", threads)
     answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ"), modifier1=5))
     assert answer == b""
     log = server.wait_log("modifier1 5 is not served")
@@ -197,8 +202,8 @@ def test_vars_block_larger_than_buffer_size(start_uwsgi):
         == vars_["HTTP_COOKIE"]
 
 
-def test_http_request_on_the_uwsgi_port(start_uwsgi):
-    server, address = start_uwsgi()
+def test_http_request_on_the_uwsgi_port(start_uwsgi, threads):
+    server, address = start_uwsgi("--threads", threads)
     answer, _ = exchange(address, b"GET /environ HTTP/1.1\r\nHost: x\r\n\r\n")
     status, _, body = parse_response(answer)
     assert status == 400 and b"uwsgi socket" in body
@@ -215,8 +220,8 @@ def test_http_request_on_the_uwsgi_port(start_uwsgi):
     (b"\x00\x06\x00\x00" + b"\x01\x00K\x05\x00a", "malformed uwsgi vars"),           # a value size past the block
     (encode_uwsgi_request(request_vars("/echo", CONTENT_LENGTH="-1")), "invalid CONTENT_LENGTH"),
 ], ids=["header", "vars", "body", "key-size", "value-size", "content-length"])
-def test_malformed_packets_never_reach_the_app(start_uwsgi, packet, message):
-    server, address = start_uwsgi()
+def test_malformed_packets_never_reach_the_app(start_uwsgi, packet, message, threads):
+    server, address = start_uwsgi("--threads", threads)
     answer, _ = exchange(address, packet, half_close=True)
     assert answer == b""
     log = server.wait_log(message)
@@ -247,8 +252,9 @@ def test_dynamic_app_vars_are_ignored(start_uwsgi, tmp_path):
     assert "UWSGI_SCRIPT" in log and "UWSGI_FILE" in log
 
 
-def test_allow_from_refuses_other_peers(start_uwsgi):
-    server, address = start_uwsgi("--uwsgi-allow-from", "10.0.0.0/8", "--uwsgi-allow-from", "192.168.0.1")
+def test_allow_from_refuses_other_peers(start_uwsgi, threads):
+    server, address = start_uwsgi("--threads", threads, "--uwsgi-allow-from", "10.0.0.0/8",
+                                  "--uwsgi-allow-from", "192.168.0.1")
     try:
         assert exchange(address, encode_uwsgi_request(request_vars("/environ")))[0] == b""
     except ConnectionResetError:        # closed with the request unread: the kernel may answer with a reset
@@ -337,8 +343,8 @@ def test_client_abort_still_closes_the_iterable(start_server, tmp_path):
     assert time.monotonic() - started < 6, "the abort must reach the app, not wait for its end"
 
 
-def test_limit_post(start_uwsgi):
-    server, address = start_uwsgi("--limit-post", "1000")
+def test_limit_post(start_uwsgi, threads):
+    server, address = start_uwsgi("--threads", threads, "--limit-post", "1000")
     packet = encode_uwsgi_request(request_vars("/echo", REQUEST_METHOD="POST", CONTENT_LENGTH="5000"))
     status, headers, body = parse_response(exchange(address, packet)[0])
     assert status == 413 and b"--limit-post" in body
@@ -348,8 +354,8 @@ def test_limit_post(start_uwsgi):
     assert "=> generated" not in server.log()
 
 
-def test_stalled_packet_times_out(start_uwsgi):
-    server, address = start_uwsgi("--header-timeout", "1")
+def test_stalled_packet_times_out(start_uwsgi, threads):
+    server, address = start_uwsgi("--threads", threads, "--header-timeout", "1")
     answer, elapsed = exchange(address, encode_uwsgi_request(request_vars("/environ"))[:30])
     assert answer == b"" and elapsed < 5
     server.wait_log("no complete request head in time")
@@ -378,7 +384,6 @@ def test_harakiri_answers_504(start_uwsgi):
 # --- accepting (direct.py): the worker accepts and answers a uwsgi connection itself, handing to uvloop what
 # --- it cannot finish at once; all workers take connections from one shared socket, one at a time
 
-@pytest.mark.parametrize("threads", ["1", "4"])
 def test_request_sent_after_a_silent_connect(start_server, tmp_path, threads):
     """TCP: the kernel holds the connection until its first bytes (TCP_DEFER_ACCEPT). Unix socket: the first
     read finds nothing, and the connection goes on on an event-loop transport."""
@@ -431,7 +436,6 @@ def test_next_connection_goes_to_a_free_worker(start_uwsgi):
     assert time.monotonic() - started < 1.8
 
 
-@pytest.mark.parametrize("threads", ["1", "4"])
 def test_out_of_file_descriptors_pauses_accepting(start_uwsgi, threads):
     """A flood of connections past the worker's file limit: accept() fails (EMFILE), the worker says so and
     pauses accepting instead of spinning on the ready socket; once descriptors are free it serves again."""
