@@ -12,6 +12,7 @@ Each is drawn only if its scenario ran.
 
 import json
 import sys
+import textwrap
 
 import matplotlib
 
@@ -85,7 +86,7 @@ def nginx_panel(ax, results: dict, app: str) -> None:
         else:
             label = missing_label(results, variant, app=app)
         ax.annotate(label, (i, value), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(variants)), [v.removeprefix("nginx → ").replace(" (", "\n(") for v in variants],
+    ax.set_xticks(range(len(variants)), [textwrap.fill(v.removeprefix("nginx → "), 14, break_on_hyphens=False) for v in variants],
                   fontsize=8)
     ax.set_title(nmeta["apps"][app])
     ax.set_ylabel("requests/s through nginx (median over rounds)")
@@ -98,7 +99,7 @@ def nginx_panel(ax, results: dict, app: str) -> None:
 def nginx_chart(results: dict, dst: str) -> None:
     meta, nmeta = results["meta"], results["meta"]["nginx"]
     apps = list(nmeta["apps"])
-    fig, axes = plt.subplots(1, len(apps), figsize=(max(8, 6.5 * len(apps)), 5.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(apps), figsize=(max(8, 7.5 * len(apps)), 5.5), squeeze=False)
     for ax, app in zip(axes[0], apps):
         nginx_panel(ax, results, app)
     fig.suptitle(f"nginx {nmeta['nginx_version']} (1 worker) in front of {nmeta['processes']} app processes: "
