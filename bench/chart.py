@@ -86,8 +86,8 @@ def nginx_panel(ax, results: dict, app: str) -> None:
         else:
             label = missing_label(results, variant, app=app)
         ax.annotate(label, (i, value), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(variants)), [textwrap.fill(v.removeprefix("nginx → "), 14, break_on_hyphens=False) for v in variants],
-                  fontsize=8)
+    labels = [textwrap.fill(v.removeprefix("nginx → "), 14, break_on_hyphens=False) for v in variants]
+    ax.set_xticks(range(len(variants)), labels, fontsize=8)
     ax.set_title(nmeta["apps"][app])
     ax.set_ylabel("requests/s through nginx (median over rounds)")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: short(v)))
