@@ -313,10 +313,43 @@ def decode_name_value_pairs(data: bytes, what: str, *, drop_wsgi_names: bool = F
     """Decode FastCGI name-value pairs (latin-1). Names must be non-empty; a repeated name keeps its last value.
     `drop_wsgi_names`: leave out wsgi.* names (in a request's PARAMS: those keys are the WSGI server's).
 
-    Hot path (every request's PARAMS): one flat loop over the data decoded once (latin-1 maps byte i to
-    character i, so offsets agree); one-byte lengths inline; messages only on errors."""
+    Hot path (every request's PARAMS), as uwsgi_codec._decode_vars: one flat loop over the data decoded once
+    (latin-1 maps byte i to character i, so offsets agree); one-byte lengths inline; no bounds test per pair:
+    a length past the end shows as an IndexError, a short last value or an empty name after the loop, and
+    `_check_pairs` then walks the data again to say exactly what is wrong. wsgi.* names are looked for once,
+    in the whole text, not per pair."""
     pairs: dict[str, str] = {}
     text = data.decode("latin-1")
+    size = len(data)
+    position = 0
+    try:
+        while position < size:
+            name_length = data[position]
+            if name_length < 0x80:
+                position += 1
+            else:
+                name_length, position = _read_long_length(data, position, what)
+            value_length = data[position]
+            if value_length < 0x80:
+                position += 1
+            else:
+                value_length, position = _read_long_length(data, position, what)
+            name_end = position + name_length
+            end = name_end + value_length
+            pairs[text[position:name_end]] = text[name_end:end]
+            position = end
+    except IndexError:
+        _check_pairs(data, what)
+    if position != size or "" in pairs:
+        _check_pairs(data, what)
+    if drop_wsgi_names and "wsgi." in text:     # rare (or such text in a value): look at the names
+        for name in [name for name in pairs if name.startswith("wsgi.")]:
+            del pairs[name]
+    return pairs
+
+
+def _check_pairs(data: bytes, what: str) -> None:
+    """Raise the precise FastCGIProtocolError for name-value pairs the fast loop found malformed."""
     size = len(data)
     position = 0
     while position < size:
@@ -336,11 +369,8 @@ def decode_name_value_pairs(data: bytes, what: str, *, drop_wsgi_names: bool = F
                                        f"bytes at offset {position}, only {size - position} remain")
         if name_length == 0:
             raise FastCGIProtocolError(f"malformed name-value pair in {what}: empty name at offset {position}")
-        if not (drop_wsgi_names and data[position] == 119                                     # 119: "w"
-                and text.startswith("wsgi.", position, position + name_length)):
-            pairs[text[position:position + name_length]] = text[position + name_length:end]
         position = end
-    return pairs
+    raise FastCGIProtocolError(f"malformed name-value pairs in {what}")   # not reached: called on an error only
 
 
 def _read_long_length(data: bytes, position: int, what: str) -> tuple[int, int]:
