@@ -388,9 +388,7 @@ def _serve_on_thread(sock: _socket.socket, transport: DirectTransport, protocol)
                 protocol.deferred = None
                 exchange.run()
     finally:
-        if protocol.owned_by_thread:    # else the answer needed the loop and went to it (leave_thread)
-            protocol.owned_by_thread = False
-            transport.thread_pass_done()
+        protocol.leave_thread()         # closed here (the common end), or on to the loop thread
 
 
 def _prepare_listening(sock: socket.socket) -> None:

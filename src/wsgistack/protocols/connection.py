@@ -73,7 +73,8 @@ class Connection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.batching = False
         self.ticks = 0
-        self.flow = threading.Condition() if self.worker.threaded else None
+        # Where an app thread writing a stream waits for the loop thread (none while a thread owns the connection).
+        self.flow = threading.Condition() if self.worker.threaded and not self.owned_by_thread else None
         self.inflight = 0
         self.worker.connections.add(self)
 
@@ -235,9 +236,12 @@ class Connection(asyncio.Protocol):
             self.loop.call_soon_threadsafe(function, *args)
 
     def leave_thread(self) -> None:
-        """The answer needs the loop from here on (a stream paced by the client, sendfile): the thread goes on
-        running the app, the loop thread takes the connection, as for any request an app thread runs."""
+        """The owning thread lets go: the connection is closed already (the common end), or the loop thread
+        takes it over (a request still arriving, a stream paced by the client, sendfile), as for any request
+        an app thread runs; the thread may go on running the app."""
         if self.owned_by_thread:
+            if self.flow is None and not self.closed:
+                self.flow = threading.Condition()
             self.owned_by_thread = False
             self.transport.thread_pass_done()
 
