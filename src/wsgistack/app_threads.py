@@ -4,7 +4,7 @@
 socket has `AcceptingAppThreads`, which also accept, read and answer new uwsgi connections by themselves
 (direct.ThreadAcceptor): nginx sends a uwsgi request whole, and a request that never leaves its thread
 does not cross the GIL from the loop thread to an app thread and back (behind nginx, 2 processes x 4
-threads, hello world: 9k req/s handed over, 13-14k served by the thread; uWSGI 15-17k).
+threads, hello world: 9k req/s handed over, 15k served by the thread; uWSGI 17k).
 """
 
 from __future__ import annotations
