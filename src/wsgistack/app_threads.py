@@ -20,6 +20,8 @@ log = logging.getLogger("wsgistack")
 
 
 class AppThreads:
+    """App threads fed by a queue (jobs only)."""
+
     def __init__(self, count: int, name: str):
         self.jobs = queue.SimpleQueue()
         self._start(count, name)

@@ -180,18 +180,18 @@ class Exchange:
             for chunk in self.iterator:
                 if type(chunk) is not bytes:
                     raise ResponseError(f"response iterable yielded {type(chunk).__name__}, not bytes")
+                data = b""
                 if not self.head_sent:
-                    head = self._head(None)
-                    if chunk and not self.no_body and len(chunk) <= COALESCE_LIMIT:
-                        # One write for head and first chunk: an iterable of one chunk (Django's HttpResponse)
-                        # then costs the peer (nginx) one read, and us one send, not two.
-                        self._stream(head + self._frame(self._clip(chunk)))
-                    else:
-                        self._stream(head)
-                        if chunk and not self.no_body:
-                            self._stream(self._frame(self._clip(chunk)))
-                elif chunk and not self.no_body:
-                    self._stream(self._frame(self._clip(chunk)))
+                    # One write for head and first chunk: an iterable of one chunk (Django's HttpResponse)
+                    # then costs the peer (nginx) one read, and us one send, not two.
+                    data = self._head(None)
+                    if len(chunk) > COALESCE_LIMIT:
+                        self._stream(data)
+                        data = b""
+                if chunk and not self.no_body:
+                    data += self._frame(self._clip(chunk))
+                if data:
+                    self._stream(data)
                 if conn.closed or self.overflowed:
                     break
                 if conn.write_paused and not self.threaded:
