@@ -353,16 +353,8 @@ def _check_pairs(data: bytes, what: str) -> None:
     size = len(data)
     position = 0
     while position < size:
-        name_length = data[position]
-        if name_length < 0x80:
-            position += 1
-        else:
-            name_length, position = _read_long_length(data, position, what)
-        if position < size and data[position] < 0x80:
-            value_length = data[position]
-            position += 1
-        else:
-            value_length, position = _read_long_length(data, position, what)
+        name_length, position = _read_length(data, position, what)
+        value_length, position = _read_length(data, position, what)
         end = position + name_length + value_length
         if end > size:
             raise FastCGIProtocolError(f"malformed name-value pair in {what}: declares {name_length + value_length} "
@@ -371,6 +363,13 @@ def _check_pairs(data: bytes, what: str) -> None:
             raise FastCGIProtocolError(f"malformed name-value pair in {what}: empty name at offset {position}")
         position = end
     raise FastCGIProtocolError(f"malformed name-value pairs in {what}")   # not reached: called on an error only
+
+
+def _read_length(data: bytes, position: int, what: str) -> tuple[int, int]:
+    """A name or value length (1 or 4 bytes) at `position`: (length, position after it)."""
+    if position < len(data) and data[position] < 0x80:
+        return data[position], position + 1
+    return _read_long_length(data, position, what)
 
 
 def _read_long_length(data: bytes, position: int, what: str) -> tuple[int, int]:
