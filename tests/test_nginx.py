@@ -29,7 +29,8 @@ DEMO = Path(__file__).resolve().parent.parent / "examples" / "mmcsite"
 PROTOCOLS = ("uwsgi", "uwsgi-unix", "fastcgi", "http")
 KEEPALIVE_PROTOCOLS = ("fastcgi", "http")
 TIMEOUT = 30.0
-CLIENT_ADDRESS = "127.0.0.2"      # not nginx's own address, so the app can tell who it sees
+CLIENT_ADDRESS = "127.0.0.2"
+STATIC_BIG_SIZE = 3 * 1024 * 1024 + 5     # a static file larger than any socket buffer      # not nginx's own address, so the app can tell who it sees
 
 # The seed's server block (its conf.d/django.conf), verbatim apart from the listen address, server_name and
 # what passes requests on: {django} holds the seed's `include uwsgi_params; uwsgi_pass 127.0.0.1:3031;
@@ -141,6 +142,7 @@ class Stack:
     backends: dict[str, Backend]
     ports: dict[str, int]
     close_log: Path
+    root: Path
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +156,17 @@ def stack(tmp_path_factory):
     backends: dict[str, Backend] = {}
     nginx = None
     try:
-        backends["django"] = start_backend("django", root, ["--module", "mmcsite.wsgi", "--chdir", str(DEMO)], env,
-                                           cwd=DEMO)
-        backends["basic"] = start_backend("basic", root, ["--wsgi-file", str(APPS / "basic.py")], env)
+        backends["django"] = start_backend("django", root, ["--module", "mmcsite.wsgi", "--chdir", str(DEMO),
+                                                            "--static-map", "/static=static"], env, cwd=DEMO)
+        files = root / "files"
+        files.mkdir()
+        (files / "big.bin").write_bytes(os.urandom(STATIC_BIG_SIZE))
+        backends["basic"] = start_backend("basic", root, ["--wsgi-file", str(APPS / "basic.py"),
+                                                          "--static-map", f"/files={files}"], env)
         ports = {protocol: free_port() for protocol in PROTOCOLS}
         nginx = Nginx(binary, root / "nginx", nginx_http_block(backends, ports), list(ports.values()))
         nginx.start()
-        yield Stack(nginx, backends, ports, close_log)
+        yield Stack(nginx, backends, ports, close_log, root)
     finally:
         if nginx is not None:
             nginx.stop()
@@ -316,6 +322,29 @@ def test_remote_addr_and_scheme(site):
 def test_app_error_is_passed_on(site):
     response = site.request("GET", "/basic/error")
     assert response.status == 500 and response.body == b"Internal Server Error"
+
+
+# --- static files (--static-map), answered before the app ---
+
+def test_static_file_with_range_and_revalidation(site):
+    css = (DEMO / "static" / "css" / "site.css").read_bytes()
+    whole = site.request("GET", "/static/css/site.css")
+    assert (whole.status, whole.body) == (200, css), site.diagnostics()
+    assert whole.headers["content-type"] == "text/css"
+    part = site.request("GET", "/static/css/site.css", headers={"Range": "bytes=5-14"})
+    assert (part.status, part.body) == (206, css[5:15])
+    assert part.headers["content-range"] == f"bytes 5-14/{len(css)}"
+    again = site.request("GET", "/static/css/site.css", headers={"If-None-Match": whole.headers["etag"]})
+    assert (again.status, again.body) == (304, b"")
+    assert site.request("GET", "/static/css/missing.css").status == 404      # Django's answer: not a file
+
+
+def test_big_static_file_arrives_intact(site):
+    expected = hashlib.sha256((site.stack.root / "files" / "big.bin").read_bytes()).hexdigest()
+    response = site.request("GET", "/basic/files/big.bin")
+    assert response.status == 200, site.diagnostics()
+    assert len(response.body) == STATIC_BIG_SIZE
+    assert hashlib.sha256(response.body).hexdigest() == expected
 
 
 # --- large, streamed and aborted responses ---

@@ -13,6 +13,7 @@ from wsgistack.app_loader import choose_app_source, prepare_import_path
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.logs import redirect_output, setup_error_log
+from wsgistack.static import StaticFiles
 
 # option name -> protocol spoken on the sockets it lists
 LISTEN_OPTIONS = (("http", "http"), ("socket", "uwsgi"), ("fastcgi-socket", "fastcgi"))
@@ -77,6 +78,7 @@ def _reloader(argv: list[str]):
                 raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
             config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning))
             _apply_environment(config)
+            StaticFiles.from_config(config)
         except BaseException:
             os.chdir(current)
             raise
@@ -95,6 +97,7 @@ def serve(config: Config, reload_config) -> int:
 
     hold_signals()
     _apply_environment(config)
+    StaticFiles.from_config(config)       # checked here, before forking: a bad mapping names its file:line
     _, _, note = choose_app_source(config)
     if note:
         print(f"wsgistack: {note}", file=sys.stderr)

@@ -32,6 +32,7 @@ from wsgistack.harakiri import Harakiri, WatchedMixin, watched
 from wsgistack.logs import AccessLog, setup_error_log
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
+from wsgistack.static import StaticFiles
 from wsgistack.wsgi import base_environ
 
 try:
@@ -64,6 +65,7 @@ class Worker:
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
         self.waiting: list[Connection] = []
+        self.static: StaticFiles | None = None      # static files answered before the app
         self.started = time.monotonic()
         self.harakiri: Harakiri | None = None
         # --max-requests plus a per-worker random delta, so workers do not all recycle at once.
@@ -84,6 +86,7 @@ class Worker:
             pass
         try:
             self.app = load_app(self.config)
+            self.static = StaticFiles.from_config(self.config)
         except ConfigError as exc:
             self._report(f"error {exc}")
             return EXIT_BOOT_FAILED

@@ -41,17 +41,25 @@ class ResponseError(Exception):
 
 
 class FileWrapper:
-    """wsgi.file_wrapper: iterating reads blocks; the server sends real files with sendfile()."""
+    """wsgi.file_wrapper: iterating reads blocks; the server sends real files with sendfile().
+    `length`: at most this many bytes from the file's position (a byte range of a static file)."""
 
-    def __init__(self, filelike, blksize: int = 65536):
+    def __init__(self, filelike, blksize: int = 65536, length: int | None = None):
         self.filelike = filelike
         self.blksize = blksize
+        self.length = length
         if hasattr(filelike, "close"):
             self.close = filelike.close
 
     def __iter__(self):
         read = self.filelike.read
-        while block := read(self.blksize):
+        left = self.length
+        if left is None:
+            while block := read(self.blksize):
+                yield block
+            return
+        while left > 0 and (block := read(min(self.blksize, left))):
+            left -= len(block)
             yield block
 
     def sendfile_span(self) -> tuple[int, int, int] | None:
@@ -64,7 +72,8 @@ class FileWrapper:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
-        return fd, offset, max(0, info.st_size - offset)
+        count = max(0, info.st_size - offset)
+        return fd, offset, count if self.length is None else min(count, self.length)
 
 
 class Exchange:

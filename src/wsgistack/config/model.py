@@ -52,6 +52,15 @@ class Config:
     pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp",), metavar="DIR")
     env: list[str] = option([], "set an environment variable KEY=VALUE (repeatable)", metavar="KEY=VALUE")
 
+    # --- static files, answered before the app (static.py) ---
+    static_map: list[str] = option([], "serve URL prefix MOUNT from PATH, a directory or one file (repeatable); "
+                                       "a file not found there goes to the app", metavar="MOUNT=PATH")
+    static_map2: list[str] = option([], "like static-map, but the request's whole path goes under PATH",
+                                    metavar="MOUNT=PATH")
+    check_static: list[str] = option([], "answer any request whose path is a file under DIR from it, the others "
+                                         "go to the app (repeatable)", metavar="DIR")
+    static_index: list[str] = option([], "file answered for a directory, e.g. index.html (repeatable)", metavar="NAME")
+
     # --- processes and threads ---
     processes: int = option(1, "number of worker processes", aliases=("workers", "p"), metavar="N")
     threads: int = option(1, "app threads per worker; 1 runs the app on the event-loop thread (fastest)", metavar="N")

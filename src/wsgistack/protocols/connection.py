@@ -106,14 +106,21 @@ class Connection(asyncio.Protocol):
             return False
         environ, is_head, http11, keep_alive, stream = request
         worker = self.worker
+        app = worker.app
         threaded = worker.threaded or stream is not None     # a streaming body needs its own thread
-        if not threaded and worker.app_busy:
+        # Front handlers, before the app: static files (answered on this thread, or the one owning the connection).
+        if worker.static is not None and stream is None:
+            responder = worker.static.responder(environ)
+            if responder is not None:
+                app = responder
+                threaded = self.owned_by_thread
+        if not threaded and worker.app_busy and app is worker.app:
             self.pending.appendleft(request)
             worker.wait_for_app(self)
             return False
         if self.closing or worker.stopping:
             keep_alive = False               # closing or draining: the last response on this connection
-        exchange = self.active = self.exchange_class(self, environ, worker.app, is_head, http11, keep_alive)
+        exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
         if worker.access_log is not None:
             exchange.started = monotonic()
         if threaded:

@@ -1,0 +1,290 @@
+"""Static files in front of the app: uWSGI's --static-map, --static-map2, --check-static and --static-index.
+
+A request whose path falls under a mapping is answered from the file system when the file is there, and goes
+to the app when it is not (as uWSGI does, so an app's own routes under the same prefix still work). The answer
+is a small WSGI callable run by the same Exchange as the app's (wsgi.py): sendfile over HTTP and uwsgi, STDOUT
+records over FastCGI, HEAD, keep-alive and the access log behave alike. It runs on the event-loop thread (an
+open() and an fstat(), as nginx does them), never on an app thread.
+
+Paths as nginx sees them: dot segments are resolved and repeated slashes merged before matching; a path that
+climbs above / is answered 400, a NUL 400. Symlinks inside a mapped directory are followed (nginx's default;
+uWSGI refuses those that leave the directory). Conditional and range requests as RFC 9110: If-None-Match,
+If-Modified-Since (304), one byte range (206, 416), If-Range; several ranges get the whole file (200).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import stat
+from dataclasses import dataclass
+from email.utils import formatdate, mktime_tz, parsedate_tz
+from urllib.parse import quote
+
+from wsgistack.config import Config, ConfigError
+from wsgistack.wsgi import FileWrapper
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC    # O_NONBLOCK: a FIFO must not block the loop
+# One byte range (RFC 9110 14.1.1); ASCII digits only, and few enough for int() (its limit is 4300 digits).
+_ONE_RANGE = re.compile(r"bytes=([0-9]{0,20})-([0-9]{0,20})", re.IGNORECASE)
+_NOT_FOUND = (FileNotFoundError, NotADirectoryError)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    mount: str          # "/static"; "" matches every path (--check-static)
+    target: str         # absolute path of a directory, or of one file
+    is_file: bool       # the mount is one URL, answered by this file
+    whole_path: bool    # the request's whole path goes under target (--static-map2, --check-static)
+
+    def candidate(self, path: str) -> str | None:
+        """The file system path for request path `path`, or None when the mapping does not cover it."""
+        mount = self.mount
+        if self.is_file:
+            return self.target if path == mount else None
+        if mount and path != mount and not path.startswith(mount + "/"):
+            return None
+        rest = path if self.whole_path else path[len(mount):]
+        # PATH_INFO is latin-1 text standing for the request's bytes; the file system takes them as they came.
+        return self.target + os.fsdecode(rest.encode("latin-1"))
+
+
+class StaticFiles:
+    def __init__(self, mappings: list[Mapping], index_files: list[str]):
+        self.mappings = mappings
+        self.index_files = index_files
+
+    @classmethod
+    def from_config(cls, config: Config) -> StaticFiles | None:
+        """The mappings of the config, checked (ConfigError naming the option, file and line); None when there
+        are none. Relative paths are taken from the current directory (after --chdir)."""
+        mappings = []
+        for option, values, whole_path in (("static-map", config.static_map, False),
+                                           ("static-map2", config.static_map2, True)):
+            for value in values:
+                mount, equals, target = value.partition("=")
+                where = config.where(option, value)
+                if not equals or not target:
+                    raise ConfigError(f"expected MOUNTPOINT=PATH, got {value!r}", option=option, **where)
+                if not mount.startswith("/"):
+                    raise ConfigError(f"the mountpoint must start with '/', got {mount!r}", option=option, **where)
+                mappings.append(_mapping(mount.rstrip("/"), target, whole_path, option, where))
+        for directory in config.check_static:
+            mapping = _mapping("", directory, True, "check-static", config.where("check-static", directory))
+            if mapping.is_file:
+                raise ConfigError(f"{directory!r} is not a directory", option="check-static",
+                                  **config.where("check-static", directory))
+            mappings.append(mapping)
+        for name in config.static_index:
+            if not name or "/" in name or name in (".", ".."):
+                raise ConfigError(f"expected a file name like index.html, got {name!r}", option="static-index",
+                                  **config.where("static-index", name))
+        if not mappings:
+            return None
+        mimetypes.init()             # reads the system's mime.types now, not on the first request
+        return cls(mappings, list(config.static_index))
+
+    def responder(self, environ: dict):
+        """A WSGI callable answering this request from a file, or None: the request goes to the app."""
+        path = environ.get("PATH_INFO", "")
+        if "/." in path or "//" in path:
+            normalized = normalize_path(path)
+            if normalized is None:
+                if any(mapping.candidate(path) is not None for mapping in self.mappings):
+                    return Answer(400, "the path climbs above /")
+                return None
+            path = normalized
+        for mapping in self.mappings:
+            candidate = mapping.candidate(path)
+            if candidate is None:
+                continue
+            if "\0" in candidate:
+                return Answer(400, "NUL in the path")
+            answer = self._open(candidate, path, environ)
+            if answer is not None:
+                return answer
+        return None
+
+    def _open(self, candidate: str, path: str, environ: dict):
+        try:
+            fd = os.open(candidate, _OPEN_FLAGS)
+        except _NOT_FOUND:
+            return None
+        except PermissionError:
+            return Answer(403, "permission denied")
+        except OSError:              # a name too long, a symlink loop: nothing to serve here
+            return None
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            return StaticFile(fd, info, candidate)
+        os.close(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return self._index(candidate, path, environ)
+        return None                  # a FIFO, a device: not ours to serve
+
+    def _index(self, directory: str, path: str, environ: dict):
+        for name in self.index_files:
+            try:
+                fd = os.open(os.path.join(directory, name), _OPEN_FLAGS)
+            except OSError:
+                continue
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                os.close(fd)
+                continue
+            if not path.endswith("/"):
+                # As nginx: relative links in the index page need the slash; the client asks again with it.
+                os.close(fd)
+                query = environ.get("QUERY_STRING")
+                location = quote(path.encode("latin-1")) + "/" + (f"?{query}" if query else "")
+                return Redirect(location)
+            return StaticFile(fd, info, os.path.join(directory, name))
+        return None
+
+
+def _mapping(mount: str, target: str, whole_path: bool, option: str, where: dict) -> Mapping:
+    path = os.path.abspath(target)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {target!r}: {exc.strerror}", option=option, **where) from None
+    is_file = stat.S_ISREG(info.st_mode)
+    if not is_file and not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{target!r} is neither a directory nor a regular file", option=option, **where)
+    return Mapping(mount, path, is_file, whole_path and not is_file)
+
+
+def normalize_path(path: str) -> str | None:
+    """Resolve "." and ".." segments and merge slashes (RFC 3986 5.2.4, as nginx); None if it climbs above /."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    trailing = "/" if segments and (path.endswith("/") or path.endswith("/.") or path.endswith("/..")) else ""
+    return "/" + "/".join(segments) + trailing
+
+
+class Answer:
+    """The server's own short answer (400, 403) to a request under a mapping."""
+
+    def __init__(self, status: int, detail: str, headers: tuple = ()):
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+    def __call__(self, environ, start_response):
+        reason = _REASONS[self.status]
+        body = f"{self.status} {reason}: {self.detail}\n".encode()
+        start_response(f"{self.status} {reason}", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                                                   *self.headers])
+        return [body]
+
+
+class Redirect(Answer):
+    def __init__(self, location: str):
+        super().__init__(301, "see " + location, (("Location", location),))
+
+
+_REASONS = {301: "Moved Permanently", 400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed",
+            416: "Range Not Satisfiable"}
+
+
+class StaticFile:
+    """One open regular file, answered with validators, conditionals and byte ranges."""
+
+    def __init__(self, fd: int, info: os.stat_result, path: str):
+        self.fd = fd
+        self.size = info.st_size
+        self.mtime = int(info.st_mtime)
+        self.path = path
+
+    def __call__(self, environ, start_response):
+        method = environ["REQUEST_METHOD"]
+        if method != "GET" and method != "HEAD":
+            os.close(self.fd)
+            return Answer(405, "a static file answers GET and HEAD", (("Allow", "GET, HEAD"),))(environ,
+                                                                                                 start_response)
+        etag = f'"{self.mtime:x}-{self.size:x}"'       # nginx's form: mtime and size in hex
+        last_modified = formatdate(self.mtime, usegmt=True)
+        headers = [("Last-Modified", last_modified), ("ETag", etag)]
+        if not_modified(environ, etag, self.mtime):
+            os.close(self.fd)
+            start_response("304 Not Modified", headers)
+            return []
+        headers += [("Content-Type", content_type(self.path)), ("Accept-Ranges", "bytes")]
+        span = byte_range(environ, self.size, etag, last_modified)
+        if span == UNSATISFIABLE:
+            os.close(self.fd)
+            return Answer(416, f"the file has {self.size} bytes",
+                          (("Content-Range", f"bytes */{self.size}"),))(environ, start_response)
+        file = os.fdopen(self.fd, "rb")
+        if span is None:
+            start, length, status = 0, self.size, "200 OK"
+        else:
+            start, end = span
+            length, status = end - start + 1, "206 Partial Content"
+            headers.append(("Content-Range", f"bytes {start}-{end}/{self.size}"))
+            file.seek(start)
+        headers.append(("Content-Length", str(length)))
+        start_response(status, headers)
+        return FileWrapper(file, length=length)
+
+
+def content_type(path: str) -> str:
+    kind, encoding = mimetypes.guess_type(path, strict=False)
+    if kind is None or encoding is not None:
+        # x.tar.gz is gzip bytes to the client: no Content-Encoding, which would have a browser unpack it
+        return "application/octet-stream"
+    return kind
+
+
+def not_modified(environ: dict, etag: str, mtime: int) -> bool:
+    """RFC 9110 13.1.2-3: If-None-Match (weak comparison) decides when present, else If-Modified-Since."""
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if since is None:
+        return False
+    try:
+        return mtime <= mktime_tz(parsedate_tz(since))
+    except (TypeError, ValueError, OverflowError):
+        return False                  # an invalid date is ignored (RFC 9110 13.1.3)
+
+
+UNSATISFIABLE = (-1, -1)
+
+
+def byte_range(environ: dict, size: int, etag: str, last_modified: str) -> tuple[int, int] | None:
+    """(first, last) byte of a single satisfiable range; UNSATISFIABLE; None: send the whole file (no Range,
+    one that is not ours to honour, or If-Range naming another version)."""
+    header = environ.get("HTTP_RANGE")
+    if header is None:
+        return None
+    if_range = environ.get("HTTP_IF_RANGE")
+    if if_range is not None and if_range.strip() not in (etag, last_modified):
+        return None
+    match = _ONE_RANGE.fullmatch(header.strip())
+    if match is None:
+        return None                   # another unit, several ranges or malformed: the whole file (RFC 9110 14.2)
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:                      # the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            return UNSATISFIABLE
+        return max(0, size - length), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None                   # invalid: ignored
+    if start >= size:
+        return UNSATISFIABLE
+    return start, min(int(last), size - 1) if last else size - 1

@@ -1,0 +1,319 @@
+"""Static files before the app (--static-map, --static-map2, --check-static, --static-index), over HTTP.
+
+The app behind is tests/apps/dump.py: an answer in JSON means the request went to the app. Paths that
+try to leave a mapped directory are sent on raw sockets, as an attacker would send them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+from conftest import DEMO, WSGISTACK, raw_request, responses_in
+from wsgistack.static import UNSATISFIABLE, byte_range, normalize_path
+
+HELLO = b"hello, static world\n"
+SECRET = b"secret outside the mapped directory\n"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """root/{docroot, second, outside}: what the mappings serve, and what must never be served."""
+    root = tmp_path_factory.mktemp("static")
+    docroot, second, outside = root / "docroot", root / "second", root / "outside"
+    for directory in (docroot, second, outside, docroot / "sub", docroot / "bare"):
+        directory.mkdir()
+    (docroot / "hello.txt").write_bytes(HELLO)
+    (docroot / "site.css").write_text("h1 { color: #0a5; }\n")
+    (docroot / "archive.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    (docroot / "sub" / "index.html").write_text("<p>the index</p>\n")
+    (docroot / "with space").mkdir()
+    (docroot / "with space" / "index.html").write_text("<p>spaced</p>\n")
+    (docroot / "bare" / "note.txt").write_text("a directory without an index\n")
+    (docroot / "caf\u00e9.txt").write_text("utf-8 name\n")
+    (docroot / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    (docroot / "both.txt").write_text("from docroot\n")
+    (second / "both.txt").write_text("from second\n")
+    (second / "only-second.txt").write_text("only in second\n")
+    (outside / "secret.txt").write_bytes(SECRET)
+    (outside / "linked.txt").write_text("reached through a symlink\n")
+    (docroot / "link.txt").symlink_to(outside / "linked.txt")
+    os.mkfifo(docroot / "pipe")
+    (root / "robots.txt").write_text("User-agent: *\nDisallow:\n")
+    return root
+
+
+@pytest.fixture
+def static_server(start_server, tree):
+    def start(*flags: str):
+        return start_server("--static-map", f"/static={tree / 'docroot'}", *flags, app="dump.py")
+    return start
+
+
+def went_to_app(status: int, body: bytes, path: str) -> bool:
+    return status == 200 and json.loads(body)["PATH_INFO"] == path
+
+
+# --- the seed's command line ---
+
+def test_the_seeds_uwsgi_http_command_line_serves_the_demo(start_server, demo_env):
+    """`uwsgi --http 192.168.56.11:80 --file mmcsite/wsgi.py --static-map=/static=static`, from the project
+    directory: the page from Django, its stylesheet from the static map."""
+    server = start_server("--file", "mmcsite/wsgi.py", "--static-map=/static=static", app=None, cwd=DEMO,
+                          env=demo_env)
+    status, headers, body = server.get("/static/css/site.css")
+    assert status == 200, server.log()
+    assert body == (DEMO / "static" / "css" / "site.css").read_bytes()
+    assert headers["Content-Type"] == "text/css"
+    status, _, page = server.get("/")
+    assert status == 200 and b"<h1>mmcsite on wsgistack</h1>" in page
+    assert "GET /static/css/site.css => generated" in server.log()      # logged as any request
+
+
+# --- serving ---
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_file_with_its_validators(static_server, tree, threads):
+    server = static_server("--threads", threads)
+    status, headers, body = server.get("/static/hello.txt")
+    assert (status, body) == (200, HELLO)
+    info = (tree / "docroot" / "hello.txt").stat()
+    assert headers["Content-Type"] == "text/plain"
+    assert headers["Content-Length"] == str(len(HELLO))
+    assert headers["Last-Modified"] == formatdate(int(info.st_mtime), usegmt=True)
+    assert headers["ETag"] == f'"{int(info.st_mtime):x}-{len(HELLO):x}"'
+    assert headers["Accept-Ranges"] == "bytes"
+    status, head_headers, body = server.get("/static/hello.txt", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert head_headers["Content-Length"] == str(len(HELLO)) and head_headers["ETag"] == headers["ETag"]
+
+
+def test_content_types(static_server):
+    server = static_server()
+    assert server.get("/static/site.css")[1]["Content-Type"] == "text/css"
+    assert server.get("/static/sub/index.html")[1]["Content-Type"] == "text/html"
+    # gzip bytes with no Content-Encoding: a browser must not unpack a download
+    _, headers, _ = server.get("/static/archive.tar.gz")
+    assert headers["Content-Type"] == "application/octet-stream" and "Content-Encoding" not in headers
+
+
+def test_a_big_file_twice_on_one_connection(static_server, tree):
+    server = static_server()
+    expected = hashlib.sha256((tree / "docroot" / "big.bin").read_bytes()).hexdigest()
+    conn = server.connection()
+    try:
+        for _ in range(2):
+            conn.request("GET", "/static/big.bin")
+            response = conn.getresponse()
+            assert response.status == 200
+            assert hashlib.sha256(response.read()).hexdigest() == expected
+        conn.request("GET", "/static/hello.txt")         # the connection is still in step
+        assert conn.getresponse().read() == HELLO
+    finally:
+        conn.close()
+
+
+def test_a_name_in_utf8(static_server):
+    status, _, body = static_server().get("/static/caf%C3%A9.txt")
+    assert (status, body) == (200, b"utf-8 name\n")
+
+
+def test_what_is_not_a_file_goes_to_the_app(static_server):
+    server = static_server()
+    for path in ("/static/missing.txt", "/static/bare", "/static/bare/", "/static/hello.txt/more", "/static",
+                 "/static/pipe"):       # a FIFO is not opened for reading (it would block the worker)
+        status, _, body = server.get(path)
+        assert went_to_app(status, body, path), (path, status, body)
+
+
+def test_the_mountpoint_ends_at_a_slash(static_server):
+    """/statichello.txt is not /static/hello.txt (uWSGI's plain prefix match would serve docroot + "hello.txt")."""
+    status, _, body = static_server().get("/statichello.txt")
+    assert went_to_app(status, body, "/statichello.txt")
+
+
+def test_other_methods_on_a_file_get_405_and_elsewhere_reach_the_app(static_server):
+    server = static_server()
+    status, headers, _ = server.get("/static/hello.txt", method="POST", body=b"x=1")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
+    status, _, body = server.get("/static/missing.txt", method="POST", body=b"x=1")
+    assert went_to_app(status, body, "/static/missing.txt")
+
+
+def test_a_symlink_inside_the_directory_is_followed(static_server):
+    """nginx's default (disable_symlinks off): the operator put the link there."""
+    status, _, body = static_server().get("/static/link.txt")
+    assert (status, body) == (200, b"reached through a symlink\n")
+
+
+# --- paths from a hostile client ---
+
+@pytest.mark.parametrize("target, expected", [
+    ("/static/../../outside/secret.txt", 400),                # climbs above /
+    ("/static/%2e%2e/%2e%2e/outside/secret.txt", 400),        # the same, percent-encoded
+    ("/static/..%2f..%2foutside%2fsecret.txt", 400),          # encoded slashes decode to the same path
+    ("/static/sub/../../../outside/secret.txt", 400),
+    ("/static/%00hello.txt", 400),                            # NUL
+    ("/static//hello.txt", 200),                              # merged slashes: the file
+    ("/static/./hello.txt", 200),
+    ("/static/sub/../hello.txt", 200),                        # stays inside: the file
+])
+def test_paths_that_try_to_leave_the_directory(static_server, target, expected):
+    server = static_server()
+    answer = raw_request(server.port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert responses_in(answer) == [expected], answer
+    assert SECRET not in answer
+    if expected == 200:
+        assert answer.endswith(HELLO)
+
+
+def test_a_path_resolved_out_of_the_mount_is_the_apps(static_server):
+    """/static/../outside/secret.txt is /outside/secret.txt: not under /static, so the app's, never the file."""
+    server = static_server()
+    answer = raw_request(server.port, b"GET /static/../outside/secret.txt HTTP/1.1\r\nHost: x\r\n"
+                                      b"Connection: close\r\n\r\n")
+    assert responses_in(answer) == [200] and SECRET not in answer
+    assert b'"PATH_INFO": "/static/../outside/secret.txt"' in answer       # the app sees the path as sent
+
+
+# --- conditional and range requests ---
+
+def test_conditional_requests(static_server):
+    server = static_server()
+    _, headers, _ = server.get("/static/hello.txt")
+    etag, last_modified = headers["ETag"], headers["Last-Modified"]
+    cases = [
+        ({"If-None-Match": etag}, 304),
+        ({"If-None-Match": f"W/{etag}"}, 304),                  # weak comparison
+        ({"If-None-Match": f'"other", {etag}'}, 304),
+        ({"If-None-Match": "*"}, 304),
+        ({"If-None-Match": '"other"'}, 200),
+        ({"If-None-Match": '"other"', "If-Modified-Since": last_modified}, 200),   # If-None-Match decides
+        ({"If-Modified-Since": last_modified}, 304),
+        ({"If-Modified-Since": "Sat, 01 Jan 2000 00:00:00 GMT"}, 200),
+        ({"If-Modified-Since": "not a date"}, 200),
+    ]
+    for request_headers, expected in cases:
+        status, response_headers, body = server.get("/static/hello.txt", headers=request_headers)
+        assert status == expected, request_headers
+        if expected == 304:
+            assert body == b"" and response_headers["ETag"] == etag
+
+
+def test_range_requests(static_server, tree):
+    server = static_server()
+    size = len(HELLO)
+    _, headers, _ = server.get("/static/hello.txt")
+    cases = [
+        ("bytes=0-4", 206, HELLO[:5], f"bytes 0-4/{size}"),
+        ("bytes=-6", 206, HELLO[-6:], f"bytes {size - 6}-{size - 1}/{size}"),
+        ("bytes=7-", 206, HELLO[7:], f"bytes 7-{size - 1}/{size}"),
+        ("bytes=7-1000", 206, HELLO[7:], f"bytes 7-{size - 1}/{size}"),
+        (f"bytes={size}-", 416, None, f"bytes */{size}"),
+        ("bytes=0-1,4-5", 200, HELLO, None),       # several ranges: the whole file
+        ("bytes=5-2", 200, HELLO, None),           # invalid: ignored
+        ("lines=0-1", 200, HELLO, None),
+    ]
+    for range_header, status, body, content_range in cases:
+        got_status, got_headers, got_body = server.get("/static/hello.txt", headers={"Range": range_header})
+        assert got_status == status, range_header
+        if body is not None:
+            assert got_body == body, range_header
+        assert got_headers.get("Content-Range") == content_range, range_header
+    # If-Range: the range only for the version the client has
+    assert server.get("/static/hello.txt", headers={"Range": "bytes=0-4", "If-Range": headers["ETag"]})[0] == 206
+    assert server.get("/static/hello.txt", headers={"Range": "bytes=0-4", "If-Range": '"old"'})[0] == 200
+    # a range in the middle of a big file, by sendfile
+    data = (tree / "docroot" / "big.bin").read_bytes()
+    status, _, body = server.get("/static/big.bin", headers={"Range": "bytes=1000000-2999999"})
+    assert status == 206 and body == data[1000000:3000000]
+
+
+# --- the other mappings ---
+
+def test_index_files_and_the_slash_redirect(static_server):
+    server = static_server("--static-index", "index.html")
+    status, _, body = server.get("/static/sub/")
+    assert (status, body) == (200, b"<p>the index</p>\n")
+    status, headers, _ = server.get("/static/sub?page=2")
+    assert status == 301 and headers["Location"] == "/static/sub/?page=2"
+    status, _, body = server.get("/static/bare/")           # no index there: the app
+    assert went_to_app(status, body, "/static/bare/")
+    status, headers, _ = server.get("/static/with%20space")
+    assert status == 301 and headers["Location"] == "/static/with%20space/"
+
+
+def test_a_file_mapped_to_one_url(start_server, tree):
+    server = start_server("--static-map", f"/robots.txt={tree / 'robots.txt'}", app="dump.py")
+    assert server.get("/robots.txt")[2] == b"User-agent: *\nDisallow:\n"
+    status, _, body = server.get("/robots.txt/more")
+    assert went_to_app(status, body, "/robots.txt/more")
+
+
+def test_several_directories_on_one_mountpoint_in_order(start_server, tree):
+    server = start_server("--static-map", f"/static={tree / 'docroot'}", "--static-map",
+                          f"/static={tree / 'second'}", app="dump.py")
+    assert server.get("/static/both.txt")[2] == b"from docroot\n"
+    assert server.get("/static/only-second.txt")[2] == b"only in second\n"
+
+
+def test_static_map2_and_check_static(start_server, tree):
+    server = start_server("--static-map2", f"/docroot={tree}", "--check-static", str(tree / "second"),
+                          app="dump.py")
+    assert server.get("/docroot/hello.txt")[2] == HELLO                     # tree + /docroot/hello.txt
+    assert server.get("/only-second.txt")[2] == b"only in second\n"         # any path, under second/
+    status, _, body = server.get("/api/thing")
+    assert went_to_app(status, body, "/api/thing")
+
+
+# --- configuration errors ---
+
+@pytest.mark.parametrize("line, message", [
+    ("static-map = static", "option 'static-map': expected MOUNTPOINT=PATH, got 'static'"),
+    ("static-map = static=/tmp", "option 'static-map': the mountpoint must start with '/', got 'static'"),
+    ("static-map = /static=does-not-exist",
+     "option 'static-map': cannot use 'does-not-exist': No such file or directory"),
+    ("check-static = hello.txt", "option 'check-static': 'hello.txt' is not a directory"),
+    ("static-index = sub/index.html",
+     "option 'static-index': expected a file name like index.html, got 'sub/index.html'"),
+])
+def test_a_bad_mapping_is_a_startup_error_naming_file_and_line(tree, tmp_path, line, message):
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:1\nwsgi-file = {Path(__file__).parent / 'apps' / 'basic.py'}\n"
+                   f"{line}\n")
+    result = subprocess.run(WSGISTACK + ["--ini", str(ini)], cwd=tree / "docroot", capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0
+    assert f"{ini}:4" in result.stderr and message in result.stderr, result.stderr
+
+
+# --- units ---
+
+def test_normalize_path():
+    assert normalize_path("/a/./b/../c") == "/a/c"
+    assert normalize_path("//a///b/") == "/a/b/"
+    assert normalize_path("/a/b/..") == "/a/"
+    assert normalize_path("/..") is None
+    assert normalize_path("/a/../..") is None
+    assert normalize_path("/") == "/"
+
+
+def test_byte_range():
+    environ = {"HTTP_RANGE": "bytes=2-5"}
+    assert byte_range(environ, 10, '"e"', "date") == (2, 5)
+    assert byte_range({"HTTP_RANGE": "bytes=-0"}, 10, '"e"', "date") == UNSATISFIABLE
+    assert byte_range({"HTTP_RANGE": "bytes=0-0"}, 0, '"e"', "date") == UNSATISFIABLE
+    assert byte_range({"HTTP_RANGE": "bytes=+1-2"}, 10, '"e"', "date") is None
+    assert byte_range({"HTTP_RANGE": "bytes=-"}, 10, '"e"', "date") is None
+    assert byte_range({"HTTP_RANGE": "bytes=1-2", "HTTP_IF_RANGE": "date"}, 10, '"e"', "date") == (1, 2)
+    assert byte_range({}, 10, '"e"', "date") is None
+    assert byte_range({"HTTP_RANGE": "BYTES=0-1"}, 10, '"e"', "date") == (0, 1)     # the unit ignores case
+    assert byte_range({"HTTP_RANGE": "bytes=\u00b2-3"}, 10, '"e"', "date") is None  # a latin-1 digit is no digit
+    assert byte_range({"HTTP_RANGE": "bytes=" + "9" * 5000 + "-"}, 10, '"e"', "date") is None
+
