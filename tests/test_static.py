@@ -10,7 +10,8 @@ import hashlib
 import json
 import os
 import subprocess
-from email.utils import formatdate
+import time
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,32 @@ def test_static_map2_and_check_static(start_server, tree):
     assert went_to_app(status, body, "/api/thing")
 
 
+def test_expiry_rules_in_uwsgis_order(static_server):
+    """static-expires (the file's path), then -path-info, -uri, -type; within each, the first that matches."""
+    server = static_server("--static-expires-type", "text/css=1", "--static-expires", r"\.css$ 3600",
+                           "--static-expires-uri", "^/static/sub/ 5", "--static-expires-type", "text/plain=60")
+    for path, seconds in (("/static/site.css", 3600), ("/static/sub/index.html", 5), ("/static/hello.txt", 60)):
+        status, headers, _ = server.get(path)
+        assert status == 200 and headers["Cache-Control"] == f"max-age={seconds}", path
+        expires = parsedate_to_datetime(headers["Expires"]).timestamp()
+        assert abs(expires - (time.time() + seconds)) < 60, (path, headers["Expires"])
+    assert "Expires" not in server.get("/static/archive.tar.gz")[1]            # no rule for it
+    _, headers, _ = server.get("/static/site.css")
+    status, headers, _ = server.get("/static/site.css", headers={"If-None-Match": headers["ETag"]})
+    assert status == 304 and headers["Cache-Control"] == "max-age=3600"     # fresh again for that long
+
+
+def test_a_catch_all_expiry_as_uwsgi_configs_write_it(static_server):
+    server = static_server("--static-expires", "/* 7776000")           # the regex "/*" matches any path
+    for path in ("/static/hello.txt", "/static/archive.tar.gz"):
+        assert server.get(path)[1]["Cache-Control"] == "max-age=7776000"
+
+
+def test_no_expiry_rule_no_expires_header(static_server):
+    _, headers, _ = static_server().get("/static/hello.txt")
+    assert "Expires" not in headers and "Cache-Control" not in headers
+
+
 # --- configuration errors ---
 
 @pytest.mark.parametrize("line, message", [
@@ -282,6 +309,9 @@ def test_static_map2_and_check_static(start_server, tree):
     ("check-static = hello.txt", "option 'check-static': 'hello.txt' is not a directory"),
     ("static-index = sub/index.html",
      "option 'static-index': expected a file name like index.html, got 'sub/index.html'"),
+    ("static-expires = \\.css$", "option 'static-expires': expected REGEX SECONDS, got '\\\\.css$'"),
+    ("static-expires = [a 10", "option 'static-expires': invalid regular expression '[a'"),
+    ("static-expires-type = text/css 10", "option 'static-expires-type': expected TYPE=SECONDS"),
 ])
 def test_a_bad_mapping_is_a_startup_error_naming_file_and_line(tree, tmp_path, line, message):
     ini = tmp_path / "app.ini"

@@ -1,4 +1,5 @@
-"""Static files in front of the app: uWSGI's --static-map, --static-map2, --check-static and --static-index.
+"""Static files in front of the app: uWSGI's --static-map, --static-map2, --check-static, --static-index and
+--static-expires*.
 
 A request whose path falls under a mapping is answered from the file system when the file is there, and goes
 to the app when it is not (as uWSGI does, so an app's own routes under the same prefix still work). The answer
@@ -10,6 +11,9 @@ Paths as nginx sees them: dot segments are resolved and repeated slashes merged 
 climbs above / is answered 400, a NUL 400. Symlinks inside a mapped directory are followed (nginx's default;
 uWSGI refuses those that leave the directory). Conditional and range requests as RFC 9110: If-None-Match,
 If-Modified-Since (304), one byte range (206, 416), If-Range; several ranges get the whole file (200).
+The --static-expires* rules add Expires (as uWSGI) and Cache-Control: max-age (as nginx's `expires`). They are
+tried in uWSGI's order (static-expires on the file's path, -path-info, -uri, -type; each in the order given) and
+the first that matches decides, where uWSGI would send one Expires header per kind of rule that matches.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import mimetypes
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from email.utils import formatdate, mktime_tz, parsedate_tz
 from urllib.parse import quote
@@ -50,10 +55,29 @@ class Mapping:
         return self.target + os.fsdecode(rest.encode("latin-1"))
 
 
+@dataclass(frozen=True)
+class Expiry:
+    subject: str        # what the pattern is matched against: "file", "uri", "path_info" or "type"
+    pattern: re.Pattern | str     # a regex; for "type", the content type itself
+    seconds: int
+
+    def applies(self, path: str, environ: dict, kind: str) -> bool:
+        if self.subject == "type":
+            return kind == self.pattern
+        subject = path if self.subject == "file" else environ.get(_EXPIRY_KEYS[self.subject], "")
+        return self.pattern.search(subject) is not None
+
+
+_EXPIRY_KEYS = {"uri": "REQUEST_URI", "path_info": "PATH_INFO"}
+_EXPIRY_OPTIONS = (("static-expires", "file"), ("static-expires-path-info", "path_info"),
+                   ("static-expires-uri", "uri"), ("static-expires-type", "type"))
+
+
 class StaticFiles:
-    def __init__(self, mappings: list[Mapping], index_files: list[str]):
+    def __init__(self, mappings: list[Mapping], index_files: list[str], expiries: tuple[Expiry, ...] = ()):
         self.mappings = mappings
         self.index_files = index_files
+        self.expiries = expiries
 
     @classmethod
     def from_config(cls, config: Config) -> StaticFiles | None:
@@ -80,10 +104,13 @@ class StaticFiles:
             if not name or "/" in name or name in (".", ".."):
                 raise ConfigError(f"expected a file name like index.html, got {name!r}", option="static-index",
                                   **config.where("static-index", name))
+        expiries = tuple(_expiry(option, subject, value, config.where(option, value))
+                         for option, subject in _EXPIRY_OPTIONS
+                         for value in getattr(config, option.replace("-", "_")))
         if not mappings:
             return None
         mimetypes.init()             # reads the system's mime.types now, not on the first request
-        return cls(mappings, list(config.static_index))
+        return cls(mappings, list(config.static_index), expiries)
 
     def responder(self, environ: dict):
         """A WSGI callable answering this request from a file, or None: the request goes to the app."""
@@ -117,7 +144,7 @@ class StaticFiles:
             return None
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode):
-            return StaticFile(fd, info, candidate)
+            return StaticFile(fd, info, candidate, self.expiries)
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             return self._index(candidate, path, environ)
@@ -139,7 +166,7 @@ class StaticFiles:
                 query = environ.get("QUERY_STRING")
                 location = quote(path.encode("latin-1")) + "/" + (f"?{query}" if query else "")
                 return Redirect(location)
-            return StaticFile(fd, info, os.path.join(directory, name))
+            return StaticFile(fd, info, os.path.join(directory, name), self.expiries)
         return None
 
 
@@ -153,6 +180,25 @@ def _mapping(mount: str, target: str, whole_path: bool, option: str, where: dict
     if not is_file and not stat.S_ISDIR(info.st_mode):
         raise ConfigError(f"{target!r} is neither a directory nor a regular file", option=option, **where)
     return Mapping(mount, path, is_file, whole_path and not is_file)
+
+
+def _expiry(option: str, subject: str, value: str, where: dict) -> Expiry:
+    """"REGEX SECONDS" (the regex may hold spaces), or "TYPE=SECONDS" for static-expires-type."""
+    if subject == "type":
+        pattern, _, seconds = value.strip().rpartition("=")
+        form = "TYPE=SECONDS"
+    else:
+        pattern, _, seconds = value.strip().rpartition(" ")
+        pattern = pattern.rstrip()
+        form = "REGEX SECONDS"
+    if not pattern or not (seconds.isascii() and seconds.isdigit()):
+        raise ConfigError(f"expected {form}, got {value!r}", option=option, **where)
+    if subject == "type":
+        return Expiry(subject, pattern, int(seconds))
+    try:
+        return Expiry(subject, re.compile(pattern), int(seconds))
+    except re.error as exc:
+        raise ConfigError(f"invalid regular expression {pattern!r}: {exc}", option=option, **where) from None
 
 
 def normalize_path(path: str) -> str | None:
@@ -197,11 +243,12 @@ _REASONS = {301: "Moved Permanently", 400: "Bad Request", 403: "Forbidden", 405:
 class StaticFile:
     """One open regular file, answered with validators, conditionals and byte ranges."""
 
-    def __init__(self, fd: int, info: os.stat_result, path: str):
+    def __init__(self, fd: int, info: os.stat_result, path: str, expiries: tuple[Expiry, ...]):
         self.fd = fd
         self.size = info.st_size
         self.mtime = int(info.st_mtime)
         self.path = path
+        self.expiries = expiries
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -211,12 +258,18 @@ class StaticFile:
                                                                                                  start_response)
         etag = f'"{self.mtime:x}-{self.size:x}"'       # nginx's form: mtime and size in hex
         last_modified = formatdate(self.mtime, usegmt=True)
+        kind = content_type(self.path)
         headers = [("Last-Modified", last_modified), ("ETag", etag)]
+        for expiry in self.expiries:       # a 304 carries them too: the client's copy is fresh that long again
+            if expiry.applies(self.path, environ, kind):
+                headers += [("Expires", formatdate(time.time() + expiry.seconds, usegmt=True)),
+                            ("Cache-Control", f"max-age={expiry.seconds}")]
+                break
         if not_modified(environ, etag, self.mtime):
             os.close(self.fd)
             start_response("304 Not Modified", headers)
             return []
-        headers += [("Content-Type", content_type(self.path)), ("Accept-Ranges", "bytes")]
+        headers += [("Content-Type", kind), ("Accept-Ranges", "bytes")]
         span = byte_range(environ, self.size, etag, last_modified)
         if span == UNSATISFIABLE:
             os.close(self.fd)

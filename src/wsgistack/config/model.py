@@ -60,6 +60,12 @@ class Config:
     check_static: list[str] = option([], "answer any request whose path is a file under DIR from it, the others "
                                          "go to the app (repeatable)", metavar="DIR")
     static_index: list[str] = option([], "file answered for a directory, e.g. index.html (repeatable)", metavar="NAME")
+    static_expires: list[str] = option([], "Expires and Cache-Control max-age SECONDS ahead for static files whose "
+                                           "path matches REGEX (repeatable, first match wins)",
+                                       metavar="REGEX SECONDS")
+    static_expires_uri: list[str] = option([], "the same, matched against the request URI", metavar="REGEX SECONDS")
+    static_expires_path_info: list[str] = option([], "the same, matched against PATH_INFO", metavar="REGEX SECONDS")
+    static_expires_type: list[str] = option([], "the same, for one content type", metavar="TYPE=SECONDS")
 
     # --- processes and threads ---
     processes: int = option(1, "number of worker processes", aliases=("workers", "p"), metavar="N")
