@@ -4,8 +4,9 @@
 A request whose path falls under a mapping is answered from the file system when the file is there, and goes
 to the app when it is not (as uWSGI does, so an app's own routes under the same prefix still work). The answer
 is a small WSGI callable run by the same Exchange as the app's (wsgi.py): sendfile over HTTP and uwsgi, STDOUT
-records over FastCGI, HEAD, keep-alive and the access log behave alike. It runs on the event-loop thread (an
-open() and an fstat(), as nginx does them), never on an app thread.
+records over FastCGI, HEAD, keep-alive and the access log behave alike. It runs where the request was read (an
+open() and an fstat(), as nginx does them): on the event-loop thread, or on the app thread that accepted a uwsgi
+connection itself; it never waits for an app thread.
 
 Paths as nginx sees them: dot segments are resolved and repeated slashes merged before matching; a path that
 climbs above / is answered 400, a NUL 400. Symlinks inside a mapped directory are followed (nginx's default;
