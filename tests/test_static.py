@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 from email.utils import formatdate, parsedate_to_datetime
@@ -118,6 +119,35 @@ def test_a_big_file_twice_on_one_connection(static_server, tree):
         assert conn.getresponse().read() == HELLO
     finally:
         conn.close()
+
+
+def test_a_slow_download_holds_up_nobody(static_server, tree):
+    """One worker, one thread: a client reading a big file slowly waits in the event loop, not in the way."""
+    server = static_server()
+    expected = (tree / "docroot" / "big.bin").read_bytes()
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)      # the file cannot sit in buffers
+        slow.settimeout(10)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.3)
+        started = time.monotonic()
+        for _ in range(5):
+            assert server.get("/static/hello.txt")[2] == HELLO
+            assert went_to_app(*server.get("/app")[0::2], "/app")
+        assert time.monotonic() - started < 3
+        received = bytearray()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (chunk := slow.recv(1 << 16)):
+            received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == expected
+
+
+def test_head_of_a_big_file(static_server, tree):
+    status, headers, body = static_server().get("/static/big.bin", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert headers["Content-Length"] == str((tree / "docroot" / "big.bin").stat().st_size)
 
 
 def test_a_name_in_utf8(static_server):
