@@ -6,6 +6,7 @@ try to leave a mapped directory are sent on raw sockets, as an attacker would se
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from wsgistack.static import UNSATISFIABLE, byte_range, normalize_path
 
 HELLO = b"hello, static world\n"
 SECRET = b"secret outside the mapped directory\n"
+APP_JS = b"console.log('precompressed twins');\n" * 40
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,11 @@ def tree(tmp_path_factory) -> Path:
     (docroot / "link.txt").symlink_to(outside / "linked.txt")
     os.mkfifo(docroot / "pipe")
     (root / "robots.txt").write_text("User-agent: *\nDisallow:\n")
+    (docroot / "app.js").write_bytes(APP_JS)
+    (docroot / "app.js.gz").write_bytes(gzip.compress(APP_JS))
+    (docroot / "app.js.br").write_bytes(b"brotli stand-in bytes")
+    (docroot / "sub" / "only.js").write_bytes(APP_JS)
+    (docroot / "sub" / "only.js.gz").write_bytes(gzip.compress(APP_JS))
     return root
 
 
@@ -329,6 +336,51 @@ def test_no_expiry_rule_no_expires_header(static_server):
     assert "Expires" not in headers and "Cache-Control" not in headers
 
 
+@pytest.mark.parametrize("accept_encoding, twin", [
+    ("gzip, deflate, br", "br"),            # brotli preferred
+    ("gzip", "gzip"),
+    ("br;q=0, gzip;q=0.5", "gzip"),
+    ("*", "br"),
+    ("*, br;q=0", "gzip"),
+    ("gzip;q=0", None),
+    ("identity", None),
+    (None, None),
+])
+def test_precompressed_twins(static_server, accept_encoding, twin):
+    server = static_server("--static-gzip-all")
+    headers = {} if accept_encoding is None else {"Accept-Encoding": accept_encoding}
+    status, got, body = server.get("/static/app.js", headers=headers)
+    assert status == 200 and got["Vary"] == "Accept-Encoding"
+    assert got["Content-Type"].endswith("javascript")            # the original's type
+    assert got.get("Content-Encoding") == twin
+    expected = {None: APP_JS, "gzip": gzip.compress(APP_JS), "br": b"brotli stand-in bytes"}[twin]
+    if twin == "gzip":
+        assert gzip.decompress(body) == APP_JS
+    else:
+        assert body == expected
+
+
+def test_precompressed_twins_have_their_own_validators_and_ranges(static_server, tree):
+    server = static_server("--static-gzip-ext", ".js")
+    _, plain, _ = server.get("/static/app.js")
+    _, zipped, body = server.get("/static/app.js", headers={"Accept-Encoding": "gzip"})
+    assert zipped["Content-Encoding"] == "gzip" and zipped["ETag"] != plain["ETag"]
+    status, headers, _ = server.get("/static/app.js", headers={"Accept-Encoding": "gzip",
+                                                               "If-None-Match": zipped["ETag"]})
+    assert status == 304 and headers["Vary"] == "Accept-Encoding"
+    status, _, part = server.get("/static/app.js", headers={"Accept-Encoding": "gzip", "Range": "bytes=0-9"})
+    assert status == 206 and part == body[:10]               # a range of the bytes sent
+    assert "Vary" not in server.get("/static/hello.txt")[1]  # not covered by the rule
+
+
+def test_precompressed_twins_by_directory_and_regex(static_server, tree):
+    server = static_server("--static-gzip-dir", str(tree / "docroot" / "sub"))
+    assert server.get("/static/sub/only.js", headers={"Accept-Encoding": "gzip"})[1]["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in server.get("/static/app.js", headers={"Accept-Encoding": "gzip"})[1]
+    server = static_server("--static-gzip", r"app\.js$")
+    assert server.get("/static/app.js", headers={"Accept-Encoding": "gzip"})[1]["Content-Encoding"] == "gzip"
+
+
 # --- configuration errors ---
 
 @pytest.mark.parametrize("line, message", [
@@ -342,6 +394,7 @@ def test_no_expiry_rule_no_expires_header(static_server):
     ("static-expires = \\.css$", "option 'static-expires': expected REGEX SECONDS, got '\\\\.css$'"),
     ("static-expires = [a 10", "option 'static-expires': invalid regular expression '[a'"),
     ("static-expires-type = text/css 10", "option 'static-expires-type': expected TYPE=SECONDS"),
+    ("static-gzip = (", "option 'static-gzip': invalid regular expression '('"),
 ])
 def test_a_bad_mapping_is_a_startup_error_naming_file_and_line(tree, tmp_path, line, message):
     ini = tmp_path / "app.ini"

@@ -1,5 +1,5 @@
-"""Static files in front of the app: uWSGI's --static-map, --static-map2, --check-static, --static-index and
---static-expires*.
+"""Static files in front of the app: uWSGI's --static-map, --static-map2, --check-static, --static-index,
+--static-expires* and --static-gzip*.
 
 A request whose path falls under a mapping is answered from the file system when the file is there, and goes
 to the app when it is not (as uWSGI does, so an app's own routes under the same prefix still work). The answer
@@ -15,6 +15,9 @@ If-Modified-Since (304), one byte range (206, 416), If-Range; several ranges get
 The --static-expires* rules add Expires (as uWSGI) and Cache-Control: max-age (as nginx's `expires`). They are
 tried in uWSGI's order (static-expires on the file's path, -path-info, -uri, -type; each in the order given) and
 the first that matches decides, where uWSGI would send one Expires header per kind of rule that matches.
+The --static-gzip* rules name the files that may have precompressed twins (FILE.br, FILE.gz, as `compress`
+tools and whitenoise write them): the twin the client accepts is answered with Content-Encoding, the original's
+Content-Type and its own validators; Vary: Accept-Encoding goes with every answer for such a file.
 """
 
 from __future__ import annotations
@@ -76,11 +79,30 @@ _EXPIRY_OPTIONS = (("static-expires", "file"), ("static-expires-path-info", "pat
                    ("static-expires-uri", "uri"), ("static-expires-type", "type"))
 
 
+@dataclass(frozen=True)
+class Precompressed:
+    """Which static files may have precompressed twins (--static-gzip-all, -dir, -ext, --static-gzip)."""
+    everything: bool
+    directories: tuple[str, ...]       # absolute, ending in "/"
+    suffixes: tuple[str, ...]
+    patterns: tuple[re.Pattern, ...]
+
+    def covers(self, path: str) -> bool:
+        return (self.everything or path.startswith(self.directories) or path.endswith(self.suffixes)
+                or any(pattern.search(path) for pattern in self.patterns))
+
+
+# Content codings with a precompressed twin, in the order preferred (brotli is smaller), and the twin's suffix.
+TWINS = (("br", ".br"), ("gzip", ".gz"))
+
+
 class StaticFiles:
-    def __init__(self, mappings: list[Mapping], index_files: list[str], expiries: tuple[Expiry, ...] = ()):
+    def __init__(self, mappings: list[Mapping], index_files: list[str], expiries: tuple[Expiry, ...] = (),
+                 precompressed: Precompressed | None = None):
         self.mappings = mappings
         self.index_files = index_files
         self.expiries = expiries
+        self.precompressed = precompressed
 
     @classmethod
     def from_config(cls, config: Config) -> StaticFiles | None:
@@ -110,10 +132,11 @@ class StaticFiles:
         expiries = tuple(_expiry(option, subject, value, config.where(option, value))
                          for option, subject in _EXPIRY_OPTIONS
                          for value in getattr(config, option.replace("-", "_")))
+        precompressed = _precompressed(config)
         if not mappings:
             return None
         mimetypes.init()             # reads the system's mime.types now, not on the first request
-        return cls(mappings, list(config.static_index), expiries)
+        return cls(mappings, list(config.static_index), expiries, precompressed)
 
     def responder(self, environ: dict):
         """A WSGI callable answering this request from a file, or None: the request goes to the app."""
@@ -147,7 +170,7 @@ class StaticFiles:
             return None
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode):
-            return StaticFile(fd, info, candidate, self.expiries)
+            return self._file(fd, info, candidate, environ)
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             return self._index(candidate, path, environ)
@@ -169,8 +192,24 @@ class StaticFiles:
                 query = environ.get("QUERY_STRING")
                 location = quote(path.encode("latin-1")) + "/" + (f"?{query}" if query else "")
                 return Redirect(location)
-            return StaticFile(fd, info, os.path.join(directory, name), self.expiries)
+            return self._file(fd, info, os.path.join(directory, name), environ)
         return None
+
+    def _file(self, fd: int, info: os.stat_result, path: str, environ: dict) -> StaticFile:
+        """The open file, or the precompressed twin of it the client accepts."""
+        if self.precompressed is None or not self.precompressed.covers(path):
+            return StaticFile(fd, info, path, self.expiries)
+        for encoding in accepted_twins(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            try:
+                twin = os.open(path + dict(TWINS)[encoding], _OPEN_FLAGS)
+            except OSError:
+                continue
+            twin_info = os.fstat(twin)
+            if stat.S_ISREG(twin_info.st_mode):
+                os.close(fd)
+                return StaticFile(twin, twin_info, path, self.expiries, encoding, vary=True)
+            os.close(twin)
+        return StaticFile(fd, info, path, self.expiries, vary=True)
 
 
 def _mapping(mount: str, target: str, whole_path: bool, option: str, where: dict) -> Mapping:
@@ -202,6 +241,38 @@ def _expiry(option: str, subject: str, value: str, where: dict) -> Expiry:
         return Expiry(subject, re.compile(pattern), int(seconds))
     except re.error as exc:
         raise ConfigError(f"invalid regular expression {pattern!r}: {exc}", option=option, **where) from None
+
+
+def _precompressed(config: Config) -> Precompressed | None:
+    if not (config.static_gzip_all or config.static_gzip_dir or config.static_gzip_ext or config.static_gzip):
+        return None
+    patterns = []
+    for value in config.static_gzip:
+        try:
+            patterns.append(re.compile(value))
+        except re.error as exc:
+            raise ConfigError(f"invalid regular expression {value!r}: {exc}", option="static-gzip",
+                              **config.where("static-gzip", value)) from None
+    directories = tuple(os.path.abspath(directory).rstrip("/") + "/" for directory in config.static_gzip_dir)
+    return Precompressed(config.static_gzip_all, directories, tuple(config.static_gzip_ext), tuple(patterns))
+
+
+def accepted_twins(accept_encoding: str) -> list[str]:
+    """The codings of TWINS the client takes (RFC 9110 12.5.3: listed, or `*`, with a q-value above 0), in
+    TWINS' order."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        coding, _, parameters = item.partition(";")
+        weight = 1.0
+        name, _, value = parameters.partition("=")
+        if name.strip() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                continue             # a malformed q-value: the item is ignored
+        weights[coding.strip()] = weight
+    anything = weights.get("*", 0.0)
+    return [coding for coding, _ in TWINS if weights.get(coding, anything) > 0]
 
 
 def normalize_path(path: str) -> str | None:
@@ -246,11 +317,14 @@ _REASONS = {301: "Moved Permanently", 400: "Bad Request", 403: "Forbidden", 405:
 class StaticFile:
     """One open regular file, answered with validators, conditionals and byte ranges."""
 
-    def __init__(self, fd: int, info: os.stat_result, path: str, expiries: tuple[Expiry, ...]):
+    def __init__(self, fd: int, info: os.stat_result, path: str, expiries: tuple[Expiry, ...],
+                 encoding: str | None = None, vary: bool = False):
         self.fd = fd
-        self.info = info
-        self.path = path
+        self.info = info             # of what is sent: the file, or its precompressed twin
+        self.path = path             # the file's path (its content type, the expiry rules)
         self.expiries = expiries
+        self.encoding = encoding     # the twin's content coding
+        self.vary = vary             # the answer depends on Accept-Encoding
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -260,7 +334,11 @@ class StaticFile:
                                                                                                  start_response)
         size = self.info.st_size
         etag, last_modified, kind = file_facts(self.path, self.info)
+        if self.encoding is not None:      # another representation: never the same strong validator
+            etag = f'{etag[:-1]}-{self.encoding}"'
         headers = [("Last-Modified", last_modified), ("ETag", etag)]
+        if self.vary:
+            headers.append(("Vary", "Accept-Encoding"))
         for expiry in self.expiries:       # a 304 carries them too: the client's copy is fresh that long again
             if expiry.applies(self.path, environ, kind):
                 headers += [("Expires", formatdate(time.time() + expiry.seconds, usegmt=True)),
@@ -271,6 +349,8 @@ class StaticFile:
             start_response("304 Not Modified", headers)
             return []
         headers += [("Content-Type", kind), ("Accept-Ranges", "bytes")]
+        if self.encoding is not None:
+            headers.append(("Content-Encoding", self.encoding))
         span = byte_range(environ, size, etag, last_modified)
         if span == UNSATISFIABLE:
             os.close(self.fd)

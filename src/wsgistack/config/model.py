@@ -66,6 +66,14 @@ class Config:
     static_expires_uri: list[str] = option([], "the same, matched against the request URI", metavar="REGEX SECONDS")
     static_expires_path_info: list[str] = option([], "the same, matched against PATH_INFO", metavar="REGEX SECONDS")
     static_expires_type: list[str] = option([], "the same, for one content type", metavar="TYPE=SECONDS")
+    static_gzip_all: bool = option(False, "answer FILE.br or FILE.gz, when there and the client takes it, for "
+                                          "every static FILE (nginx's gzip_static)")
+    static_gzip_dir: list[str] = option([], "the same for static files under DIR (repeatable)",
+                                        aliases=("static-gzip-prefix",), metavar="DIR")
+    static_gzip_ext: list[str] = option([], "the same for static files whose name ends with EXT, e.g. .css "
+                                            "(repeatable)", aliases=("static-gzip-suffix",), metavar="EXT")
+    static_gzip: list[str] = option([], "the same for static files whose path matches REGEX (repeatable)",
+                                    metavar="REGEX")
 
     # --- processes and threads ---
     processes: int = option(1, "number of worker processes", aliases=("workers", "p"), metavar="N")
