@@ -93,7 +93,7 @@ class Precompressed:
 
 
 # Content codings with a precompressed twin, in the order preferred (brotli is smaller), and the twin's suffix.
-TWINS = (("br", ".br"), ("gzip", ".gz"))
+TWINS = {"br": ".br", "gzip": ".gz"}
 
 
 class StaticFiles:
@@ -201,7 +201,7 @@ class StaticFiles:
             return StaticFile(fd, info, path, self.expiries)
         for encoding in accepted_twins(environ.get("HTTP_ACCEPT_ENCODING", "")):
             try:
-                twin = os.open(path + dict(TWINS)[encoding], _OPEN_FLAGS)
+                twin = os.open(path + TWINS[encoding], _OPEN_FLAGS)
             except OSError:
                 continue
             twin_info = os.fstat(twin)
@@ -272,7 +272,7 @@ def accepted_twins(accept_encoding: str) -> list[str]:
                 continue             # a malformed q-value: the item is ignored
         weights[coding.strip()] = weight
     anything = weights.get("*", 0.0)
-    return [coding for coding, _ in TWINS if weights.get(coding, anything) > 0]
+    return [coding for coding in TWINS if weights.get(coding, anything) > 0]
 
 
 def normalize_path(path: str) -> str | None:
