@@ -149,6 +149,7 @@ IGNORED_OPTIONS: dict[str, str] = {
     "plugins": "Python is built in",
     "plugin": "Python is built in",
     "die-on-term": "SIGTERM always means a graceful stop",
+    "offload-threads": "static files are sent by the event loop, never by an app thread",
 }
 
 
