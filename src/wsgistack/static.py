@@ -235,10 +235,12 @@ def _expiry(option: str, subject: str, value: str, where: dict) -> Expiry:
         form = "REGEX SECONDS"
     if not pattern or not (seconds.isascii() and seconds.isdigit()):
         raise ConfigError(f"expected {form}, got {value!r}", option=option, **where)
-    if subject == "type":
-        return Expiry(subject, pattern, int(seconds))
+    return Expiry(subject, pattern if subject == "type" else _compile(pattern, option, where), int(seconds))
+
+
+def _compile(pattern: str, option: str, where: dict) -> re.Pattern:
     try:
-        return Expiry(subject, re.compile(pattern), int(seconds))
+        return re.compile(pattern)
     except re.error as exc:
         raise ConfigError(f"invalid regular expression {pattern!r}: {exc}", option=option, **where) from None
 
@@ -246,13 +248,7 @@ def _expiry(option: str, subject: str, value: str, where: dict) -> Expiry:
 def _precompressed(config: Config) -> Precompressed | None:
     if not (config.static_gzip_all or config.static_gzip_dir or config.static_gzip_ext or config.static_gzip):
         return None
-    patterns = []
-    for value in config.static_gzip:
-        try:
-            patterns.append(re.compile(value))
-        except re.error as exc:
-            raise ConfigError(f"invalid regular expression {value!r}: {exc}", option="static-gzip",
-                              **config.where("static-gzip", value)) from None
+    patterns = [_compile(value, "static-gzip", config.where("static-gzip", value)) for value in config.static_gzip]
     directories = tuple(os.path.abspath(directory).rstrip("/") + "/" for directory in config.static_gzip_dir)
     return Precompressed(config.static_gzip_all, directories, tuple(config.static_gzip_ext), tuple(patterns))
 

@@ -108,7 +108,8 @@ class Connection(asyncio.Protocol):
         worker = self.worker
         app = worker.app
         threaded = worker.threaded or stream is not None     # a streaming body needs its own thread
-        # Front handlers, before the app: static files (answered on this thread, or the one owning the connection).
+        # Front handlers, before the app: static files (answered on this thread, or on the app thread that
+        # owns the connection; never handed to the pool).
         if worker.static is not None and stream is None:
             responder = worker.static.responder(environ)
             if responder is not None:
