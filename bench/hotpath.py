@@ -82,7 +82,7 @@ class Transport:
 
 class Worker:
     threaded = app_busy = stopping = False
-    static = None
+    static = compression = None
     requests = retire_after = 0
     access_log = None
     request_done = worker.Worker.request_done      # counting (and logging, when on) as a worker does

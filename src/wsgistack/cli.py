@@ -10,6 +10,7 @@ import sys
 from wsgistack import __version__
 from wsgistack.addresses import bind, parse_address
 from wsgistack.app_loader import choose_app_source, prepare_import_path
+from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.logs import redirect_output, setup_error_log
@@ -55,6 +56,13 @@ def check_protocol_options(config: Config) -> Config:
     return config
 
 
+def check_front_options(config: Config) -> None:
+    """Static files and compression are checked here, before forking: a bad value names its file:line.
+    After --chdir: relative static paths mean what the workers will see."""
+    StaticFiles.from_config(config)
+    Compression.from_config(config)
+
+
 def _control(parsed) -> int:
     from wsgistack import control
 
@@ -78,7 +86,7 @@ def _reloader(argv: list[str]):
                 raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
             config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning))
             _apply_environment(config)
-            StaticFiles.from_config(config)
+            check_front_options(config)
         except BaseException:
             os.chdir(current)
             raise
@@ -97,7 +105,7 @@ def serve(config: Config, reload_config) -> int:
 
     hold_signals()
     _apply_environment(config)
-    StaticFiles.from_config(config)       # checked here, before forking: a bad mapping names its file:line
+    check_front_options(config)
     _, _, note = choose_app_source(config)
     if note:
         print(f"wsgistack: {note}", file=sys.stderr)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from email.utils import formatdate, mktime_tz, parsedate_tz
 from urllib.parse import quote
 
+from wsgistack.compression import accepts, coding_weights
 from wsgistack.config import Config, ConfigError
 from wsgistack.wsgi import FileWrapper
 
@@ -254,21 +255,9 @@ def _precompressed(config: Config) -> Precompressed | None:
 
 
 def accepted_twins(accept_encoding: str) -> list[str]:
-    """The codings of TWINS the client takes (RFC 9110 12.5.3: listed, or `*`, with a q-value above 0), in
-    TWINS' order."""
-    weights: dict[str, float] = {}
-    for item in accept_encoding.lower().split(","):
-        coding, _, parameters = item.partition(";")
-        weight = 1.0
-        name, _, value = parameters.partition("=")
-        if name.strip() == "q":
-            try:
-                weight = float(value)
-            except ValueError:
-                continue             # a malformed q-value: the item is ignored
-        weights[coding.strip()] = weight
-    anything = weights.get("*", 0.0)
-    return [coding for coding in TWINS if weights.get(coding, anything) > 0]
+    """The codings of TWINS the client takes, in TWINS' order."""
+    weights = coding_weights(accept_encoding)
+    return [coding for coding in TWINS if accepts(weights, coding)]
 
 
 def normalize_path(path: str) -> str | None:

@@ -26,6 +26,7 @@ from email.utils import formatdate
 from wsgistack.addresses import Address
 from wsgistack.app_loader import load_app
 from wsgistack.app_threads import AcceptingAppThreads, AppThreads
+from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.harakiri import Harakiri, WatchedMixin, watched
@@ -66,6 +67,7 @@ class Worker:
         self.app_busy = False
         self.waiting: list[Connection] = []
         self.static: StaticFiles | None = None      # static files answered before the app
+        self.compression: Compression | None = None  # gzip for the answers
         self.started = time.monotonic()
         self.harakiri: Harakiri | None = None
         # --max-requests plus a per-worker random delta, so workers do not all recycle at once.
@@ -87,6 +89,7 @@ class Worker:
         try:
             self.app = load_app(self.config)
             self.static = StaticFiles.from_config(self.config)
+            self.compression = Compression.from_config(self.config)
         except ConfigError as exc:
             self._report(f"error {exc}")
             return EXIT_BOOT_FAILED

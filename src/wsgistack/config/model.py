@@ -75,6 +75,14 @@ class Config:
     static_gzip: list[str] = option([], "the same for static files whose path matches REGEX (repeatable)",
                                     metavar="REGEX")
 
+    # --- compression of answers (compression.py; nginx's gzip directives) ---
+    gzip: bool = option(False, "compress answers for clients that accept gzip, as nginx's `gzip on` does")
+    gzip_comp_level: int = option(1, "gzip level, 1 (fastest, nginx's default) to 9", metavar="N")
+    gzip_min_length: int = option(20, "compress only answers of at least BYTES, when their length is known",
+                                  metavar="BYTES")
+    gzip_types: list[str] = option([], "content types compressed besides text/html, e.g. text/css (repeatable, "
+                                       "or several in one value; * for all)", metavar="TYPE")
+
     # --- processes and threads ---
     processes: int = option(1, "number of worker processes", aliases=("workers", "p"), metavar="N")
     threads: int = option(1, "app threads per worker; 1 runs the app on the event-loop thread (fastest)", metavar="N")

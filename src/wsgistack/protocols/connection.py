@@ -107,6 +107,7 @@ class Connection(asyncio.Protocol):
         environ, is_head, http11, keep_alive, stream = request
         worker = self.worker
         app = worker.app
+        responder = None
         threaded = worker.threaded or stream is not None     # a streaming body needs its own thread
         # Front handlers, before the app: static files (answered on this thread, or on the app thread that
         # owns the connection; never handed to the pool).
@@ -115,10 +116,12 @@ class Connection(asyncio.Protocol):
             if responder is not None:
                 app = responder
                 threaded = self.owned_by_thread
-        if not threaded and worker.app_busy and app is worker.app:
+        if not threaded and worker.app_busy and responder is None:
             self.pending.appendleft(request)
             worker.wait_for_app(self)
             return False
+        if worker.compression is not None:
+            app = worker.compression.wrap(app, environ)
         if self.closing or worker.stopping:
             keep_alive = False               # closing or draining: the last response on this connection
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)

@@ -1,0 +1,217 @@
+"""Compression of answers (nginx's `gzip on`): --gzip, --gzip-comp-level, --gzip-min-length, --gzip-types.
+
+A front handler: for a request whose client accepts gzip, the app (or the static file responder) is wrapped,
+and its answer compressed when nginx would compress it: HTTP/1.1, status 200, 403 or 404, a content type
+listed (text/html always), no Content-Encoding yet, at least --gzip-min-length bytes when the length is known.
+The compressed answer has Content-Encoding: gzip, Vary: Accept-Encoding and a weak ETag (another
+representation of the same resource, as nginx makes it).
+
+A body given whole (a list, as most apps return) is compressed at once and keeps a Content-Length. Any other
+iterable is compressed chunk by chunk, each chunk flushed (Z_SYNC_FLUSH) so a streamed answer still streams;
+its length is unknown, so the Exchange frames it chunked. A wsgi.file_wrapper answer (a file sent with
+sendfile) is left alone: static files can be precompressed instead (--static-gzip-all).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from wsgistack.config import Config, ConfigError
+from wsgistack.wsgi import FileWrapper
+
+COMPRESSED_STATUSES = frozenset((200, 403, 404))      # nginx's gzip filter compresses these only
+
+
+def coding_weights(accept_encoding: str) -> dict[str, float]:
+    """Accept-Encoding as {coding: q-value} (RFC 9110 12.5.3); malformed items are ignored."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        coding, _, parameters = item.partition(";")
+        weight = 1.0
+        name, _, value = parameters.partition("=")
+        if name.strip() == "q":
+            try:
+                weight = float(value)
+            except ValueError:
+                continue
+        weights[coding.strip()] = weight
+    return weights
+
+
+def accepts(weights: dict[str, float], coding: str) -> bool:
+    """The coding is listed, or `*` is, with a q-value above 0."""
+    return weights.get(coding, weights.get("*", 0.0)) > 0
+
+
+class Compression:
+    def __init__(self, level: int, min_length: int, types: frozenset[str]):
+        self.level = level
+        self.min_length = min_length
+        self.types = types
+        self.any_type = "*" in types
+
+    @classmethod
+    def from_config(cls, config: Config) -> Compression | None:
+        if not config.gzip:
+            return None
+        if not 1 <= config.gzip_comp_level <= 9:
+            raise ConfigError(f"expected 1 to 9, got {config.gzip_comp_level}", option="gzip-comp-level",
+                              **config.where("gzip-comp-level"))
+        types = frozenset(kind.strip().lower() for value in config.gzip_types for kind in value.split())
+        return cls(config.gzip_comp_level, config.gzip_min_length, types | {"text/html"})
+
+    def wrap(self, app, environ: dict):
+        """`app`, compressing its answer if the client takes gzip (else `app` itself)."""
+        accept_encoding = environ.get("HTTP_ACCEPT_ENCODING")
+        if (accept_encoding is None or environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
+                or not accepts(coding_weights(accept_encoding), "gzip")):
+            return app
+        return GzipAnswer(self, app)
+
+    def compressible(self, status: str, headers: list, length: int | None) -> bool:
+        """Would nginx compress this answer? (The headers are the app's, not yet checked: anything odd is left to
+        the Exchange, uncompressed.)"""
+        try:
+            if int(status[:3]) not in COMPRESSED_STATUSES:
+                return False
+            kind = None
+            for name, value in headers:
+                if type(name) is not str or type(value) is not str:
+                    return False
+                lowered = name.lower()
+                if lowered == "content-encoding":
+                    return False
+                if lowered == "content-type" and kind is None:
+                    kind = value.partition(";")[0].strip().lower()
+                elif lowered == "content-length" and length is None:
+                    length = int(value)
+        except (TypeError, ValueError):
+            return False
+        if length is not None and length < self.min_length:
+            return False
+        return kind is not None and (self.any_type or kind in self.types)
+
+    def compressor(self):
+        return zlib.compressobj(self.level, zlib.DEFLATED, 31)      # wbits 31: the gzip format
+
+
+def gzip_headers(headers: list, length: int | None) -> list:
+    """The app's headers for the compressed representation."""
+    result = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "content-length":
+            continue
+        if lowered == "etag" and not value.startswith("W/"):
+            value = "W/" + value
+        result.append((name, value))
+    result += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+    if length is not None:
+        result.append(("Content-Length", str(length)))
+    return result
+
+
+class GzipAnswer:
+    """The app behind a compressing start_response: the real one is called once the answer's form is known (the
+    app returned, or it called write()); until then status and headers are only noted, as the Exchange does."""
+
+    def __init__(self, compression: Compression, app):
+        self.compression = compression
+        self.app = app
+        self.status = self.headers = None
+        self.start_response = None        # the Exchange's
+        self.started = False              # the Exchange's start_response was called
+        self.compressor = None            # set when compressing a stream (or write() calls)
+
+    def __call__(self, environ, start_response):
+        self.start_response = start_response
+        result = self.app(environ, self.noted_start_response)
+        if self.started:
+            if self.compressor is None:
+                return result             # write() decided: not compressed
+            return CompressedStream(result, self.compressor)
+        if self.status is None:           # start_response comes later (during iteration): passed on as it comes
+            self.started = True
+            return result
+        return self.answer(result, environ["REQUEST_METHOD"] == "HEAD")
+
+    def noted_start_response(self, status, headers, exc_info=None):
+        if self.started:                  # after the Exchange's: its rules (exc_info, a second call)
+            return self.start_response(status, headers, exc_info)
+        if exc_info is None and self.status is not None:
+            raise AssertionError("start_response called a second time without exc_info")
+        self.status, self.headers = status, headers
+        return self.write
+
+    def answer(self, result, is_head: bool):
+        status, headers = self.status, self.headers
+        self.started = True
+        if type(result) is FileWrapper:
+            self.start_response(status, headers)        # a file for sendfile: as it is
+            return result
+        if type(result) is list or type(result) is tuple:
+            body = b"".join(result) if all(type(chunk) is bytes for chunk in result) else None
+            declared = _content_length(headers)
+            # HEAD: the body may be left out (a static file's is), the declared length tells the GET's
+            length = declared if is_head and declared is not None else None if body is None else len(body)
+            if (body is None or (not is_head and declared is not None and declared != len(body))
+                    or not self.compression.compressible(status, headers, length)):
+                self.start_response(status, headers)    # the Exchange says what is wrong, if anything
+                return result
+            if not is_head:
+                compressor = self.compression.compressor()
+                compressed = compressor.compress(body) + compressor.flush()
+                self.start_response(status, gzip_headers(headers, len(compressed)))
+                return [compressed]
+            # HEAD: as a stream (nothing of it is sent), so that no length is claimed for the compressed body
+        elif not self.compression.compressible(status, headers, None):
+            self.start_response(status, headers)
+            return result
+        self.start_response(status, gzip_headers(headers, None))
+        return CompressedStream(result, self.compression.compressor())
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's write(): the answer streams, so it is decided now."""
+        if not self.started:
+            self.started = True
+            if self.compression.compressible(self.status, self.headers, None):
+                self.compressor = self.compression.compressor()
+                self.real_write = self.start_response(self.status, gzip_headers(self.headers, None))
+            else:
+                self.real_write = self.start_response(self.status, self.headers)
+        if self.compressor is not None and type(data) is bytes:
+            data = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+        self.real_write(data)
+
+
+class CompressedStream:
+    """An app's iterable, compressed chunk by chunk; close() reaches the app's iterable (PEP 3333)."""
+
+    def __init__(self, iterable, compressor):
+        self.iterable = iterable
+        self.compressor = compressor
+
+    def __iter__(self):
+        compressor = self.compressor
+        for chunk in self.iterable:
+            if type(chunk) is not bytes:
+                yield chunk               # the Exchange answers that with its error
+                return
+            if chunk:
+                yield compressor.compress(chunk) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        yield compressor.flush()
+
+    def close(self) -> None:
+        close = getattr(self.iterable, "close", None)
+        if close is not None:
+            close()
+
+
+def _content_length(headers: list) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,51 @@
+"""Answers of every shape compression meets (tests/test_compression.py): whole bodies, streams, write(), files."""
+
+import os
+import time
+
+PAGE = b"<html><body>" + b"<p>compress me, compress me</p>" * 60 + b"</body></html>"
+JSON = b'{"items": [' + b'"compress me",' * 100 + b'"end"]}'
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    html = [("Content-Type", "text/html; charset=utf-8")]
+    if path == "/page":
+        start_response("200 OK", html + [("Content-Length", str(len(PAGE))), ("ETag", '"v1"'), ("Vary", "Cookie")])
+        return [PAGE]
+    if path == "/tiny":
+        start_response("200 OK", html + [("Content-Length", "10")])
+        return [b"<p>tiny</p"]
+    if path == "/json":
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(JSON)))])
+        return [JSON]
+    if path == "/stream":
+        start_response("200 OK", html)
+
+        def chunks():
+            for index in range(3):
+                yield b"<p>chunk %d</p>" % index * 20
+                time.sleep(0.4)
+        return chunks()
+    if path == "/write":
+        write = start_response("200 OK", html)
+        write(PAGE[:1000])
+        write(PAGE[1000:])
+        return []
+    if path == "/encoded":
+        start_response("200 OK", html + [("Content-Encoding", "br")])
+        return [PAGE]
+    if path == "/partial":
+        start_response("206 Partial Content", html + [("Content-Range", f"bytes 0-99/{len(PAGE)}")])
+        return [PAGE[:100]]
+    if path == "/missing":
+        start_response("404 Not Found", html)
+        return [PAGE]
+    if path == "/file":
+        start_response("200 OK", html)
+        return environ["wsgi.file_wrapper"](open(os.environ["COMPRESSIBLE_FILE"], "rb"))
+    if path == "/wrong-length":
+        start_response("200 OK", html + [("Content-Length", "10")])
+        return [PAGE]
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+    return [b"unknown path"]

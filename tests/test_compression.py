@@ -1,0 +1,180 @@
+"""Compression of answers (--gzip and friends, nginx's gzip directives), against the real server.
+
+The app is tests/apps/compressible.py: whole bodies, a slow stream, write(), a file, answers nginx would not
+compress. Bodies are checked by decompressing them; streaming by reading the first part before the app ends.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import time
+import zlib
+
+import pytest
+
+from conftest import WSGISTACK, raw_request
+
+from apps.compressible import JSON, PAGE
+
+GZIP = {"Accept-Encoding": "gzip, deflate, br"}
+
+
+@pytest.fixture
+def gzip_server(start_server, tmp_path):
+    page = tmp_path / "page.html"
+    page.write_bytes(PAGE)
+    env = dict(os.environ, COMPRESSIBLE_FILE=str(page))
+
+    def start(*flags: str):
+        return start_server("--gzip", *flags, app="compressible.py", env=env)
+    return start
+
+
+def fetch(server, path: str, headers: dict | None = None, method: str = "GET"):
+    """status, the response (for repeated headers), body."""
+    conn = server.connection()
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_whole_body_is_compressed_with_its_length(gzip_server, threads):
+    server = gzip_server("--threads", threads, "--gzip-comp-level", "6")
+    status, response, body = fetch(server, "/page", GZIP)
+    assert status == 200
+    assert response.getheader("Content-Encoding") == "gzip"
+    assert response.getheader("Content-Length") == str(len(body)) and len(body) < len(PAGE) // 4
+    assert gzip.decompress(body) == PAGE
+    assert response.getheader("ETag") == 'W/"v1"'                       # another representation: weak
+    assert response.headers.get_all("Vary") == ["Cookie", "Accept-Encoding"]
+    assert response.getheader("Content-Type") == "text/html; charset=utf-8"
+
+
+def test_only_for_clients_that_take_gzip_on_http11(gzip_server):
+    server = gzip_server()
+    for headers in ({}, {"Accept-Encoding": "br"}, {"Accept-Encoding": "gzip;q=0"}, {"Accept-Encoding": "identity"}):
+        status, response, body = fetch(server, "/page", headers)
+        assert (status, body) == (200, PAGE), headers
+        assert response.getheader("Content-Encoding") is None and response.getheader("ETag") == '"v1"'
+    assert fetch(server, "/page", {"Accept-Encoding": "*"})[1].getheader("Content-Encoding") == "gzip"
+    answer = raw_request(server.port, b"GET /page HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n")   # nginx: 1.1 only
+    assert b"Content-Encoding" not in answer and answer.endswith(PAGE)
+
+
+def test_off_unless_asked(start_server):
+    server = start_server(app="compressible.py")
+    status, response, body = fetch(server, "/page", GZIP)
+    assert body == PAGE and response.getheader("Content-Encoding") is None
+
+
+def test_what_nginx_leaves_alone(gzip_server):
+    server = gzip_server()
+    for path in ("/tiny", "/json", "/encoded", "/partial", "/file"):   # short, other type, encoded, 206, a file
+        status, response, body = fetch(server, path, GZIP)
+        assert response.getheader("Content-Encoding") == ("br" if path == "/encoded" else None), path
+        assert body in (b"<p>tiny</p", JSON, PAGE, PAGE[:100]), path
+    status, response, body = fetch(server, "/missing", GZIP)       # a 404 page is compressed, as by nginx
+    assert status == 404 and gzip.decompress(body) == PAGE
+
+
+def test_types_and_minimum_length(gzip_server):
+    server = gzip_server("--gzip-types", "application/json text/css", "--gzip-min-length", "5000")
+    status, response, body = fetch(server, "/json", GZIP)
+    assert response.getheader("Content-Encoding") is None and body == JSON    # 1,500 bytes: under the minimum
+    assert fetch(server, "/page", GZIP)[2] == PAGE                           # 1,886 bytes: too
+    status, response, body = fetch(server, "/stream", GZIP)                # length unknown: compressed
+    assert response.getheader("Content-Encoding") == "gzip" and gzip.decompress(body).startswith(b"<p>chunk 0")
+    server = gzip_server("--gzip-types", "*")
+    status, response, body = fetch(server, "/json", GZIP)
+    assert response.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == JSON
+
+
+def test_a_stream_is_compressed_as_it_comes(gzip_server):
+    server = gzip_server()
+    conn = server.connection()
+    try:
+        started = time.monotonic()
+        conn.request("GET", "/stream", headers=GZIP)
+        response = conn.getresponse()
+        assert response.getheader("Content-Encoding") == "gzip"
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        decompressor = zlib.decompressobj(31)
+        first = decompressor.decompress(response.read1(65536))
+        assert first.startswith(b"<p>chunk 0</p>") and time.monotonic() - started < 0.8   # before the app ends
+        rest = decompressor.decompress(response.read()) + decompressor.flush()
+        assert first + rest == b"".join(b"<p>chunk %d</p>" % index * 20 for index in range(3))
+        assert decompressor.eof                                    # the gzip trailer came
+    finally:
+        conn.close()
+
+
+def test_write_calls_are_compressed(gzip_server):
+    status, response, body = fetch(gzip_server(), "/write", GZIP)
+    assert response.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == PAGE
+
+
+def test_head_gets_the_headers_of_get(gzip_server):
+    status, response, body = fetch(gzip_server(), "/page", GZIP, method="HEAD")
+    assert (status, body) == (200, b"")
+    assert response.getheader("Content-Encoding") == "gzip" and response.getheader("Content-Length") is None
+
+
+def test_a_wrong_length_is_not_hidden_by_compression(gzip_server):
+    """The app declares 10 bytes and sends more: answered as without --gzip (truncated, then closed)."""
+    server = gzip_server()
+    answer = raw_request(server.port, b"GET /wrong-length HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    assert b"Content-Encoding" not in answer and answer.endswith(PAGE[:10])
+    assert "sent more than its Content-Length" in server.wait_log("more than its Content-Length")
+
+
+def test_keep_alive_goes_on_after_compressed_answers(gzip_server):
+    server = gzip_server()
+    conn = server.connection()
+    try:
+        for path in ("/page", "/stream", "/tiny", "/page"):
+            conn.request("GET", path, headers=GZIP)
+            response = conn.getresponse()
+            body = response.read()
+            if response.getheader("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            assert body.startswith(b"<"), path
+    finally:
+        conn.close()
+
+
+def test_curl_decompresses_what_it_gets(gzip_server):
+    server = gzip_server()
+    result = subprocess.run(["curl", "-s", "--compressed", "-D", "-", f"http://127.0.0.1:{server.port}/page"],
+                            capture_output=True, timeout=30)
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head and body == PAGE
+
+
+def test_static_files_are_compressed_when_read_whole(start_server, tmp_path):
+    docroot = tmp_path / "static"
+    docroot.mkdir()
+    css = b"body { color: #0a5; }\n" * 100
+    (docroot / "site.css").write_bytes(css)
+    (docroot / "big.css").write_bytes(css * 100)                 # over 64 KiB: sent by sendfile, as it is
+    server = start_server("--gzip", "--gzip-types", "text/css", "--static-map", f"/static={docroot}",
+                          app="compressible.py")
+    status, response, body = fetch(server, "/static/site.css", GZIP)
+    assert response.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == css
+    status, response, body = fetch(server, "/static/site.css", GZIP, method="HEAD")
+    assert response.getheader("Content-Encoding") == "gzip" and response.getheader("Content-Length") is None
+    status, response, body = fetch(server, "/static/big.css", GZIP)
+    assert response.getheader("Content-Encoding") is None and body == css * 100
+
+
+def test_a_bad_level_is_a_startup_error(tmp_path):
+    result = subprocess.run(WSGISTACK + ["--http", "127.0.0.1:1", "--wsgi-file", "x.py", "--gzip",
+                                         "--gzip-comp-level", "10"], capture_output=True, text=True, timeout=30,
+                            cwd=tmp_path)
+    assert result.returncode != 0 and "option 'gzip-comp-level': expected 1 to 9, got 10" in result.stderr
+
