@@ -91,8 +91,11 @@ class Compression:
             return False
         return kind is not None and (self.any_type or kind in self.types)
 
-    def compressor(self):
-        return zlib.compressobj(self.level, zlib.DEFLATED, 31)      # wbits 31: the gzip format
+    def compressor(self, size: int | None = None):
+        """A gzip compressor; for a body of known `size`, with a window and hash table just large enough, as
+        nginx sizes them: at full size zlib allocates ~270 kB of state per compressor, for a 2 kB page a few."""
+        window = 15 if size is None else max(9, min(15, (size - 1).bit_length()))
+        return zlib.compressobj(self.level, zlib.DEFLATED, 16 + window, max(1, window - 7))
 
 
 def gzip_headers(headers: list, length: int | None) -> list:
@@ -159,7 +162,7 @@ class GzipAnswer:
                 self.start_response(status, headers)    # the Exchange says what is wrong, if anything
                 return result
             if not is_head:
-                compressor = self.compression.compressor()
+                compressor = self.compression.compressor(len(body))
                 compressed = compressor.compress(body) + compressor.flush()
                 self.start_response(status, gzip_headers(headers, len(compressed)))
                 return [compressed]
@@ -168,7 +171,7 @@ class GzipAnswer:
             self.start_response(status, headers)
             return result
         self.start_response(status, gzip_headers(headers, None))
-        return CompressedStream(result, self.compression.compressor())
+        return CompressedStream(result, self.compression.compressor(_content_length(headers)))
 
     def write(self, data: bytes) -> None:
         """PEP 3333's write(): the answer streams, so it is decided now."""
