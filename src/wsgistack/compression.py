@@ -124,7 +124,8 @@ class GzipAnswer:
         self.status = self.headers = None
         self.start_response = None        # the Exchange's
         self.started = False              # the Exchange's start_response was called
-        self.compressor = None            # set when compressing a stream (or write() calls)
+        self.compressor = None            # compressing a stream (or write() calls)
+        self.real_write = None            # the Exchange's write()
 
     def __call__(self, environ, start_response):
         self.start_response = start_response
@@ -148,9 +149,8 @@ class GzipAnswer:
 
     def answer(self, result, is_head: bool):
         status, headers = self.status, self.headers
-        self.started = True
         if type(result) is FileWrapper:
-            self.start_response(status, headers)        # a file for sendfile: as it is
+            self._start(headers)          # a file for sendfile: as it is
             return result
         if type(result) is list or type(result) is tuple:
             body = b"".join(result) if all(type(chunk) is bytes for chunk in result) else None
@@ -159,32 +159,37 @@ class GzipAnswer:
             length = declared if is_head and declared is not None else None if body is None else len(body)
             if (body is None or (not is_head and declared is not None and declared != len(body))
                     or not self.compression.compressible(status, headers, length)):
-                self.start_response(status, headers)    # the Exchange says what is wrong, if anything
+                self._start(headers)      # the Exchange says what is wrong, if anything
                 return result
             if not is_head:
                 compressor = self.compression.compressor(len(body))
                 compressed = compressor.compress(body) + compressor.flush()
-                self.start_response(status, gzip_headers(headers, len(compressed)))
+                self._start(gzip_headers(headers, len(compressed)))
                 return [compressed]
             # HEAD: as a stream (nothing of it is sent), so that no length is claimed for the compressed body
         elif not self.compression.compressible(status, headers, None):
-            self.start_response(status, headers)
+            self._start(headers)
             return result
-        self.start_response(status, gzip_headers(headers, None))
-        return CompressedStream(result, self.compression.compressor(_content_length(headers)))
+        compressor = self.compression.compressor(_content_length(headers))
+        self._start(gzip_headers(headers, None), compressor)
+        return CompressedStream(result, compressor)
 
     def write(self, data: bytes) -> None:
-        """PEP 3333's write(): the answer streams, so it is decided now."""
+        """PEP 3333's write(): called before the app returned, the answer streams, so it is decided now."""
         if not self.started:
-            self.started = True
             if self.compression.compressible(self.status, self.headers, None):
-                self.compressor = self.compression.compressor()
-                self.real_write = self.start_response(self.status, gzip_headers(self.headers, None))
+                self._start(gzip_headers(self.headers, None), self.compression.compressor())
             else:
-                self.real_write = self.start_response(self.status, self.headers)
+                self._start(self.headers)
         if self.compressor is not None and type(data) is bytes:
             data = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
         self.real_write(data)
+
+    def _start(self, headers: list, compressor=None) -> None:
+        """Call the Exchange's start_response, once: the answer's form is decided."""
+        self.started = True
+        self.compressor = compressor
+        self.real_write = self.start_response(self.status, headers)
 
 
 class CompressedStream:
