@@ -178,3 +178,22 @@ def test_a_bad_level_is_a_startup_error(tmp_path):
                             cwd=tmp_path)
     assert result.returncode != 0 and "option 'gzip-comp-level': expected 1 to 9, got 10" in result.stderr
 
+
+
+def test_the_apps_errors_and_close_as_without_compression(start_server, tmp_path):
+    """exc_info replacing the status, an exception, a rejected header: as without --gzip; close() still runs."""
+    close_log = tmp_path / "close.log"
+    server = start_server("--gzip", "--gzip-types", "*", app="basic.py",
+                          env=dict(os.environ, WSGISTACK_TEST_CLOSE_LOG=str(close_log)))
+    status, response, body = fetch(server, "/exc-info", GZIP)
+    assert (status, body) == (503, b"oops") and response.getheader("Content-Encoding") is None
+    assert fetch(server, "/error", GZIP)[0] == 500
+    status, response, body = fetch(server, "/bad-header", GZIP)
+    assert status == 500 and b"evil" not in body and response.getheader("Set-Cookie") is None
+    status, response, body = fetch(server, "/stream?n=3&delay=0&tag=zipped", GZIP)
+    assert response.getheader("Content-Encoding") == "gzip"
+    assert gzip.decompress(body) == b"chunk 0\nchunk 1\nchunk 2\n"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "closed zipped" not in (close_log.read_text() if close_log.exists() else ""):
+        time.sleep(0.05)
+    assert "closed zipped" in close_log.read_text()
