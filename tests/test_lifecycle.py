@@ -473,6 +473,45 @@ def test_unix_socket_chmod_666_from_ini(start_server, tmp_path):
     assert not path.exists()
 
 
+def test_chown_socket_sets_the_owner_of_unix_sockets(start_server, tmp_path):
+    path = tmp_path / "app.sock"
+    if os.geteuid() == 0:        # CI: to another user, by name, as `chown-socket = www-data:www-data` is written
+        owner, expected = "nobody:nogroup", (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    else:                        # without root, a process may only give its socket to itself (by number)
+        owner, expected = f"{os.getuid()}:{os.getgid()}", (os.getuid(), os.getgid())
+    start_server("--http", str(path), "--chown-socket", owner, listen=False, wait=False)
+    wait_until(lambda: path.exists() and b"200 OK" in unix_http_get(path, "/pid"), what="serving on the socket")
+    assert (path.stat().st_uid, path.stat().st_gid) == expected
+
+
+def test_chown_socket_to_an_unknown_user_is_a_startup_error(tmp_path):
+    result = run_cli("--http", tmp_path / "app.sock", "--wsgi-file", APPS / "basic.py",
+                     "--chown-socket", "no-such-user-here:nogroup")
+    assert result.returncode != 0
+    assert "option 'chown-socket': no such user or group" in result.stderr, result.stderr
+
+
+def test_touch_reload_reloads_when_a_file_is_touched_or_created(start_server, tmp_path):
+    app, touched, created = tmp_path / "app.py", tmp_path / "reload.touch", tmp_path / "deploy.flag"
+    write_app(app, "v1")
+    touched.write_text("")
+    server = start_server("--wsgi-file", app, "--touch-reload", touched, "--touch-reload", created, app=None)
+    serving(server, 1)
+    write_app(app, "v2")
+    later = time.time_ns() + 10**9
+    os.utime(touched, ns=(later, later))
+    server.wait_log("reload complete: generation 2", timeout=20)
+    assert get(server.port, "/")[1].endswith(b" v2")
+    write_app(app, "v3")
+    created.write_text("deploy")                 # a file that was not there counts when it appears
+    server.wait_log("reload complete: generation 3", timeout=20)
+    assert get(server.port, "/")[1].endswith(b" v3")
+    assert f"{touched} touched: reloading" in server.log() and f"{created} touched: reloading" in server.log()
+    time.sleep(2.5)                              # left alone: no more reloads
+    assert "generation 4" not in server.log()
+    assert server.stop() == 0
+
+
 def _sigterm_blocked_or_caught(pid: int) -> bool:
     fields = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
     bit = 1 << (signal.SIGTERM - 1)

@@ -117,6 +117,8 @@ def serve(config: Config, reload_config) -> int:
                 listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
             except ConfigError as exc:
                 raise ConfigError(exc.message, option=option, **config.where(option, text)) from None
+    if config.chown_socket:
+        _chown_sockets(config, listeners)
     report_fd = None
     if config.daemonize:
         from wsgistack.daemon import daemonize
@@ -151,16 +153,40 @@ def _apply_environment(config: Config) -> None:
     prepare_import_path(config)
 
 
+def _user_id(name: str) -> int:
+    return int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+
+
+def _group_id(name: str) -> int:
+    return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+
+
+def _chown_sockets(config: Config, listeners) -> None:
+    """--chown-socket USER[:GROUP]: the unix sockets' owner, so that the web server's user may connect."""
+    user, _, group = config.chown_socket.partition(":")
+    try:
+        uid = _user_id(user) if user else -1
+        gid = _group_id(group) if group else -1
+        for _, address in listeners:
+            if address.is_unix:
+                os.chown(address.path, uid, gid)
+    except KeyError as exc:
+        raise ConfigError(f"no such user or group: {exc}", option="chown-socket",
+                          **config.where("chown-socket")) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot change the owner of the sockets: {exc.strerror}", option="chown-socket",
+                          **config.where("chown-socket")) from None
+
+
 def _drop_privileges(config: Config) -> None:
     """After binding (ports below 1024 need root), before any worker runs app code."""
     try:
         if config.gid:
-            gid = int(config.gid) if config.gid.isdigit() else grp.getgrnam(config.gid).gr_gid
+            gid = _group_id(config.gid)
             os.setgroups([gid])
             os.setgid(gid)
         if config.uid:
-            uid = int(config.uid) if config.uid.isdigit() else pwd.getpwnam(config.uid).pw_uid
-            os.setuid(uid)
+            os.setuid(_user_id(config.uid))
     except KeyError as exc:
         option = "uid" if config.uid else "gid"
         raise ConfigError(f"no such user or group: {exc}", option=option, **config.where(option)) from None

@@ -122,11 +122,13 @@ class Master:
         report(self.report_fd, READY + f" (master {self.pid}) {status}".encode())
         self.report_fd = None
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
+        self._watch_touched()
         while self.workers or not self.stopping:
             releasing = any(worker.release_at for worker in self.workers.values())
             self._wait(0.05 if releasing else 1.0)
             self._read_status()         # first: a SIGUSR1 status or a SIGCHLD then sees the latest state
             self._dispatch_signals()
+            self._check_touched()
             self._finish_reload()
             if releasing:
                 self._release_given_up()
@@ -486,6 +488,21 @@ class Master:
         if self.steered:
             self._steer()               # slots new to this generation get connections too
 
+    # --- --touch-reload ---
+    def _watch_touched(self) -> None:
+        """Note the modification times of the --touch-reload files (None: missing)."""
+        self.touched = {path: _modified(path) for path in self.config.touch_reload}
+
+    def _check_touched(self) -> None:
+        """A file modified, touched or created since it was noted: reload, as SIGHUP does."""
+        if not self.touched or self.replaced or self.stopping:
+            return          # a reload under way: a touch meanwhile is seen once it is done
+        changed = [path for path, seen in self.touched.items() if _modified(path) not in (None, seen)]
+        if changed:
+            log.info("%s touched: reloading", ", ".join(changed))
+            self.handle_hup()
+            self._watch_touched()        # the files of the configuration just read
+
     def _finish_reload(self) -> None:
         new = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
         if not self.replaced or not all(w.ready for w in new):
@@ -515,6 +532,13 @@ class Master:
         self.last_reload_failed = True
         self._title()
         sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
+
+
+def _modified(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def _listen_texts(config: Config) -> list[str]:

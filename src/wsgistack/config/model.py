@@ -43,6 +43,8 @@ class Config:
                                            metavar="NETWORK")
     chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE",
                                bare="666")
+    chown_socket: str = option("", "owner of unix sockets: USER[:GROUP], names or numbers (set before privileges "
+                                   "are dropped)", metavar="USER[:GROUP]")
 
     # --- the application ---
     module: str = option("", "import the WSGI app from pkg.mod[:callable]", aliases=("w", "wsgi"), metavar="MODULE")
@@ -97,6 +99,8 @@ class Config:
     gid: str = option("", "drop privileges to this group (name or number) after binding", metavar="GROUP")
     procname_prefix: str = option("", "prefix of the process titles (`PREFIXwsgistack worker 1`)",
                                   aliases=("procname-prefix-spaced",), metavar="PREFIX")
+    touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
+                                         "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
                                aliases=("worker-reload-mercy",), metavar="SECONDS")
     harakiri: int = option(0, "end a request running longer than SECONDS: log its stack, answer 504, "
