@@ -491,6 +491,29 @@ def test_chown_socket_to_an_unknown_user_is_a_startup_error(tmp_path):
     assert "option 'chown-socket': no such user or group" in result.stderr, result.stderr
 
 
+def test_home_puts_the_apps_virtualenv_first(start_server, tmp_path):
+    """`home = /path/to/venv`, as most uWSGI Django configs have it: the app imports from that virtualenv,
+    including what its .pth files add (editable installs)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site_packages = tmp_path / "venv" / "lib" / version / "site-packages"
+    site_packages.mkdir(parents=True)
+    (site_packages / "venvonly.py").write_text("WHERE = 'venv'\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "editable.py").write_text("WHERE = 'pth'\n")
+    (site_packages / "project.pth").write_text(f"{tmp_path / 'src'}\n")
+    app = tmp_path / "app.py"
+    app.write_text("import editable, venvonly\n\ndef application(environ, start_response):\n"
+                   "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                   "    return [(venvonly.WHERE + ' ' + editable.WHERE).encode()]\n")
+    server = start_server("--wsgi-file", app, "--home", tmp_path / "venv", app=None)
+    assert get(server.port, "/") == (200, b"venv pth")
+    without = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", app)
+    assert without.returncode != 0 and "No module named 'editable'" in without.stderr
+    wrong = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", app, "--virtualenv", tmp_path / "src")
+    assert wrong.returncode != 0
+    assert f"option 'home': '{tmp_path / 'src'}' has no lib/{version}/site-packages" in wrong.stderr
+
+
 def test_touch_reload_reloads_when_a_file_is_touched_or_created(start_server, tmp_path):
     app, touched, created = tmp_path / "app.py", tmp_path / "reload.touch", tmp_path / "deploy.flag"
     write_app(app, "v1")

@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import os
 import re
+import site
 import sys
 import traceback
 from typing import Callable
@@ -18,11 +19,28 @@ from wsgistack.config import Config, ConfigError
 
 
 def prepare_import_path(config: Config) -> None:
-    """Make the app importable the way uWSGI does: the working directory and --pythonpath first."""
+    """Make the app importable the way uWSGI does: the working directory and --pythonpath first, then the
+    virtualenv of --home, then the rest."""
+    if config.home:
+        _add_virtualenv(config)
     for entry in reversed([os.getcwd(), *config.pythonpath]):
         path = os.path.abspath(entry)
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+def _add_virtualenv(config: Config) -> None:
+    """--home: uWSGI makes the virtualenv its interpreter's home; wsgistack runs in its own interpreter, so the
+    virtualenv's site-packages (with its .pth files) go to the front of sys.path, where the app's versions of
+    its dependencies win. The virtualenv must be of this Python version: compiled packages would not load."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site_packages = os.path.join(os.path.abspath(config.home), "lib", version, "site-packages")
+    if not os.path.isdir(site_packages):
+        raise ConfigError(f"{config.home!r} has no lib/{version}/site-packages: not a virtualenv of this Python "
+                          f"({sys.version.split()[0]})", option="home", **config.where("home"))
+    before = list(sys.path)
+    site.addsitedir(site_packages)
+    sys.path[:] = [entry for entry in sys.path if entry not in before] + before
 
 
 def choose_app_source(config: Config) -> tuple[str, str, str | None]:

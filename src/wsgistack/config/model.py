@@ -52,6 +52,8 @@ class Config:
     callable: str = option("application", "name of the WSGI callable in the module or file", metavar="NAME")
     chdir: str = option("", "change to DIR before loading the app", metavar="DIR")
     pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp",), metavar="DIR")
+    home: str = option("", "the app's virtualenv: its site-packages (same Python version) come first on sys.path",
+                       aliases=("virtualenv", "venv", "pyhome"), metavar="DIR")
     env: list[str] = option([], "set an environment variable KEY=VALUE (repeatable)", metavar="KEY=VALUE")
 
     # --- static files, answered before the app (static.py) ---
