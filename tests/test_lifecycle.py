@@ -535,6 +535,23 @@ def test_touch_reload_reloads_when_a_file_is_touched_or_created(start_server, tm
     assert server.stop() == 0
 
 
+def test_touch_reload_with_a_broken_config_tries_once_per_touch(start_server, tmp_path):
+    app, ini, touched = tmp_path / "app.py", tmp_path / "site.ini", tmp_path / "reload.touch"
+    write_app(app, "v1")
+    touched.write_text("")
+    ini.write_text(f"[uwsgi]\nwsgi-file = {app}\ntouch-reload = {touched}\n")
+    server = start_server(str(ini), app=None)
+    serving(server, 1)
+    ini.write_text(f"[uwsgi]\nwsgi-file = {app}\ntouch-reload = {touched}\nprocesses = none\n")
+    later = time.time_ns() + 10**9
+    os.utime(touched, ns=(later, later))
+    server.wait_log("the configuration has an error", timeout=10)
+    time.sleep(2.5)
+    assert server.log().count("the configuration has an error") == 1
+    assert get(server.port, "/")[1].endswith(b" v1")          # the old generation serves on
+    assert server.stop() == 0
+
+
 def _sigterm_blocked_or_caught(pid: int) -> bool:
     fields = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
     bit = 1 << (signal.SIGTERM - 1)

@@ -87,6 +87,7 @@ class Master:
         self.reloads = 0
         self.last_reload_failed = False
         self.replaced: list[WorkerProcess] = []   # old workers that stop once the new generation is ready
+        self.touched: dict[str, int | None] = {}  # --touch-reload file -> modification time noted (ns)
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
         # so a successor (reload, recycle, crash) accepts what queued while its predecessor was leaving.
         self.slots: dict[int, list[tuple[socket.socket, Address]]] = {1: listeners}
@@ -480,6 +481,7 @@ class Master:
         if [a.text for _, a in self.listeners] != _listen_texts(config):
             log.warning("listen addresses changed in the configuration: a restart is needed to apply that")
         self.config = config
+        self._watch_touched()           # the --touch-reload files of the configuration just read
         self.reloads += 1
         self.replaced = [w for w in self.workers.values() if not w.stopping]
         self.generation += 1
@@ -500,8 +502,8 @@ class Master:
         changed = [path for path, seen in self.touched.items() if _modified(path) not in (None, seen)]
         if changed:
             log.info("%s touched: reloading", ", ".join(changed))
+            self._watch_touched()        # once per touch, also when the reload fails
             self.handle_hup()
-            self._watch_touched()        # the files of the configuration just read
 
     def _finish_reload(self) -> None:
         new = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
