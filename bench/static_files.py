@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import load, procs, servers  # noqa: E402
-from harness.nginx import NGINX  # noqa: E402
+from harness import load, nginx, procs, servers  # noqa: E402
 
 READY_TIMEOUT = 30.0
 FILES = {"1 KiB": ("site.css", 1024), "1 MiB": ("video.bin", 1024 * 1024)}
@@ -34,13 +33,8 @@ def server_argv(name: str, port: int, processes: int, docroot: Path) -> list[str
 
 
 def nginx_config(prefix: Path, port: int, processes: int, docroot: Path) -> str:
-    user = "user root;\n" if os.geteuid() == 0 else ""    # as root the workers would become `nobody`
-    return (f"{user}daemon off;\nworker_processes {processes};\npid {prefix / 'nginx.pid'};\n"
-            "error_log stderr warn;\nevents {\n    worker_connections 1024;\n}\n"
-            f"http {{\n    access_log off;\n    sendfile on;\n    tcp_nopush on;\n"
-            f"    client_body_temp_path {prefix / 'body'};\n"
-            f"    server {{\n        listen 127.0.0.1:{port};\n"
-            f"        location /static/ {{\n            alias {docroot}/;\n        }}\n    }}\n}}\n")
+    return nginx.skeleton(prefix, port, ["sendfile on;", "tcp_nopush on;"],
+                          ["location /static/ {", f"    alias {docroot}/;", "}"], workers=processes)
 
 
 def measure(name: str, docroot: Path, args, logs: Path) -> dict[str, float]:
@@ -49,7 +43,7 @@ def measure(name: str, docroot: Path, args, logs: Path) -> dict[str, float]:
         prefix = Path(tempfile.mkdtemp(prefix="wsgistack-bench-static-", dir=logs))
         conf = prefix / "nginx.conf"
         conf.write_text(nginx_config(prefix, port, args.processes, docroot))
-        argv = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", "stderr"]
+        argv = nginx.argv(prefix, conf)
     else:
         argv = server_argv(name, port, args.processes, docroot)
     results = {}

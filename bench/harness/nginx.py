@@ -75,16 +75,22 @@ def upstream_block(upstream: Upstream, app_port: int | str) -> list[str]:
 
 
 def config(prefix: Path, port: int | str, upstream: Upstream, app_port: int | str) -> str:
+    return skeleton(prefix, port, upstream_lines(upstream, app_port), location_lines(upstream))
+
+
+def skeleton(prefix: Path, port: int | str, http_lines: list[str], server_lines: list[str],
+             workers: int = 1) -> str:
+    """nginx.conf in the foreground, everything it writes under `prefix`, one server on 127.0.0.1:port."""
     # As root, the worker would switch to `nobody`, who cannot read the private temporary prefix.
     user = "user root;\n" if os.geteuid() == 0 else ""
     temp_paths = "".join(f"    {kind}_temp_path {prefix / kind};\n"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return (f"{user}daemon off;\nworker_processes 1;\npid {prefix / 'nginx.pid'};\nerror_log stderr warn;\n"
+    return (f"{user}daemon off;\nworker_processes {workers};\npid {prefix / 'nginx.pid'};\nerror_log stderr warn;\n"
             "events {\n    worker_connections 1024;\n}\n"
             f"http {{\n    access_log off;\n{temp_paths}"
-            + "".join(f"    {line}\n" for line in upstream_lines(upstream, app_port))
+            + "".join(f"    {line}\n" for line in http_lines)
             + f"    server {{\n        listen 127.0.0.1:{port};\n"
-            + "".join(f"        {line}\n" for line in location_lines(upstream))
+            + "".join(f"        {line}\n" for line in server_lines)
             + "    }\n}\n")
 
 
