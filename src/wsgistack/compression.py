@@ -69,8 +69,8 @@ class Compression:
         return GzipAnswer(self, app)
 
     def compressible(self, status: str, headers: list, length: int | None) -> bool:
-        """Would nginx compress this answer? (The headers are the app's, not yet checked: anything odd is left to
-        the Exchange, uncompressed.)"""
+        """Would nginx compress this answer of `length` bytes (None: unknown)? (The headers are the app's, not yet
+        checked: anything odd is left to the Exchange, uncompressed.)"""
         try:
             if int(status[:3]) not in COMPRESSED_STATUSES:
                 return False
@@ -83,8 +83,8 @@ class Compression:
                     return False
                 if lowered == "content-type" and kind is None:
                     kind = value.partition(";")[0].strip().lower()
-                elif lowered == "content-length" and length is None:
-                    length = int(value)
+                elif lowered == "content-length" and not (value.isascii() and value.isdigit()):
+                    return False          # invalid: the Exchange answers it, it must not vanish with the header
         except (TypeError, ValueError):
             return False
         if length is not None and length < self.min_length:
@@ -149,12 +149,12 @@ class GzipAnswer:
 
     def answer(self, result, is_head: bool):
         status, headers = self.status, self.headers
+        declared = _content_length(headers)
         if type(result) is FileWrapper:
             self._start(headers)          # a file for sendfile: as it is
             return result
         if type(result) is list or type(result) is tuple:
             body = b"".join(result) if all(type(chunk) is bytes for chunk in result) else None
-            declared = _content_length(headers)
             # HEAD: the body may be left out (a static file's is), the declared length tells the GET's
             length = declared if is_head and declared is not None else None if body is None else len(body)
             if (body is None or (not is_head and declared is not None and declared != len(body))
@@ -167,17 +167,17 @@ class GzipAnswer:
                 self._start(gzip_headers(headers, len(compressed)))
                 return [compressed]
             # HEAD: as a stream (nothing of it is sent), so that no length is claimed for the compressed body
-        elif not self.compression.compressible(status, headers, None):
+        elif not self.compression.compressible(status, headers, declared):
             self._start(headers)
             return result
-        compressor = self.compression.compressor(_content_length(headers))
+        compressor = self.compression.compressor(declared)
         self._start(gzip_headers(headers, None), compressor)
         return CompressedStream(result, compressor)
 
     def write(self, data: bytes) -> None:
         """PEP 3333's write(): called before the app returned, the answer streams, so it is decided now."""
         if not self.started:
-            if self.compression.compressible(self.status, self.headers, None):
+            if self.compression.compressible(self.status, self.headers, _content_length(self.headers)):
                 self._start(gzip_headers(self.headers, None), self.compression.compressor())
             else:
                 self._start(self.headers)
@@ -215,11 +215,12 @@ class CompressedStream:
             close()
 
 
-def _content_length(headers: list) -> int | None:
-    for name, value in headers:
-        if name.lower() == "content-length":
-            try:
+def _content_length(headers) -> int | None:
+    """The app's Content-Length, if it gave a valid one (the Exchange judges the others)."""
+    try:
+        for name, value in headers:
+            if name.lower() == "content-length":
                 return int(value)
-            except ValueError:
-                return None
+    except (TypeError, ValueError, AttributeError):
+        return None
     return None
