@@ -133,6 +133,25 @@ def test_a_wrong_length_is_not_hidden_by_compression(gzip_server):
     assert "sent more than its Content-Length" in server.wait_log("more than its Content-Length")
 
 
+@pytest.mark.parametrize("path, complaint", [("/stream-short", "bytes less than its Content-Length"),
+                                             ("/stream-long", "more than its Content-Length"),
+                                             ("/write-short", "bytes less than its Content-Length")])
+def test_a_stream_that_breaks_its_length_does_not_look_complete(gzip_server, path, complaint):
+    """A streamed answer compressed loses the app's Content-Length: one that sends less (or more) than it declared
+    is logged and cut off, the chunked body left unterminated, so the client sees a truncated answer."""
+    server = gzip_server()
+    started = time.monotonic()
+    answer = raw_request(server.port, b"GET %b HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" % path.encode(),
+                         timeout=10)
+    assert time.monotonic() - started < 5                     # the server closed the connection
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: gzip" in head and b"Transfer-Encoding: chunked" in head
+    assert not body.endswith(b"0\r\n\r\n")
+    assert complaint in server.wait_log(complaint)
+    status, response, body = fetch(server, "/stream-exact", GZIP)             # kept: compressed and complete
+    assert response.getheader("Content-Encoding") == "gzip" and gzip.decompress(body) == PAGE
+
+
 def test_keep_alive_goes_on_after_compressed_answers(gzip_server):
     server = gzip_server()
     conn = server.connection()

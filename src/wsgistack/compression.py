@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 
 from wsgistack.config import Config, ConfigError
-from wsgistack.wsgi import FileWrapper
+from wsgistack.wsgi import FileWrapper, ResponseError
 
 COMPRESSED_STATUSES = frozenset((200, 403, 404))      # nginx's gzip filter compresses these only
 
@@ -126,9 +126,11 @@ class GzipAnswer:
         self.started = False              # the Exchange's start_response was called
         self.compressor = None            # compressing a stream (or write() calls)
         self.real_write = None            # the Exchange's write()
+        self.is_head = False
 
     def __call__(self, environ, start_response):
         self.start_response = start_response
+        self.is_head = environ["REQUEST_METHOD"] == "HEAD"
         result = self.app(environ, self.noted_start_response)
         if self.started:
             if self.compressor is None:
@@ -137,7 +139,7 @@ class GzipAnswer:
         if self.status is None:           # start_response comes later (during iteration): passed on as it comes
             self.started = True
             return result
-        return self.answer(result, environ["REQUEST_METHOD"] == "HEAD")
+        return self.answer(result)
 
     def noted_start_response(self, status, headers, exc_info=None):
         if self.started:                  # after the Exchange's: its rules (exc_info, a second call)
@@ -147,8 +149,8 @@ class GzipAnswer:
         self.status, self.headers = status, headers
         return self.write
 
-    def answer(self, result, is_head: bool):
-        status, headers = self.status, self.headers
+    def answer(self, result):
+        status, headers, is_head = self.status, self.headers, self.is_head
         declared = _content_length(headers)
         if type(result) is FileWrapper:
             self._start(headers)          # a file for sendfile: as it is
@@ -170,19 +172,21 @@ class GzipAnswer:
         elif not self.compression.compressible(status, headers, declared):
             self._start(headers)
             return result
-        compressor = self.compression.compressor(declared)
+        compressor = Deflater(self.compression.compressor(declared), None if is_head else declared)
         self._start(gzip_headers(headers, None), compressor)
         return CompressedStream(result, compressor)
 
     def write(self, data: bytes) -> None:
         """PEP 3333's write(): called before the app returned, the answer streams, so it is decided now."""
         if not self.started:
-            if self.compression.compressible(self.status, self.headers, _content_length(self.headers)):
-                self._start(gzip_headers(self.headers, None), self.compression.compressor())
+            declared = _content_length(self.headers)
+            if self.compression.compressible(self.status, self.headers, declared):
+                deflater = Deflater(self.compression.compressor(), None if self.is_head else declared)
+                self._start(gzip_headers(self.headers, None), deflater)
             else:
                 self._start(self.headers)
         if self.compressor is not None and type(data) is bytes:
-            data = self.compressor.compress(data) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+            data = self.compressor.compress(data)
         self.real_write(data)
 
     def _start(self, headers: list, compressor=None) -> None:
@@ -192,10 +196,34 @@ class GzipAnswer:
         self.real_write = self.start_response(self.status, headers)
 
 
+class Deflater:
+    """A streamed answer's compressor, holding the app to the Content-Length it declared: the compressed answer
+    has none, so a body longer or shorter than declared would otherwise look complete. Either is a ResponseError
+    raised into the Exchange, which logs it and closes the connection without ending the chunked body, as it
+    does for an uncompressed answer (and as nginx does for an upstream that sent less than it declared)."""
+
+    def __init__(self, compressor, declared: int | None):
+        self.compressor = compressor
+        self.owed = declared              # bytes the app still owes (None: no length declared)
+
+    def compress(self, chunk: bytes) -> bytes:
+        """The chunk compressed and flushed (Z_SYNC_FLUSH), so that a stream still streams."""
+        if self.owed is not None:
+            if len(chunk) > self.owed:
+                raise ResponseError("app sent more than its Content-Length")
+            self.owed -= len(chunk)
+        return self.compressor.compress(chunk) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
+
+    def finish(self) -> bytes:
+        if self.owed:
+            raise ResponseError(f"app sent {self.owed} bytes less than its Content-Length")
+        return self.compressor.flush()
+
+
 class CompressedStream:
     """An app's iterable, compressed chunk by chunk; close() reaches the app's iterable (PEP 3333)."""
 
-    def __init__(self, iterable, compressor):
+    def __init__(self, iterable, compressor: Deflater):
         self.iterable = iterable
         self.compressor = compressor
 
@@ -206,8 +234,8 @@ class CompressedStream:
                 yield chunk               # the Exchange answers that with its error
                 return
             if chunk:
-                yield compressor.compress(chunk) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        yield compressor.flush()
+                yield compressor.compress(chunk)
+        yield compressor.finish()
 
     def close(self) -> None:
         close = getattr(self.iterable, "close", None)

@@ -44,6 +44,18 @@ def application(environ, start_response):
     if path == "/file":
         start_response("200 OK", html)
         return environ["wsgi.file_wrapper"](open(os.environ["COMPRESSIBLE_FILE"], "rb"))
+    if path in ("/stream-short", "/stream-long"):     # a declared length the stream does not keep
+        start_response("200 OK", html + [("Content-Length", str(len(PAGE)))])
+        cut = len(PAGE) // 2 if path == "/stream-short" else len(PAGE)
+        extra = b"" if path == "/stream-short" else b"<p>more</p>"
+        return iter([PAGE[:cut], extra])
+    if path == "/write-short":
+        write = start_response("200 OK", html + [("Content-Length", str(len(PAGE)))])
+        write(PAGE[:100])
+        return []
+    if path == "/stream-exact":
+        start_response("200 OK", html + [("Content-Length", str(len(PAGE)))])
+        return iter([PAGE[:100], PAGE[100:]])
     if path == "/wrong-length":
         start_response("200 OK", html + [("Content-Length", "10")])
         return [PAGE]
