@@ -589,11 +589,12 @@ def test_process_titles(start_server):
                what="worker titles")
 
 
-def test_procname_prefix(start_server):
-    server = start_server("-p", "2", "--procname-prefix", "shop-")
-    wait_until(lambda: cmdline(server.pid) == "shop-wsgistack master", what="master title")
-    wait_until(lambda: sorted(cmdline(p) for p in server.workers()) == ["shop-wsgistack worker 1",
-                                                                        "shop-wsgistack worker 2"],
+@pytest.mark.parametrize("flag, prefix", [("--procname-prefix", "shop-"), ("--procname-prefix-spaced", "shop ")])
+def test_procname_prefix(start_server, flag, prefix):
+    server = start_server("-p", "2", flag, prefix.strip())
+    wait_until(lambda: cmdline(server.pid) == f"{prefix}wsgistack master", what="master title")
+    wait_until(lambda: sorted(cmdline(p) for p in server.workers()) == [f"{prefix}wsgistack worker 1",
+                                                                        f"{prefix}wsgistack worker 2"],
                what="worker titles")
 
 

@@ -317,6 +317,38 @@ def test_disable_logging_keeps_the_error_log(start_server):
     assert "=> generated" not in log
 
 
+def logged_paths(server, last: str) -> list[str]:
+    """The paths of the access-log lines, once the line for `last` is there."""
+    log = server.wait_log(f"GET {last} =>")
+    return [line.split(" => ")[0].rsplit(" ", 1)[1] for line in log.splitlines() if " => generated " in line]
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_disable_logging_with_log_4xx_and_5xx_logs_only_errors(start_server, threads):
+    """The production combination of uWSGI's docs and blogs: no access log, except for the failed requests."""
+    server = start_server("--disable-logging", "--log-4xx", "--log-5xx", "--threads", threads)
+    for path in ("/", "/status?code=404", "/environ", "/error", "/no-read", "/status?code=503"):
+        get(server.port, path)
+    assert logged_paths(server, "/status?code=503") == ["/status?code=404", "/error", "/no-read", "/status?code=503"]
+    assert "(HTTP/1.1 500)" in server.log()
+
+
+def test_log_slow_big_and_zero(start_server):
+    server = start_server("--disable-logging", "--log-slow", "300", "--log-big", "100000", "--log-zero")
+    for path in ("/", "/sleep?t=0.05", "/sleep?t=0.4", "/big?size=99999", "/big?size=100000", "/status?code=204",
+                 "/big?size=0"):
+        get(server.port, path)
+    assert logged_paths(server, "/big?size=0") == ["/sleep?t=0.4", "/big?size=100000", "/status?code=204",
+                                                   "/big?size=0"]
+
+
+def test_log_filters_change_nothing_when_logging_is_on(start_server):
+    server = start_server("--log-5xx")
+    get(server.port, "/")
+    get(server.port, "/error")
+    assert logged_paths(server, "/error") == ["/", "/error"]
+
+
 def test_logto_writes_to_the_file(start_server, tmp_path):
     logfile = tmp_path / "wsgistack.log"
     server = start_server("--logto", str(logfile))

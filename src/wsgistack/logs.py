@@ -34,12 +34,46 @@ def redirect_output(path: str) -> None:
     os.close(fd)
 
 
+class LogFilter:
+    """With --disable-logging, the requests still logged (uWSGI's log-4xx, log-5xx, log-slow, log-big, log-zero)."""
+
+    def __init__(self, client_errors: bool, server_errors: bool, slow_msecs: int, big_bytes: int, empty: bool):
+        self.client_errors = client_errors
+        self.server_errors = server_errors
+        self.slow_msecs = slow_msecs
+        self.big_bytes = big_bytes
+        self.empty = empty
+
+    @classmethod
+    def from_config(cls, config) -> LogFilter | None:
+        """None when no request is to be logged at all."""
+        log_filter = cls(config.log_4xx, config.log_5xx, config.log_slow, config.log_big, config.log_zero)
+        if not (log_filter.client_errors or log_filter.server_errors or log_filter.slow_msecs or log_filter.big_bytes
+                or log_filter.empty):
+            return None
+        return log_filter
+
+    def wants(self, status: int, body_bytes: int, msecs: int) -> bool:
+        return ((self.client_errors and 400 <= status <= 499) or (self.server_errors and 500 <= status <= 599)
+                or (self.slow_msecs and msecs >= self.slow_msecs) or (self.big_bytes and body_bytes >= self.big_bytes)
+                or (self.empty and body_bytes == 0))
+
+
+def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
+    """The worker's access log: every request, only the ones a --log-* option asks for, or none."""
+    if not config.disable_logging:
+        return AccessLog(loop, worker_number)
+    log_filter = LogFilter.from_config(config)
+    return None if log_filter is None else AccessLog(loop, worker_number, log_filter)
+
+
 class AccessLog:
     """uWSGI's request line: [pid: P|worker: W|req: N] ADDR () [DATE] METHOD URI => generated B bytes
     in T msecs (PROTOCOL STATUS)."""
 
-    def __init__(self, loop, worker_number: int):
+    def __init__(self, loop, worker_number: int, only: LogFilter | None = None):
         self.loop = loop
+        self.only = only
         self.prefix_pid = f"[pid: {os.getpid()}|worker: {worker_number}|req: "
         self.lines: list[str] = []
         self.flush_scheduled = False
@@ -48,11 +82,13 @@ class AccessLog:
 
     def request(self, environ: dict, status: int, body_bytes: int, started: float, count: int,
                 on_thread: bool = False) -> None:
+        msecs = int((time.monotonic() - started) * 1000)
+        if self.only is not None and not self.only.wants(status, body_bytes, msecs):
+            return
         now = time.time()
         if int(now) != self.stamp_second:
             self.stamp_second = int(now)
             self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
-        msecs = int((time.monotonic() - started) * 1000)
         line = (f"{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
                 f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
                 f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")

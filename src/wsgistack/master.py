@@ -26,6 +26,7 @@ from wsgistack.addresses import Address, bind_sibling
 from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
 from wsgistack.notify import sd_notify
+from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.reuseport import queued_connections, steer
 from wsgistack.worker import EXIT_BOOT_FAILED, worker_main
@@ -61,14 +62,6 @@ class WorkerProcess:
     stopping: bool = False
     kill_at: float = 0.0      # a draining worker still alive then is killed
     release_at: float = 0.0   # its slot is given up: told to stop once past this and the slot's queue is empty
-
-
-def set_title(title: str) -> None:
-    try:
-        from setproctitle import setproctitle
-    except ImportError:
-        return
-    setproctitle(title)
 
 
 class Master:
@@ -159,7 +152,7 @@ class Master:
         suffix = ""
         if self.reloads:
             suffix = f" (reloads: {self.reloads}{', last failed' if self.last_reload_failed else ''})"
-        set_title(f"{self.config.procname_prefix}wsgistack master{suffix}")
+        set_title(self.config, f"master{suffix}")
 
     def _wait(self, timeout: float) -> None:
         try:

@@ -30,7 +30,8 @@ from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.harakiri import Harakiri, WatchedMixin, watched
-from wsgistack.logs import AccessLog, setup_error_log
+from wsgistack.logs import access_log_for, setup_error_log
+from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
 from wsgistack.static import StaticFiles
@@ -81,11 +82,7 @@ class Worker:
                     signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)       # a status request while starting is no reason to die
-        try:
-            from setproctitle import setproctitle
-            setproctitle(f"{self.config.procname_prefix}wsgistack worker {self.number}")
-        except ImportError:
-            pass
+        set_title(self.config, f"worker {self.number}")
         try:
             self.app = load_app(self.config)
             self.static = StaticFiles.from_config(self.config)
@@ -102,7 +99,7 @@ class Worker:
         self.loop = uvloop.new_event_loop() if uvloop else asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.base_environ = base_environ(multithread=self.threaded, multiprocess=self.config.processes > 1)
-        self.access_log = None if self.config.disable_logging else AccessLog(self.loop, self.number)
+        self.access_log = access_log_for(self.config, self.loop, self.number)
         if self.threaded:
             accepting = any(connection_class(address.protocol).direct_accept for _, address in self.listeners)
             self.threads = (AcceptingAppThreads if accepting else AppThreads)(self.config.threads, "app")

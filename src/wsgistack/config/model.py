@@ -99,8 +99,9 @@ class Config:
     vacuum: bool = option(False, "remove the pidfile and unix sockets on exit")
     uid: str = option("", "drop privileges to this user (name or number) after binding", metavar="USER")
     gid: str = option("", "drop privileges to this group (name or number) after binding", metavar="GROUP")
-    procname_prefix: str = option("", "prefix of the process titles (`PREFIXwsgistack worker 1`)",
-                                  aliases=("procname-prefix-spaced",), metavar="PREFIX")
+    procname_prefix: str = option("", "prefix of the process titles (`PREFIXwsgistack worker 1`)", metavar="PREFIX")
+    procname_prefix_spaced: str = option("", "the same, followed by a space (`PREFIX wsgistack worker 1`)",
+                                         metavar="PREFIX")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
                                          "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
@@ -132,7 +133,14 @@ class Config:
                                    "(nginx client_body_timeout: 60 s)", metavar="SECONDS")
 
     # --- logging ---
-    disable_logging: bool = option(False, "no access log (errors are still logged)")
+    disable_logging: bool = option(False, "no access log (errors are still logged), except the requests the "
+                                          "log-4xx/5xx/slow/big/zero options ask for")
+    log_4xx: bool = option(False, "with disable-logging: still log requests answered 4xx")
+    log_5xx: bool = option(False, "with disable-logging: still log requests answered 5xx")
+    log_slow: int = option(0, "with disable-logging: still log requests that took MSECS or longer (0: off)",
+                           metavar="MSECS")
+    log_big: int = option(0, "with disable-logging: still log answers of BYTES or more (0: off)", metavar="BYTES")
+    log_zero: bool = option(False, "with disable-logging: still log answers without a body")
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
 
     # --- sources of configuration ---
@@ -164,6 +172,8 @@ IGNORED_OPTIONS: dict[str, str] = {
     "plugin": "Python is built in",
     "die-on-term": "SIGTERM always means a graceful stop",
     "offload-threads": "static files are sent by the event loop, never by an app thread",
+    "auto-procname": "process titles are always set (`wsgistack master`, `wsgistack worker N`)",
+    "py-call-osafterfork": "workers are forked by Python, so signal handling is always set up again in them",
 }
 
 
