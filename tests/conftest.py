@@ -61,6 +61,17 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1", pro
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """The predicate's first true value, polled until the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not true after {timeout} s")
+
+
 def wait_for_unix_socket(path: str, timeout: float = 15.0) -> None:
     """The server binds its sockets one after another: a TCP port that answers does not mean a unix
     socket named later is there yet."""

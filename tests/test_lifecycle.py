@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from seed_configs import SEED_ANNOTATED, SEED_PLAIN
-from conftest import APPS, WSGISTACK, free_port
+from conftest import APPS, WSGISTACK, free_port, wait_until
 from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,16 +53,6 @@ def application(environ, start_response):
 def run_cli(*args, cwd=None, env=None, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run(WSGISTACK + [str(arg) for arg in args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not true after {timeout} s")
 
 
 def get(port: int, path: str, timeout: float = 15.0) -> tuple[int, bytes]:

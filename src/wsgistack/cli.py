@@ -10,6 +10,7 @@ import sys
 from wsgistack import __version__
 from wsgistack.addresses import bind, parse_address
 from wsgistack.app_loader import choose_app_source, prepare_import_path
+from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
@@ -56,11 +57,12 @@ def check_protocol_options(config: Config) -> Config:
     return config
 
 
-def check_front_options(config: Config) -> None:
-    """Static files and compression are checked here, before forking: a bad value names its file:line.
-    After --chdir: relative static paths mean what the workers will see."""
+def check_feature_options(config: Config) -> None:
+    """Static files, compression and --cheaper are checked here, before forking: a bad value names its
+    file:line. After --chdir: relative static paths mean what the workers will see."""
     StaticFiles.from_config(config)
     Compression.from_config(config)
+    Cheaper.from_config(config)
 
 
 def _control(parsed) -> int:
@@ -86,7 +88,7 @@ def _reloader(argv: list[str]):
                 raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
             config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning))
             _apply_environment(config)
-            check_front_options(config)
+            check_feature_options(config)
         except BaseException:
             os.chdir(current)
             raise
@@ -105,7 +107,7 @@ def serve(config: Config, reload_config) -> int:
 
     hold_signals()
     _apply_environment(config)
-    check_front_options(config)
+    check_feature_options(config)
     _, _, note = choose_app_source(config)
     if note:
         print(f"wsgistack: {note}", file=sys.stderr)

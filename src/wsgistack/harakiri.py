@@ -1,9 +1,9 @@
 """--harakiri: a request running longer than the limit ends its worker, visibly.
 
-A watchdog thread in the worker sees the overdue request, logs it with the Python stack of the
-thread running it, answers 504 if nothing was sent yet, and kills the worker; the master logs
-the death and starts a replacement while the other workers keep serving. Only time spent in app
-code counts: an inline stream paused for a slow client is not the app's fault.
+A watchdog thread in the worker sees the overdue request (timed by app_clock.py), logs it with the
+Python stack of the thread running it, answers 504 if nothing was sent yet, and kills the worker; the
+master logs the death and starts a replacement while the other workers keep serving. Only time spent
+in app code counts: an inline stream paused for a slow client is not the app's fault.
 """
 
 from __future__ import annotations
@@ -16,32 +16,23 @@ import threading
 import time
 import traceback
 
+from wsgistack.app_clock import AppClock
+
 log = logging.getLogger("wsgistack")
 
 
 class Harakiri:
-    def __init__(self, limit: float, worker_number: int):
+    def __init__(self, limit: float, worker_number: int, clock: AppClock):
         self.limit = limit
         self.worker_number = worker_number
-        self.running: dict[int, tuple[float, object]] = {}    # thread ident -> (started, exchange)
+        self.clock = clock
         threading.Thread(target=self._watch, name="harakiri", daemon=True).start()
-
-    def begin(self, exchange) -> bool:
-        """Start the clock for this thread; False if it already runs (pump() inside run())."""
-        ident = threading.get_ident()
-        if ident in self.running:
-            return False
-        self.running[ident] = (time.monotonic(), exchange)
-        return True
-
-    def end(self) -> None:
-        self.running.pop(threading.get_ident(), None)
 
     def _watch(self) -> None:
         while True:
             time.sleep(min(0.5, self.limit / 4))
             now = time.monotonic()
-            for ident, (started, exchange) in list(self.running.items()):
+            for ident, (started, exchange) in list(self.clock.running.items()):
                 if now - started > self.limit:
                     self._fire(ident, exchange, now - started)
 
@@ -75,26 +66,3 @@ def _answer_504(conn) -> None:
 
 def _seconds(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
-
-
-def _timed(method):
-    """Wrap an Exchange method so the watchdog times it; a nested call (pump() in run()) is not re-timed."""
-    def timed(self) -> None:
-        watch = self.conn.worker.harakiri
-        outermost = watch.begin(self)
-        try:
-            method(self)
-        finally:
-            if outermost:
-                watch.end()
-    return timed
-
-
-class WatchedMixin:
-    """Mixed into the worker's Exchange classes when --harakiri is set (zero cost otherwise)."""
-
-
-def watched(exchange_class: type) -> type:
-    """The exchange class with run() and pump() timed: only time spent in app code counts."""
-    return type(f"Watched{exchange_class.__name__}", (WatchedMixin, exchange_class),
-                {"run": _timed(exchange_class.run), "pump": _timed(exchange_class.pump)})

@@ -23,6 +23,7 @@ from typing import Callable
 
 from wsgistack import __version__
 from wsgistack.addresses import Address, bind_sibling
+from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
 from wsgistack.notify import sd_notify
@@ -58,6 +59,8 @@ class WorkerProcess:
     generation: int
     started: float
     ready: bool = False
+    busy_seconds: float | None = None     # app time it reported (for --cheaper), and whether it was in the app
+    in_app: bool = False
     error: str | None = None
     stopping: bool = False
     kill_at: float = 0.0      # a draining worker still alive then is killed
@@ -81,6 +84,10 @@ class Master:
         self.last_reload_failed = False
         self.replaced: list[WorkerProcess] = []   # old workers that stop once the new generation is ready
         self.touched: dict[str, int | None] = {}  # --touch-reload file -> modification time noted (ns)
+        # Workers wanted now: --processes, or with --cheaper what load asks for (SIGTTIN/SIGTTOU change it too).
+        self.cheaper = Cheaper.from_config(config)
+        self.wanted = self.cheaper.initial if self.cheaper else config.processes
+        self.next_adapt = 0.0
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
         # so a successor (reload, recycle, crash) accepts what queued while its predecessor was leaving.
         self.slots: dict[int, list[tuple[socket.socket, Address]]] = {1: listeners}
@@ -90,7 +97,7 @@ class Master:
             address.text: [sock] for sock, address in listeners if not self._shared(address)}
         self.steered: set[str] = set()
         # Bound now, before cli.py drops privileges (--uid): the kernel lets only the same user join a port.
-        for number in range(2, config.processes + 1):
+        for number in range(2, self.wanted + 1):
             self.slot_listeners(number)
 
     # --- main loop ---
@@ -107,11 +114,14 @@ class Master:
         if not self._boot_first_worker():
             report(self.report_fd, (self._boot_error or "the first worker did not start").encode())
             return self.exit_code
-        for number in range(2, self.config.processes + 1):
+        for number in range(2, self.wanted + 1):
             self.spawn(number)
         self.booted = True
         addresses = ", ".join(f"{a.protocol} on {a.text}" for _, a in self.listeners)
-        status = f"serving {addresses} with {self.config.processes} processes x {self.config.threads} threads"
+        status = f"serving {addresses} with {self.wanted} processes x {self.config.threads} threads"
+        if self.cheaper:
+            status += (f" (cheaper, {self.cheaper.name}: {self.cheaper.minimum} to {self.cheaper.maximum} "
+                       f"processes as load asks)")
         log.info("wsgistack %s: master %d %s", __version__, self.pid, status)
         report(self.report_fd, READY + f" (master {self.pid}) {status}".encode())
         self.report_fd = None
@@ -127,6 +137,7 @@ class Master:
             if releasing:
                 self._release_given_up()
             self._kill_overdue()
+            self._adapt()
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
 
@@ -229,7 +240,7 @@ class Master:
         """New connections only to the slots that keep a worker (numbers up to --processes). False if the
         kernel cannot be told (a slot given up then loses what queues in it between its worker's stop and
         its close, as before)."""
-        kept = {sock for number, pairs in self.slots.items() if number <= self.config.processes for sock, _ in pairs}
+        kept = {sock for number, pairs in self.slots.items() if number <= self.wanted for sock, _ in pairs}
         for text, group in self.reuseport_groups.items():
             indexes = [index for index, sock in enumerate(group) if sock in kept]
             if len(indexes) == len(group) and text not in self.steered:
@@ -323,6 +334,9 @@ class Master:
                 worker.error = detail
             elif kind == "retiring":
                 self._replace_retiring(worker, detail)
+            elif kind == "load":
+                busy_seconds, _, in_app = detail.partition(" ")
+                worker.busy_seconds, worker.in_app = float(busy_seconds), in_app == "1"
 
     def _replace_retiring(self, worker: WorkerProcess, reason: str) -> None:
         """The worker stopped accepting (max-requests, RSS, lifetime): start its successor right away."""
@@ -365,7 +379,7 @@ class Master:
             how = f"exited with status {os.WEXITSTATUS(status)}"
         if worker.stopping or self.stopping:
             log.info("worker %d (pid %d) %s", worker.number, worker.pid, how)
-            if worker.number > self.config.processes and worker.number != 1 and not any(
+            if worker.number > self.wanted and worker.number != 1 and not any(
                     w.number == worker.number for w in self.workers.values()):
                 self._close_slot(worker.number)
             return
@@ -429,24 +443,66 @@ class Master:
         self._begin_stop(signal.SIGQUIT, FAST_STOP_GRACE)
 
     def handle_ttin(self) -> None:
-        if self.stopping:
-            return
-        self.config.processes += 1
+        if not self.stopping:
+            log.info("SIGTTIN: one more worker (now %d)", self.wanted + 1)
+            self._add_worker()
+
+    def handle_ttou(self) -> None:
+        if not self.stopping and self.wanted > 1:
+            log.info("SIGTTOU: one worker less (now %d)", self.wanted - 1)
+            self._remove_worker()
+
+    def _add_worker(self) -> None:
+        self.wanted += 1
         numbers = {w.number for w in self.workers.values() if not w.stopping}
         number = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
-        log.info("SIGTTIN: one more worker (now %d)", self.config.processes)
         self.spawn(number)
         if self.steered:
             self._steer()
 
-    def handle_ttou(self) -> None:
+    def _remove_worker(self) -> None:
+        """The worker of the highest slot stops, once new connections are steered away from it."""
         active = [w for w in self.workers.values() if not w.stopping]
-        if self.stopping or len(active) <= 1:
+        if len(active) > 1:
+            self.wanted -= 1
+            worker = max(active, key=lambda w: w.number)
+            log.info("stopping worker %d (pid %d)", worker.number, worker.pid)
+            self._give_up_slot(worker)
+
+    # --- --cheaper: as many workers as load asks for ---
+    def _adapt(self) -> None:
+        now = time.monotonic()
+        if self.cheaper is None or self.stopping or self.replaced or now < self.next_adapt:
             return
-        self.config.processes -= 1
-        worker = max(active, key=lambda w: w.number)
-        log.info("SIGTTOU: one worker less (now %d): stopping worker %d", self.config.processes, worker.number)
-        self._give_up_slot(worker)
+        self.next_adapt = now + 1.0
+        active = [w for w in self.workers.values() if not w.stopping]
+        if len(active) != self.wanted or not all(w.ready for w in active):
+            return                      # a worker starting or being replaced: its load is not known yet
+        loads = [WorkerLoad(w.pid, w.busy_seconds, w.in_app) for w in active]
+        change, reason = self.cheaper.decide(now, loads, self._backlog())
+        if change > 0:
+            log.info("cheaper (%s): %s: starting %d worker(s), now %d of at most %d", self.cheaper.name, reason,
+                     change, self.wanted + change, self.cheaper.maximum)
+            for _ in range(change):
+                self._add_worker()
+        elif change < 0:
+            log.info("cheaper (%s): %s: one worker less, now %d of at least %d", self.cheaper.name, reason,
+                     self.wanted - 1, self.cheaper.minimum)
+            self._remove_worker()
+        elif reason:
+            log.info("cheaper (%s): %s", self.cheaper.name, reason)
+
+    def _backlog(self) -> int:
+        """Connections waiting in the accept queues of the serving slots' TCP sockets."""
+        socks = {sock for number, pairs in self.slots.items() if number <= self.wanted
+                 for sock, address in pairs if not address.is_unix}
+        total = 0
+        for sock in socks:
+            try:
+                total += queued_connections(sock)
+            except OSError:
+                pass
+        return total
 
     def handle_usr1(self) -> None:
         now = time.monotonic()
@@ -478,7 +534,11 @@ class Master:
         self.reloads += 1
         self.replaced = [w for w in self.workers.values() if not w.stopping]
         self.generation += 1
-        for number in range(1, config.processes + 1):
+        self.cheaper = Cheaper.from_config(config)     # checked by reload_config: no error here
+        # With --cheaper the new generation starts as many workers as serve now, within the new bounds.
+        self.wanted = (min(max(len(self.replaced), self.cheaper.minimum), self.cheaper.maximum) if self.cheaper
+                       else config.processes)
+        for number in range(1, self.wanted + 1):
             self.spawn(number)
         if self.steered:
             self._steer()               # slots new to this generation get connections too
@@ -503,7 +563,7 @@ class Master:
         if not self.replaced or not all(w.ready for w in new):
             return
         for worker in self.replaced:
-            if worker.number > self.config.processes:
+            if worker.number > self.wanted:
                 self._give_up_slot(worker)
             else:
                 self._mark_stopping(worker)        # its successor accepts from the same slot

@@ -20,6 +20,7 @@ import random
 import signal
 import socket
 import sys
+import threading
 import time
 from email.utils import formatdate
 
@@ -29,7 +30,8 @@ from wsgistack.app_threads import AcceptingAppThreads, AppThreads
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
-from wsgistack.harakiri import Harakiri, WatchedMixin, watched
+from wsgistack.app_clock import AppClock, timed
+from wsgistack.harakiri import Harakiri
 from wsgistack.logs import access_log_for, setup_error_log
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
@@ -45,6 +47,7 @@ except ImportError:      # still runs on plain asyncio, only slower
 log = logging.getLogger("wsgistack")
 
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
+LOAD_REPORT_INTERVAL = 1.0   # seconds between --cheaper load reports to the master
 
 
 class Worker:
@@ -71,6 +74,7 @@ class Worker:
         self.compression: Compression | None = None  # gzip for the answers
         self.started = time.monotonic()
         self.harakiri: Harakiri | None = None
+        self.app_clock: AppClock | None = None       # time in app code, for --harakiri and --cheaper
         # --max-requests plus a per-worker random delta, so workers do not all recycle at once.
         self.retire_after = (config.max_requests + random.randint(0, config.max_requests_delta)
                              if config.max_requests else 0)
@@ -103,8 +107,10 @@ class Worker:
         if self.threaded:
             accepting = any(connection_class(address.protocol).direct_accept for _, address in self.listeners)
             self.threads = (AcceptingAppThreads if accepting else AppThreads)(self.config.threads, "app")
+        if self.config.harakiri or self.config.cheaper:
+            self.app_clock = AppClock()
         if self.config.harakiri:
-            self.harakiri = Harakiri(self.config.harakiri, self.number)
+            self.harakiri = Harakiri(self.config.harakiri, self.number, self.app_clock)
         self._tick()                     # the Date header exists before the first connection
         self.loop.run_until_complete(self._listen())
         # Plain handlers, not loop.add_signal_handler(): uvloop only dispatches signals while it runs, and
@@ -116,6 +122,8 @@ class Worker:
         signal.signal(signal.SIGINT, self._stop_now)
         signal.signal(signal.SIGQUIT, self._stop_now)
         self._report("ready")
+        if self.config.cheaper:
+            threading.Thread(target=self._report_load, name="load-report", daemon=True).start()
         self.loop.call_soon(self._start_serving)
         try:
             self.loop.run_forever()
@@ -128,8 +136,8 @@ class Worker:
         for sock, address in self.listeners:
             protocol_class = connection_class(address.protocol)
             protocol_class.configure(self.config)
-            if self.harakiri is not None and not issubclass(protocol_class.exchange_class, WatchedMixin):
-                protocol_class.exchange_class = watched(protocol_class.exchange_class)
+            if self.app_clock is not None:
+                protocol_class.exchange_class = timed(protocol_class.exchange_class)
             factory = functools.partial(protocol_class, self)
             if protocol_class.direct_accept:
                 if self.threaded:       # the app threads accept, read and answer themselves (app_threads.py)
@@ -160,6 +168,14 @@ class Worker:
             os.write(self.status_fd, f"{os.getpid()} {message}\n".encode("utf-8", "replace")[:4000])
         except OSError:
             pass
+
+    def _report_load(self) -> None:
+        """--cheaper: every second, the app time so far and whether a thread is in the app now (cheaper.py),
+        from a thread of its own, so that a request holding the loop thread still shows as load."""
+        clock = self.app_clock
+        while True:
+            time.sleep(LOAD_REPORT_INTERVAL)
+            self._report(f"load {clock.busy_seconds():.3f} {1 if clock.running else 0}")
 
     # --- per-connection environ ---
     def connection_environ(self, transport, server_address: bool = True) -> dict:

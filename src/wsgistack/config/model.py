@@ -92,6 +92,32 @@ class Config:
     threads: int = option(1, "app threads per worker; 1 runs the app on the event-loop thread (fastest)", metavar="N")
     master: bool = option(True, "accepted for uWSGI compatibility: wsgistack always runs a master")
 
+    # --- adaptive number of workers (cheaper.py; uWSGI's cheaper subsystem): processes is then the most ---
+    cheaper: int = option(0, "run at least N workers and start more, up to --processes, as load asks (0: always "
+                             "--processes)", metavar="N")
+    cheaper_initial: int = option(0, "workers started at first (default: --cheaper)", metavar="N")
+    cheaper_step: int = option(1, "workers started at once when more are needed", metavar="N")
+    cheaper_overload: int = option(3, "seconds of a measuring cycle (spare: cycles of overload before a worker is "
+                                      "added; backlog: the queue length that adds one)", metavar="N")
+    cheaper_algo: str = option("spare", "how load is judged: spare (every worker in a request), busyness (share of "
+                                        "time in requests), backlog (connections waiting), manual (SIGTTIN/SIGTTOU)",
+                               metavar="NAME")
+    cheaper_busyness_max: int = option(50, "busyness: average busyness (percent) above which workers are added",
+                                       metavar="PERCENT")
+    cheaper_busyness_min: int = option(25, "busyness: average busyness (percent) below which a worker is stopped",
+                                       metavar="PERCENT")
+    cheaper_busyness_multiplier: int = option(10, "busyness: idle cycles before a worker is stopped", metavar="N")
+    cheaper_busyness_penalty: int = option(2, "busyness: cycles added to the multiplier when a stopped worker had to "
+                                              "be started again soon", metavar="N")
+    cheaper_busyness_backlog_alert: int = option(33, "busyness: start emergency workers when more connections than "
+                                                     "this wait to be accepted", metavar="N")
+    cheaper_busyness_backlog_step: int = option(1, "busyness: emergency workers started at once", metavar="N")
+    cheaper_busyness_backlog_multiplier: int = option(3, "busyness: idle cycles before an emergency worker is "
+                                                         "stopped", metavar="N")
+    cheaper_busyness_backlog_nonzero: int = option(60, "busyness: start an emergency worker when connections waited "
+                                                       "this many seconds in a row", metavar="SECONDS")
+    cheaper_busyness_verbose: bool = option(False, "busyness: log every cycle's figures")
+
     # --- lifecycle ---
     pidfile: str = option("", "the master writes its pid to FILE", metavar="FILE")
     daemonize: str = option("", "run in the background, logging to LOGFILE; returns once serving or failed",
