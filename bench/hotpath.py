@@ -84,7 +84,8 @@ class Worker:
     threaded = app_busy = stopping = False
     static = compression = None
     requests = retire_after = 0
-    access_log = None
+    access_log = counters = None
+    times_requests = False
     request_done = worker.Worker.request_done      # counting (and logging, when on) as a worker does
     date_header = b"Date: Sat, 21 Nov 2026 10:00:00 GMT\r\n"
 

@@ -7,6 +7,7 @@ from wsgistack.wsgi import COALESCE_LIMIT, Exchange
 
 class StubWorker:
     date_header = b"Date: Sat, 21 Nov 2026 10:00:00 GMT\r\n"
+    counters = None
 
 
 class StubConnection:

@@ -16,6 +16,7 @@ from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.logs import redirect_output, setup_error_log
 from wsgistack.static import StaticFiles
+from wsgistack.stats import StatsServer
 
 # option name -> protocol spoken on the sockets it lists
 LISTEN_OPTIONS = (("http", "http"), ("socket", "uwsgi"), ("fastcgi-socket", "fastcgi"))
@@ -119,6 +120,7 @@ def serve(config: Config, reload_config) -> int:
                 listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
             except ConfigError as exc:
                 raise ConfigError(exc.message, option=option, **config.where(option, text)) from None
+    stats_server = _bind_stats(config)
     if config.chown_socket:
         _chown_sockets(config, listeners)
     report_fd = None
@@ -132,14 +134,14 @@ def serve(config: Config, reload_config) -> int:
     elif config.logto:
         redirect_output(config.logto)
     setup_error_log("master")
-    master = Master(config, listeners, reload_config, report_fd)    # binds every worker slot's socket
+    master = Master(config, listeners, reload_config, report_fd, stats_server)    # binds every worker slot's socket
     _write_pidfile(config)          # before dropping privileges, as uWSGI's pidfile
     _drop_privileges(config)
     try:
         return master.run()
     finally:
         if config.vacuum:
-            _vacuum(config, listeners)
+            _vacuum(config, listeners, stats_server)
 
 
 def _apply_environment(config: Config) -> None:
@@ -208,9 +210,22 @@ def _write_pidfile(config: Config) -> None:
                           **config.where("pidfile")) from None
 
 
-def _vacuum(config: Config, listeners) -> None:
+def _bind_stats(config: Config) -> StatsServer | None:
+    if not config.stats:
+        return None
+    try:
+        address = parse_address(config.stats, "stats", "stats")
+        sock = bind(address, config.listen, config.chmod_socket, "stats")
+    except ConfigError as exc:
+        raise ConfigError(exc.message, option="stats", **config.where("stats")) from None
+    return StatsServer(sock, address, config.stats_http, config.stats_minified)
+
+
+def _vacuum(config: Config, listeners, stats_server: StatsServer | None) -> None:
     paths = [config.pidfile] if config.pidfile else []
     paths += [address.path for _, address in listeners if address.is_unix]
+    if stats_server is not None and stats_server.address.is_unix:
+        paths.append(stats_server.address.path)
     for path in paths:
         try:
             os.unlink(path)

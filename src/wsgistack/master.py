@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from wsgistack import __version__
+from wsgistack import __version__, stats
 from wsgistack.addresses import Address, bind_sibling
 from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
@@ -30,6 +30,7 @@ from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.reuseport import queued_connections, steer
+from wsgistack.stats import StatsServer
 from wsgistack.worker import EXIT_BOOT_FAILED, worker_main
 
 log = logging.getLogger("wsgistack")
@@ -59,8 +60,14 @@ class WorkerProcess:
     generation: int
     started: float
     ready: bool = False
-    busy_seconds: float | None = None     # app time it reported (for --cheaper), and whether it was in the app
-    in_app: bool = False
+    # What it reports every second with --cheaper or --stats (worker.py _report_load): app time so far, threads
+    # in the app then, requests answered, body bytes sent, app exceptions, average response time (µs).
+    busy_seconds: float | None = None
+    threads_in_app: int = 0
+    requests: int = 0
+    tx: int = 0
+    exceptions: int = 0
+    avg_rt: int = 0
     error: str | None = None
     stopping: bool = False
     kill_at: float = 0.0      # a draining worker still alive then is killed
@@ -69,9 +76,10 @@ class WorkerProcess:
 
 class Master:
     def __init__(self, config: Config, listeners: list[tuple[socket.socket, Address]],
-                 reload_config: Callable[[], Config], report_fd: int | None = None):
+                 reload_config: Callable[[], Config], report_fd: int | None = None, stats: StatsServer | None = None):
         self.config = config
         self.listeners = listeners
+        self.stats = stats
         self.reload_config = reload_config
         self.report_fd = report_fd
         self.workers: dict[int, WorkerProcess] = {}
@@ -88,13 +96,15 @@ class Master:
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_adapt = 0.0
+        self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
+        self.slot_requests: dict[int, int] = {}   # worker slot -> requests its workers served before the current one
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
         # so a successor (reload, recycle, crash) accepts what queued while its predecessor was leaving.
         self.slots: dict[int, list[tuple[socket.socket, Address]]] = {1: listeners}
         # Each port's SO_REUSEPORT group in the kernel's order (the indexes steer() takes): a socket that
         # starts listening is appended; one that closes is replaced by the last.
         self.reuseport_groups: dict[str, list[socket.socket]] = {
-            address.text: [sock] for sock, address in listeners if not self._shared(address)}
+            address.text: [sock] for sock, address in listeners if not self.shared(address)}
         self.steered: set[str] = set()
         # Bound now, before cli.py drops privileges (--uid): the kernel lets only the same user join a port.
         for number in range(2, self.wanted + 1):
@@ -166,10 +176,14 @@ class Master:
         set_title(self.config, f"master{suffix}")
 
     def _wait(self, timeout: float) -> None:
+        watched = [self.wake_r, self.status_r] + ([self.stats] if self.stats is not None else [])
         try:
-            readable, _, _ = select.select([self.wake_r, self.status_r], [], [], timeout)
+            readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             return
+        if self.stats is not None and self.stats in readable:
+            self._read_status()           # the workers' latest figures first
+            self.stats.answer(stats.document(self))
         if self.wake_r in readable:
             try:
                 while os.read(self.wake_r, 4096):
@@ -192,7 +206,7 @@ class Master:
 
     # --- workers ---
     @staticmethod
-    def _shared(address: Address) -> bool:
+    def shared(address: Address) -> bool:
         """One socket for all the workers (unix sockets, uwsgi), not one per slot."""
         return address.is_unix or connection_class(address.protocol).direct_accept
 
@@ -201,7 +215,7 @@ class Master:
             siblings: list[tuple[socket.socket, Address]] = []
             try:
                 for sock, address in self.listeners:
-                    siblings.append((sock if self._shared(address) else bind_sibling(sock, self.config.listen),
+                    siblings.append((sock if self.shared(address) else bind_sibling(sock, self.config.listen),
                                      address))
             except OSError as exc:
                 # A slot added after privileges were dropped (SIGTTIN, a reload with more processes): the
@@ -213,7 +227,7 @@ class Master:
                         sock.close()
                 siblings = list(self.listeners)
             for sock, address in siblings:
-                if sock is not self._original(address) and not self._shared(address):
+                if sock is not self._original(address) and not self.shared(address):
                     self.reuseport_groups[address.text].append(sock)
             self.slots[number] = siblings
         return self.slots[number]
@@ -234,7 +248,7 @@ class Master:
     def _own_sockets(self, number: int) -> list[tuple[socket.socket, Address]]:
         """The slot's sockets that close with it (not shared, not worker 1's)."""
         return [(sock, address) for sock, address in self.slots.get(number, [])
-                if not self._shared(address) and sock is not self._original(address)]
+                if not self.shared(address) and sock is not self._original(address)]
 
     def _steer(self) -> bool:
         """New connections only to the slots that keep a worker (numbers up to --processes). False if the
@@ -281,6 +295,10 @@ class Master:
 
     def spawn(self, number: int) -> WorkerProcess:
         listeners = self.slot_listeners(number)
+        if number in self.slot_requests:
+            self.respawns[number] = self.respawns.get(number, 0) + 1
+        else:
+            self.slot_requests[number] = 0
         # Signals are blocked across fork: one sent to the new worker before it reset the master's handlers
         # (a SIGTERM right after a recycle) would run the master's handler in the worker and be lost.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _handled())
@@ -302,6 +320,8 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)     # what arrived meanwhile is delivered now
             for fd in (self.wake_r, self.wake_w, self.status_r):
                 os.close(fd)
+            if self.stats is not None:
+                self.stats.sock.close()
             # Other slots' sockets must not live on in this worker: a slot given up (SIGTTOU) would stay
             # in the port's SO_REUSEPORT group, and connections the kernel sends there would never be accepted.
             own = {sock.fileno() for sock, _ in listeners}
@@ -335,8 +355,17 @@ class Master:
             elif kind == "retiring":
                 self._replace_retiring(worker, detail)
             elif kind == "load":
-                busy_seconds, _, in_app = detail.partition(" ")
-                worker.busy_seconds, worker.in_app = float(busy_seconds), in_app == "1"
+                self._note_load(worker, detail)
+
+    @staticmethod
+    def _note_load(worker: WorkerProcess, report: str) -> None:
+        figures = dict(item.partition("=")[::2] for item in report.split())
+        worker.busy_seconds = float(figures["busy"])
+        worker.threads_in_app = int(figures["app"])
+        worker.requests = int(figures["requests"])
+        worker.tx = int(figures.get("tx", 0))
+        worker.exceptions = int(figures.get("exceptions", 0))
+        worker.avg_rt = int(figures.get("avg_rt", 0))
 
     def _replace_retiring(self, worker: WorkerProcess, reason: str) -> None:
         """The worker stopped accepting (max-requests, RSS, lifetime): start its successor right away."""
@@ -370,6 +399,7 @@ class Master:
             self._read_status()      # its last words ("ready", "retiring", a boot error) come first
             worker = self.workers.pop(pid, None)
             if worker is not None:
+                self.slot_requests[worker.number] = self.slot_requests.get(worker.number, 0) + worker.requests
                 self._worker_exited(worker, status)
 
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
@@ -478,8 +508,8 @@ class Master:
         active = [w for w in self.workers.values() if not w.stopping]
         if len(active) != self.wanted or not all(w.ready for w in active):
             return                      # a worker starting or being replaced: its load is not known yet
-        loads = [WorkerLoad(w.pid, w.busy_seconds, w.in_app) for w in active]
-        change, reason = self.cheaper.decide(now, loads, self._backlog())
+        loads = [WorkerLoad(w.pid, w.busy_seconds, w.threads_in_app > 0) for w in active]
+        change, reason = self.cheaper.decide(now, loads, self.backlog())
         if change > 0:
             log.info("cheaper (%s): %s: starting %d worker(s), now %d of at most %d", self.cheaper.name, reason,
                      change, self.wanted + change, self.cheaper.maximum)
@@ -492,10 +522,16 @@ class Master:
         elif reason:
             log.info("cheaper (%s): %s", self.cheaper.name, reason)
 
-    def _backlog(self) -> int:
+    def backlog(self) -> int:
         """Connections waiting in the accept queues of the serving slots' TCP sockets."""
+        return sum(self.queued(address) for _, address in self.listeners)
+
+    def queued(self, address: Address) -> int:
+        """Connections waiting in the accept queues of this address's serving sockets (0 for unix sockets)."""
+        if address.is_unix:
+            return 0
         socks = {sock for number, pairs in self.slots.items() if number <= self.wanted
-                 for sock, address in pairs if not address.is_unix}
+                 for sock, slot_address in pairs if slot_address is address}
         total = 0
         for sock in socks:
             try:
@@ -529,6 +565,8 @@ class Master:
             return
         if [a.text for _, a in self.listeners] != _listen_texts(config):
             log.warning("listen addresses changed in the configuration: a restart is needed to apply that")
+        if config.stats != (self.stats.address.text if self.stats is not None else ""):
+            log.warning("the stats address changed in the configuration: a restart is needed to apply that")
         self.config = config
         self._watch_touched()           # the --touch-reload files of the configuration just read
         self.reloads += 1

@@ -74,7 +74,10 @@ class Worker:
         self.compression: Compression | None = None  # gzip for the answers
         self.started = time.monotonic()
         self.harakiri: Harakiri | None = None
-        self.app_clock: AppClock | None = None       # time in app code, for --harakiri and --cheaper
+        self.app_clock: AppClock | None = None       # time in app code, for --harakiri, --cheaper and --stats
+        # --stats: bytes sent, app exceptions, average response time (as uWSGI's stats server counts them)
+        self.counters: RequestCounters | None = None
+        self.times_requests = False                   # Exchange.started is set (access log, --stats)
         # --max-requests plus a per-worker random delta, so workers do not all recycle at once.
         self.retire_after = (config.max_requests + random.randint(0, config.max_requests_delta)
                              if config.max_requests else 0)
@@ -107,8 +110,11 @@ class Worker:
         if self.threaded:
             accepting = any(connection_class(address.protocol).direct_accept for _, address in self.listeners)
             self.threads = (AcceptingAppThreads if accepting else AppThreads)(self.config.threads, "app")
-        if self.config.harakiri or self.config.cheaper:
+        if self.config.harakiri or self.config.cheaper or self.config.stats:
             self.app_clock = AppClock()
+        if self.config.stats:
+            self.counters = RequestCounters()
+        self.times_requests = self.access_log is not None or self.counters is not None
         if self.config.harakiri:
             self.harakiri = Harakiri(self.config.harakiri, self.number, self.app_clock)
         self._tick()                     # the Date header exists before the first connection
@@ -122,7 +128,7 @@ class Worker:
         signal.signal(signal.SIGINT, self._stop_now)
         signal.signal(signal.SIGQUIT, self._stop_now)
         self._report("ready")
-        if self.config.cheaper:
+        if self.config.cheaper or self.config.stats:
             threading.Thread(target=self._report_load, name="load-report", daemon=True).start()
         self.loop.call_soon(self._start_serving)
         try:
@@ -170,12 +176,16 @@ class Worker:
             pass
 
     def _report_load(self) -> None:
-        """--cheaper: every second, the app time so far and whether a thread is in the app now (cheaper.py),
-        from a thread of its own, so that a request holding the loop thread still shows as load."""
-        clock = self.app_clock
+        """--cheaper, --stats: every second, the app time so far, the threads in the app now (cheaper.py) and
+        the request counters (stats.py), from a thread of its own, so that a request holding the loop thread
+        still shows as load."""
+        clock, counters = self.app_clock, self.counters
         while True:
             time.sleep(LOAD_REPORT_INTERVAL)
-            self._report(f"load {clock.busy_seconds():.3f} {1 if clock.running else 0}")
+            line = f"load busy={clock.busy_seconds():.6f} app={len(clock.running)} requests={self.requests}"
+            if counters is not None:
+                line += f" tx={counters.tx} exceptions={counters.exceptions} avg_rt={counters.average_micros}"
+            self._report(line)
 
     # --- per-connection environ ---
     def connection_environ(self, transport, server_address: bool = True) -> dict:
@@ -220,6 +230,8 @@ class Worker:
                 self.loop.call_soon_threadsafe(self.retire, reason)
             else:
                 self.retire(reason)
+        if self.counters is not None:
+            self.counters.count(exchange)
         if self.access_log is not None:
             self.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started, number,
                                     on_thread)
@@ -341,6 +353,26 @@ class Worker:
         active = sum(1 for conn in self.connections if conn.active is not None)
         log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
                  self.number, self.requests, len(self.connections), active, _rss_mb())
+
+
+class RequestCounters:
+    """--stats: what uWSGI's stats server counts per worker besides requests (app threads count too: locked)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tx = 0                     # body bytes sent
+        self.exceptions = 0             # exceptions raised by the app
+        self.average_micros = 0         # response time, averaged as uWSGI does: (average + last) / 2
+
+    def count(self, exchange) -> None:
+        micros = int((time.monotonic() - exchange.started) * 1e6)
+        with self.lock:
+            self.tx += exchange.body_bytes
+            self.average_micros = (self.average_micros + micros) // 2
+
+    def exception(self) -> None:
+        with self.lock:
+            self.exceptions += 1
 
 
 def _rss_mb() -> float:

@@ -340,6 +340,9 @@ class Exchange:
         else:
             log.error("%s %s: exception in the app", environ["REQUEST_METHOD"], environ["REQUEST_URI"],
                       exc_info=(type(exc), exc, exc.__traceback__))
+            counters = self.conn.worker.counters
+            if counters is not None:
+                counters.exception()
         self.keep_alive = False
         if not self.head_sent and not self.conn.closed:
             self.head_sent = True

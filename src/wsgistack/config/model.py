@@ -169,6 +169,13 @@ class Config:
     log_zero: bool = option(False, "with disable-logging: still log answers without a body")
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
 
+    # --- monitoring (stats.py) ---
+    stats: str = option("", "serve a JSON snapshot of the master and its workers on ADDR (host:port or a unix socket), "
+                            "as uWSGI's stats server: uwsgitop and uWSGI's monitoring tools read it",
+                        aliases=("stats-server",), metavar="ADDR")
+    stats_http: bool = option(False, "answer on the stats address with an HTTP response")
+    stats_minified: bool = option(False, "the stats document on one line", aliases=("stats-min",))
+
     # --- sources of configuration ---
     ini: list[str] = option([], "read options from an ini file FILE[:section] (section [uwsgi] or [wsgistack])",
                             metavar="FILE")

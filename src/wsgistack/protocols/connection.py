@@ -125,7 +125,7 @@ class Connection(asyncio.Protocol):
         if self.closing or worker.stopping:
             keep_alive = False               # closing or draining: the last response on this connection
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
-        if worker.access_log is not None:
+        if worker.times_requests:
             exchange.started = monotonic()
         if threaded:
             exchange.threaded = True
