@@ -7,12 +7,15 @@ tests/apps/validated.py (basic under wsgiref.validate).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
+import subprocess
 
 import pytest
 
-from conftest import APPS
+from conftest import APPS, WSGISTACK, free_port
 from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
 
 FILE_BYTES = (APPS / "basic.py").read_bytes()
@@ -347,6 +350,46 @@ def test_log_filters_change_nothing_when_logging_is_on(start_server):
     get(server.port, "/")
     get(server.port, "/error")
     assert logged_paths(server, "/error") == ["/", "/error"]
+
+
+def test_logformat_builds_the_line_from_uwsgis_variables(start_server):
+    server = start_server("--logformat", '%(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) '
+                                         '%(rsize) "%(referer)" "%(uagent)" %(var.HTTP_X_REQUEST_ID) w%(wid)')
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/environ?x=1", headers={"User-Agent": "curl/8.0", "Referer": "http://a/b",
+                                                  "X-Request-Id": "r-17"})
+    body = conn.getresponse().read()
+    conn.close()
+    line = next(line for line in server.wait_log('"GET /environ?x=1').splitlines() if "GET /environ" in line)
+    pattern = (r'127\.0\.0\.1 -  \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /environ\?x=1 HTTP/1\.1" 200 '
+               + str(len(body)) + r' "http://a/b" "curl/8\.0" r-17 w1')
+    assert re.fullmatch(pattern, line), line
+
+
+def test_logformat_as_json_for_log_shippers(start_server):
+    """A line as uWSGI's users write them for Logstash or Fluentd: every variable of it is known."""
+    fields = ('"method": "%(method)", "uri": "%(uri)", "status": %(status), "remote_addr": "%(addr)", '
+              '"pid": %(pid), "worker_id": %(wid), "core": %(core), "async_switches": %(switches), '
+              '"io_errors": %(ioerr), "rq_size": %(cl), "rs_time_ms": %(msecs), "rs_size": %(size), '
+              '"rs_header_size": %(hsize), "rs_header_count": %(headers), "rss": %(rss), "epoch": %(epoch)')
+    server = start_server("--logformat", "{" + fields + "}", "--threads", "4")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", "/echo", body=b"12345")
+    conn.getresponse().read()
+    conn.close()
+    line = next(line for line in server.wait_log('"uri": "/echo"').splitlines() if line.startswith("{"))
+    record = json.loads(line)
+    assert (record["method"], record["status"], record["rq_size"], record["worker_id"]) == ("POST", 200, 5, 1)
+    assert record["pid"] in server.workers() and record["rs_header_count"] >= 1
+    assert record["rs_size"] > record["rs_header_size"] > 10 and record["rss"] > 1_000_000
+
+
+def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\n"
+                   "logformat = %(method) %(nonsense)\n")
+    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and f"{ini}:4: option 'logformat': unknown variable %(nonsense)" in result.stderr
 
 
 def test_logto_writes_to_the_file(start_server, tmp_path):

@@ -14,7 +14,7 @@ from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
-from wsgistack.logs import redirect_output, setup_error_log
+from wsgistack.logs import check_log_format, redirect_output, setup_error_log
 from wsgistack.static import StaticFiles
 from wsgistack.stats import StatsServer
 
@@ -59,11 +59,12 @@ def check_protocol_options(config: Config) -> Config:
 
 
 def check_feature_options(config: Config) -> None:
-    """Static files, compression and --cheaper are checked here, before forking: a bad value names its
+    """Static files, compression, --cheaper and --logformat are checked here, before forking: a bad value names its
     file:line. After --chdir: relative static paths mean what the workers will see."""
     StaticFiles.from_config(config)
     Compression.from_config(config)
     Cheaper.from_config(config)
+    check_log_format(config)
 
 
 def _control(parsed) -> int:

@@ -12,6 +12,9 @@ import os
 import sys
 import time
 
+from wsgistack.config import ConfigError
+from wsgistack.log_format import LoggedRequest, compile_format
+
 
 def setup_error_log(role: str) -> None:
     """Errors go to stderr (which --logto/--daemonize point at a file) with pid and role."""
@@ -61,37 +64,55 @@ class LogFilter:
 
 def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
     """The worker's access log: every request, only the ones a --log-* option asks for, or none."""
+    line_format = compile_format(config.logformat) if config.logformat else None   # checked by cli.py
     if not config.disable_logging:
-        return AccessLog(loop, worker_number)
+        return AccessLog(loop, worker_number, line_format=line_format)
     log_filter = LogFilter.from_config(config)
-    return None if log_filter is None else AccessLog(loop, worker_number, log_filter)
+    return None if log_filter is None else AccessLog(loop, worker_number, log_filter, line_format)
+
+
+def check_log_format(config) -> None:
+    """--logformat with an unknown variable is a startup error naming option, file and line."""
+    if config.logformat:
+        try:
+            compile_format(config.logformat)
+        except ValueError as exc:
+            raise ConfigError(str(exc), option="logformat", **config.where("logformat")) from None
 
 
 class AccessLog:
     """uWSGI's request line: [pid: P|worker: W|req: N] ADDR () [DATE] METHOD URI => generated B bytes
-    in T msecs (PROTOCOL STATUS)."""
+    in T msecs (PROTOCOL STATUS); or the line of --logformat (log_format.py)."""
 
-    def __init__(self, loop, worker_number: int, only: LogFilter | None = None):
+    def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None):
         self.loop = loop
         self.only = only
+        self.line_format = line_format
+        self.worker_number = worker_number
         self.prefix_pid = f"[pid: {os.getpid()}|worker: {worker_number}|req: "
         self.lines: list[str] = []
         self.flush_scheduled = False
         self.stamp_second = 0
         self.stamp = ""
 
-    def request(self, environ: dict, status: int, body_bytes: int, started: float, count: int,
-                on_thread: bool = False) -> None:
-        msecs = int((time.monotonic() - started) * 1000)
+    def request(self, exchange, count: int, on_thread: bool = False) -> None:
+        environ, status, body_bytes = exchange.environ, exchange.code, exchange.body_bytes
+        seconds = time.monotonic() - exchange.started
+        msecs = int(seconds * 1000)
         if self.only is not None and not self.only.wants(status, body_bytes, msecs):
             return
         now = time.time()
-        if int(now) != self.stamp_second:
-            self.stamp_second = int(now)
-            self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
-        line = (f"{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
-                f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
-                f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
+        if self.line_format is not None:
+            line = self.line_format(LoggedRequest(environ, status, exchange.status or "", exchange.headers or [],
+                                                  body_bytes, int(seconds * 1e6), now - seconds, self.worker_number,
+                                                  count)) + "\n"
+        else:
+            if int(now) != self.stamp_second:
+                self.stamp_second = int(now)
+                self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
+            line = (f"{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
+                    f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
+                    f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
         if on_thread:
             _write(line.encode("utf-8", "replace"))
             return

@@ -233,8 +233,7 @@ class Worker:
         if self.counters is not None:
             self.counters.count(exchange)
         if self.access_log is not None:
-            self.access_log.request(exchange.environ, exchange.code, exchange.body_bytes, exchange.started, number,
-                                    on_thread)
+            self.access_log.request(exchange, number, on_thread)
 
     def connection_closed(self, conn: Connection) -> None:
         """Called on the loop thread, or on the app thread that owned the connection."""

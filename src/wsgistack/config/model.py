@@ -168,6 +168,9 @@ class Config:
     log_big: int = option(0, "with disable-logging: still log answers of BYTES or more (0: off)", metavar="BYTES")
     log_zero: bool = option(False, "with disable-logging: still log answers without a body")
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
+    logformat: str = option("", "the access log line, from uWSGI's %(name) variables: %(addr) %(method) %(uri) "
+                                "%(status) %(msecs) %(size) %(uagent) %(var.HTTP_X_FORWARDED_FOR) ...",
+                            aliases=("log-format",), metavar="FORMAT")
 
     # --- monitoring (stats.py) ---
     stats: str = option("", "serve a JSON snapshot of the master and its workers on ADDR (host:port or a unix socket), "
@@ -207,6 +210,8 @@ IGNORED_OPTIONS: dict[str, str] = {
     "offload-threads": "static files are sent by the event loop, never by an app thread",
     "auto-procname": "process titles are always set (`wsgistack master`, `wsgistack worker N`)",
     "py-call-osafterfork": "workers are forked by Python, so signal handling is always set up again in them",
+    "log-date": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
+    "logdate": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
 }
 
 

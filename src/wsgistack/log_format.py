@@ -1,0 +1,113 @@
+"""uWSGI's --logformat: the access log line built from `%(name)` variables, as uWSGI names them.
+
+`logformat = %(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(size) "%(referer)" "%(uagent)"`
+gives an Apache-style line. The format is compiled once into literal text and getters; a name wsgistack does
+not know is a startup error (uWSGI would print it empty, expecting the app to set it through its `uwsgi`
+module, which wsgistack does not have). Counters wsgistack has no notion of (async switches, read and write
+errors, modifiers) are 0. `hsize` and `headers` count the app's status line and headers as it gave them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+_VARIABLE = re.compile(r"%\(([^)]*)\)")
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """What one log line may show of an answered request."""
+    environ: dict
+    status: int
+    status_line: str
+    headers: list
+    body_bytes: int
+    micros: int                 # response time
+    started: float              # wall-clock time the request reached the app (epoch seconds)
+    worker_number: int
+    request_number: int
+
+
+def _environ(key: str, default: str = "") -> Callable[[LoggedRequest], str]:
+    return lambda request: str(request.environ.get(key, default))
+
+
+def _head_size(request: LoggedRequest) -> int:
+    return (len(request.status_line) + 13 + sum(len(name) + len(value) + 4 for name, value in request.headers)
+            if request.headers else 0)
+
+
+def _memory(field: int, divisor: int = 1) -> Callable[[LoggedRequest], str]:
+    def read(request: LoggedRequest) -> str:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[field])
+        return str(pages * os.sysconf("SC_PAGE_SIZE") // divisor)
+    return read
+
+
+_GETTERS: dict[str, Callable[[LoggedRequest], object]] = {
+    "uri": _environ("REQUEST_URI"),
+    "method": _environ("REQUEST_METHOD"),
+    "user": _environ("REMOTE_USER"),
+    "addr": _environ("REMOTE_ADDR"),
+    "host": _environ("HTTP_HOST"),
+    "proto": _environ("SERVER_PROTOCOL"),
+    "uagent": _environ("HTTP_USER_AGENT"),
+    "referer": _environ("HTTP_REFERER"),
+    "cl": _environ("CONTENT_LENGTH", "0"),
+    "status": lambda request: request.status,
+    "micros": lambda request: request.micros,
+    "msecs": lambda request: request.micros // 1000,
+    "secs": lambda request: f"{request.micros / 1e6:.6f}",
+    "time": lambda request: int(request.started),
+    "tmsecs": lambda request: int(request.started * 1e3),
+    "tmicros": lambda request: int(request.started * 1e6),
+    "ctime": lambda request: time.ctime(request.started),
+    "ltime": lambda request: time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(request.started)),
+    "epoch": lambda request: int(time.time()),
+    "rsize": lambda request: request.body_bytes,
+    "hsize": _head_size,
+    "size": lambda request: request.body_bytes + _head_size(request),
+    "headers": lambda request: len(request.headers or ()),
+    "vars": lambda request: len(request.environ),
+    "pid": lambda request: os.getpid(),
+    "wid": lambda request: request.worker_number,
+    "core": lambda request: 0,
+    "switches": lambda request: 0,
+    "rerr": lambda request: 0,
+    "werr": lambda request: 0,
+    "ioerr": lambda request: 0,
+    "pktsize": lambda request: 0,
+    "modifier1": lambda request: 0,
+    "modifier2": lambda request: 0,
+    "rss": _memory(1),
+    "vsz": _memory(0),
+    "rssM": _memory(1, 1 << 20),
+    "vszM": _memory(0, 1 << 20),
+}
+
+
+def compile_format(text: str) -> Callable[[LoggedRequest], str]:
+    """The line maker for `text` (no newline); ValueError names a variable that does not exist."""
+    parts: list[str | Callable[[LoggedRequest], object]] = []
+    position = 0
+    for match in _VARIABLE.finditer(text):
+        parts.append(text[position:match.start()])
+        name = match.group(1)
+        if name.startswith("var."):
+            parts.append(_environ(name[4:]))
+        elif name in _GETTERS:
+            parts.append(_GETTERS[name])
+        else:
+            raise ValueError(f"unknown variable %({name}) (known: {', '.join(sorted(_GETTERS))}, var.NAME)")
+        position = match.end()
+    parts.append(text[position:])
+    parts = [part for part in parts if part != ""]
+
+    def line(request: LoggedRequest) -> str:
+        return "".join(part if type(part) is str else str(part(request)) for part in parts)
+    return line
