@@ -14,7 +14,7 @@ from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
-from wsgistack.logs import check_log_format, redirect_output, setup_error_log
+from wsgistack.logs import check_log_format, note_log_path, redirect_output, setup_error_log
 from wsgistack.static import StaticFiles
 from wsgistack.stats import StatsServer
 
@@ -129,6 +129,7 @@ def serve(config: Config, reload_config) -> int:
         from wsgistack.daemon import daemonize
         try:
             report_fd = daemonize(config.daemonize)
+            note_log_path(config.daemonize)
         except OSError as exc:
             raise ConfigError(f"cannot write {config.daemonize!r}: {exc.strerror}", option="daemonize",
                               **config.where("daemonize")) from None

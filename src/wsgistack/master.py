@@ -26,6 +26,7 @@ from wsgistack.addresses import Address, bind_sibling
 from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
+from wsgistack.logs import log_size, reopen_log_if_moved, rotate_log
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
@@ -91,7 +92,7 @@ class Master:
         self.reloads = 0
         self.last_reload_failed = False
         self.replaced: list[WorkerProcess] = []   # old workers that stop once the new generation is ready
-        self.touched: dict[str, int | None] = {}  # --touch-reload file -> modification time noted (ns)
+        self.touch_reload = self.touch_logrotate = self.touch_logreopen = Touches([])
         # Workers wanted now: --processes, or with --cheaper what load asks for (SIGTTIN/SIGTTOU change it too).
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
@@ -136,13 +137,14 @@ class Master:
         report(self.report_fd, READY + f" (master {self.pid}) {status}".encode())
         self.report_fd = None
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
-        self._watch_touched()
+        self._watch_touches()
         while self.workers or not self.stopping:
             releasing = any(worker.release_at for worker in self.workers.values())
             self._wait(0.05 if releasing else 1.0)
             self._read_status()         # first: a SIGUSR1 status or a SIGCHLD then sees the latest state
             self._dispatch_signals()
             self._check_touched()
+            self._check_log()
             self._finish_reload()
             if releasing:
                 self._release_given_up()
@@ -568,7 +570,7 @@ class Master:
         if config.stats != (self.stats.address.text if self.stats is not None else ""):
             log.warning("the stats address changed in the configuration: a restart is needed to apply that")
         self.config = config
-        self._watch_touched()           # the --touch-reload files of the configuration just read
+        self._watch_touches()           # the --touch-* files of the configuration just read
         self.reloads += 1
         self.replaced = [w for w in self.workers.values() if not w.stopping]
         self.generation += 1
@@ -581,20 +583,28 @@ class Master:
         if self.steered:
             self._steer()               # slots new to this generation get connections too
 
-    # --- --touch-reload ---
-    def _watch_touched(self) -> None:
-        """Note the modification times of the --touch-reload files (None: missing)."""
-        self.touched = {path: _modified(path) for path in self.config.touch_reload}
+    # --- --touch-reload, --touch-logrotate, --touch-logreopen; --log-maxsize ---
+    def _watch_touches(self) -> None:
+        self.touch_reload = Touches(self.config.touch_reload)
+        self.touch_logrotate = Touches(self.config.touch_logrotate)
+        self.touch_logreopen = Touches(self.config.touch_logreopen)
 
     def _check_touched(self) -> None:
-        """A file modified, touched or created since it was noted: reload, as SIGHUP does."""
-        if not self.touched or self.replaced or self.stopping:
+        """A --touch-reload file modified, touched or created since it was noted: reload, as SIGHUP does."""
+        if self.replaced or self.stopping:
             return          # a reload under way: a touch meanwhile is seen once it is done
-        changed = [path for path, seen in self.touched.items() if _modified(path) not in (None, seen)]
+        changed = self.touch_reload.changed()       # noted again: once per touch, also when the reload fails
         if changed:
             log.info("%s touched: reloading", ", ".join(changed))
-            self._watch_touched()        # once per touch, also when the reload fails
             self.handle_hup()
+
+    def _check_log(self) -> None:
+        """Rotate the log file past --log-maxsize or on a touch; reopen it on a touch, or once moved away."""
+        rotate = self.touch_logrotate.changed() or (self.config.log_maxsize and log_size() > self.config.log_maxsize)
+        if rotate:
+            rotate_log(self.config.log_backupname)
+        else:
+            reopen_log_if_moved(force=bool(self.touch_logreopen.changed()))
 
     def _finish_reload(self) -> None:
         new = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
@@ -625,6 +635,20 @@ class Master:
         self.last_reload_failed = True
         self._title()
         sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
+
+
+class Touches:
+    """Files whose modification (a touch, a creation) is a command: the times noted, and which changed since."""
+
+    def __init__(self, paths: list[str]):
+        self.noted = {path: _modified(path) for path in paths}
+
+    def changed(self) -> list[str]:
+        """The files modified, touched or created since noted (noted again: each touch counts once)."""
+        changed = [path for path, seen in self.noted.items() if _modified(path) not in (None, seen)]
+        for path in changed:
+            self.noted[path] = _modified(path)
+        return changed
 
 
 def _modified(path: str) -> int | None:

@@ -32,7 +32,7 @@ from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.app_clock import AppClock, timed
 from wsgistack.harakiri import Harakiri
-from wsgistack.logs import access_log_for, setup_error_log
+from wsgistack.logs import access_log_for, reopen_log_if_moved, setup_error_log
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
@@ -297,6 +297,7 @@ class Worker:
             if not conn.owned_by_thread:        # an app thread is at work on it: nothing to time out
                 conn.tick()
         self._check_recycle()
+        reopen_log_if_moved()            # rotated by the master (--log-maxsize), or moved by logrotate
         if self.stopping and time.monotonic() > self.stop_deadline:
             log.warning("graceful stop timed out with %d connections open", len(self.connections))
             self.loop.stop()

@@ -168,6 +168,15 @@ class Config:
     log_big: int = option(0, "with disable-logging: still log answers of BYTES or more (0: off)", metavar="BYTES")
     log_zero: bool = option(False, "with disable-logging: still log answers without a body")
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
+    log_maxsize: int = option(0, "rotate the log file (--logto, --daemonize) once it grows past BYTES: it is renamed "
+                                 "to FILE.<epoch seconds> (or --log-backupname) and a new one started (0: never)",
+                              metavar="BYTES")
+    log_backupname: str = option("", "the name a rotated log file gets (each rotation replaces it)", metavar="FILE")
+    touch_logrotate: list[str] = option([], "rotate the log file when FILE is modified, touched or created",
+                                        metavar="FILE")
+    touch_logreopen: list[str] = option([], "reopen the log file when FILE is modified, touched or created (a log "
+                                            "moved away, by logrotate say, is reopened within a second anyway)",
+                                        metavar="FILE")
     logformat: str = option("", "the access log line, from uWSGI's %(name) variables: %(addr) %(method) %(uri) "
                                 "%(status) %(msecs) %(size) %(uagent) %(var.HTTP_X_FORWARDED_FOR) ...",
                             aliases=("log-format",), metavar="FORMAT")
@@ -212,6 +221,7 @@ IGNORED_OPTIONS: dict[str, str] = {
     "py-call-osafterfork": "workers are forked by Python, so signal handling is always set up again in them",
     "log-date": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
     "logdate": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
+    "log-reopen": "every process reopens a log file moved away within a second, after a reload too",
 }
 
 
