@@ -542,6 +542,37 @@ def test_touch_reload_with_a_broken_config_tries_once_per_touch(start_server, tm
     assert server.stop() == 0
 
 
+def test_py_autoreload_reloads_when_the_apps_code_changes(start_server, tmp_path):
+    """A module the app imports is edited: reloaded. A broken edit keeps the old code serving; its fix reloads."""
+    app, helper = tmp_path / "app.py", tmp_path / "helper.py"
+    app.write_text("import helper\n\n\ndef application(environ, start_response):\n"
+                   "    body = helper.VERSION.encode()\n"
+                   "    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n")
+
+    def edit(text: str) -> None:
+        helper.write_text(text)
+        later = time.time_ns() + 10**9           # a new modification time, however coarse the file system's
+        os.utime(helper, ns=(later, later))
+
+    edit("VERSION = 'v1'\n")
+    server = start_server("--wsgi-file", app, "--py-autoreload", "1", "--pythonpath", tmp_path, app=None)
+
+    def serving_body() -> bytes:
+        return get(server.port, "/")[1]
+
+    wait_until(lambda: serving_body() == b"v1", what="v1")
+    edit("VERSION = 'v2'\n")
+    server.wait_log("reload complete: generation 2", timeout=20)
+    assert serving_body() == b"v2" and f"{helper} (module helper) changed: reloading" in server.log()
+    edit("VERSION = \n")                         # a syntax error
+    server.wait_log("reload failed, still serving the previous generation", timeout=20)
+    assert serving_body() == b"v2"
+    edit("VERSION = 'v3'\n")
+    server.wait_log("reload complete: generation 4", timeout=20)
+    assert serving_body() == b"v3"
+    assert server.stop() == 0
+
+
 def _sigterm_blocked_or_caught(pid: int) -> bool:
     fields = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
     bit = 1 << (signal.SIGTERM - 1)

@@ -384,6 +384,16 @@ def test_logformat_as_json_for_log_shippers(start_server):
     assert record["rs_size"] > record["rs_header_size"] > 10 and record["rss"] > 1_000_000
 
 
+def test_memory_report_starts_each_line_with_the_workers_memory(start_server):
+    server = start_server("--memory-report")
+    get(server.port, "/")
+    line = next(line for line in server.wait_log("GET / =>").splitlines() if "GET / =>" in line)
+    match = re.match(r"\{address space usage: (\d+) bytes/(\d+)MB\} \{rss usage: (\d+) bytes/(\d+)MB\} \[pid: ", line)
+    assert match, line
+    size, size_mb, rss, rss_mb = map(int, match.groups())
+    assert size > rss > 1_000_000 and (size_mb, rss_mb) == (size >> 20, rss >> 20)
+
+
 def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
     ini = tmp_path / "uwsgi.ini"
     ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\n"

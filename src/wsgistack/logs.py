@@ -116,10 +116,10 @@ class LogFilter:
 def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
     """The worker's access log: every request, only the ones a --log-* option asks for, or none."""
     line_format = compile_format(config.logformat) if config.logformat else None   # checked by cli.py
-    if not config.disable_logging:
-        return AccessLog(loop, worker_number, line_format=line_format)
-    log_filter = LogFilter.from_config(config)
-    return None if log_filter is None else AccessLog(loop, worker_number, log_filter, line_format)
+    log_filter = LogFilter.from_config(config) if config.disable_logging else None
+    if config.disable_logging and log_filter is None:
+        return None
+    return AccessLog(loop, worker_number, log_filter, line_format, config.memory_report)
 
 
 def check_log_format(config) -> None:
@@ -135,10 +135,13 @@ class AccessLog:
     """uWSGI's request line: [pid: P|worker: W|req: N] ADDR () [DATE] METHOD URI => generated B bytes
     in T msecs (PROTOCOL STATUS); or the line of --logformat (log_format.py)."""
 
-    def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None):
+    def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None,
+                 memory_report: bool = False):
         self.loop = loop
         self.only = only
         self.line_format = line_format
+        self.memory_report = memory_report
+        self.memory = ""                 # --memory-report's prefix, read once a second
         self.worker_number = worker_number
         self.prefix_pid = f"[pid: {os.getpid()}|worker: {worker_number}|req: "
         self.lines: list[str] = []
@@ -161,7 +164,9 @@ class AccessLog:
             if int(now) != self.stamp_second:
                 self.stamp_second = int(now)
                 self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
-            line = (f"{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
+                if self.memory_report:
+                    self.memory = _memory_prefix()
+            line = (f"{self.memory}{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
                     f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
                     f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
         if on_thread:
@@ -178,6 +183,13 @@ class AccessLog:
             data = "".join(self.lines).encode("utf-8", "replace")
             self.lines.clear()
             _write(data)
+
+
+def _memory_prefix() -> str:
+    """uWSGI's --memory-report words: `{address space usage: B bytes/MMB} {rss usage: B bytes/MMB} `."""
+    with open("/proc/self/statm") as handle:
+        size, resident = (int(pages) * os.sysconf("SC_PAGE_SIZE") for pages in handle.read().split()[:2])
+    return f"{{address space usage: {size} bytes/{size >> 20}MB}} {{rss usage: {resident} bytes/{resident >> 20}MB}} "
 
 
 def _write(data: bytes) -> None:

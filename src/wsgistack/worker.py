@@ -31,6 +31,7 @@ from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.app_clock import AppClock, timed
+from wsgistack.autoreload import watch_modules
 from wsgistack.harakiri import Harakiri
 from wsgistack.logs import access_log_for, reopen_log_if_moved, setup_error_log
 from wsgistack.proctitle import set_title
@@ -130,6 +131,8 @@ class Worker:
         self._report("ready")
         if self.config.cheaper or self.config.stats:
             threading.Thread(target=self._report_load, name="load-report", daemon=True).start()
+        if self.config.py_autoreload and self.number == 1:
+            watch_modules(self.config.py_autoreload, self.master_pid)
         self.loop.call_soon(self._start_serving)
         try:
             self.loop.run_forever()

@@ -128,6 +128,9 @@ class Config:
     procname_prefix: str = option("", "prefix of the process titles (`PREFIXwsgistack worker 1`)", metavar="PREFIX")
     procname_prefix_spaced: str = option("", "the same, followed by a space (`PREFIX wsgistack worker 1`)",
                                          metavar="PREFIX")
+    py_autoreload: int = option(0, "development: every SECONDS, reload (as SIGHUP) if a Python module the app "
+                                   "imported changed on disk (0: off)", aliases=("python-autoreload",),
+                                metavar="SECONDS")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
                                          "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
@@ -168,6 +171,8 @@ class Config:
     log_big: int = option(0, "with disable-logging: still log answers of BYTES or more (0: off)", metavar="BYTES")
     log_zero: bool = option(False, "with disable-logging: still log answers without a body")
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
+    memory_report: bool = option(False, "start each access log line with the worker's address space and resident "
+                                        "memory, as uWSGI does")
     log_maxsize: int = option(0, "rotate the log file (--logto, --daemonize) once it grows past BYTES: it is renamed "
                                  "to FILE.<epoch seconds> (or --log-backupname) and a new one started (0: never)",
                               metavar="BYTES")
