@@ -19,22 +19,27 @@ log = logging.getLogger("wsgistack")
 
 
 def watch_modules(interval: float, master_pid: int) -> None:
-    threading.Thread(target=_watch, args=(interval, master_pid), name="py-autoreload", daemon=True).start()
+    """Note the modules' files now (the code as loaded), then watch them from a thread."""
+    noted = dict(_module_files())
+    threading.Thread(target=_watch, args=(interval, master_pid, noted), name="py-autoreload", daemon=True).start()
 
 
-def _watch(interval: float, master_pid: int) -> None:
-    noted: dict[str, int] = {}             # module file -> modification time (ns) first seen or last acted on
-    while True:
-        for name, module in list(sys.modules.items()):
-            path = getattr(module, "__file__", None)
-            if not path:
-                continue
+def _module_files():
+    """(file, (module name, modification time in ns)) of every module imported from a file."""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if path:
             try:
-                modified = os.stat(path).st_mtime_ns
+                yield path, (name, os.stat(path).st_mtime_ns)
             except OSError:
                 continue
-            if noted.setdefault(path, modified) != modified:
-                noted[path] = modified
+
+
+def _watch(interval: float, master_pid: int, noted: dict[str, tuple[str, int]]) -> None:
+    while True:
+        time.sleep(interval)
+        for path, (name, modified) in _module_files():
+            if noted.setdefault(path, (name, modified))[1] != modified:
+                noted[path] = (name, modified)
                 log.info("%s (module %s) changed: reloading (--py-autoreload)", path, name)
                 os.kill(master_pid, signal.SIGHUP)
-        time.sleep(interval)

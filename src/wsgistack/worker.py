@@ -128,11 +128,11 @@ class Worker:
         # Fast stop: exits from the handler, even while inline app code blocks the loop.
         signal.signal(signal.SIGINT, self._stop_now)
         signal.signal(signal.SIGQUIT, self._stop_now)
+        if self.config.py_autoreload and self.number == 1:
+            watch_modules(self.config.py_autoreload, self.master_pid)     # the code as loaded, before serving
         self._report("ready")
         if self.config.cheaper or self.config.stats:
             threading.Thread(target=self._report_load, name="load-report", daemon=True).start()
-        if self.config.py_autoreload and self.number == 1:
-            watch_modules(self.config.py_autoreload, self.master_pid)
         self.loop.call_soon(self._start_serving)
         try:
             self.loop.run_forever()
