@@ -579,6 +579,33 @@ def _sigterm_blocked_or_caught(pid: int) -> bool:
     return bool((int(fields["SigBlk"], 16) | int(fields["SigCgt"], 16)) & bit)
 
 
+def limits(pid: int) -> dict[str, str]:
+    """/proc/PID/limits: limit name -> soft limit."""
+    lines = open(f"/proc/{pid}/limits").read().splitlines()[1:]
+    return {line[:26].strip(): line[26:47].strip() for line in lines}
+
+
+def test_umask_max_fd_and_limit_as(start_server, tmp_path):
+    pidfile, logfile = tmp_path / "app.pid", tmp_path / "app.log"
+    server = start_server("--umask", "027", "--pidfile", str(pidfile), "--logto", str(logfile), "--max-fd", "4321",
+                          "--limit-as", "8192")
+    worker, = serving(server, 1)
+    assert stat.S_IMODE(pidfile.stat().st_mode) == 0o640 and stat.S_IMODE(logfile.stat().st_mode) == 0o640
+    assert limits(server.pid)["Max open files"] == "4321" and limits(worker)["Max open files"] == "4321"
+    assert limits(worker)["Max address space"] == str(8192 << 20)
+    assert limits(server.pid)["Max address space"] == "unlimited"       # the master's own is left alone
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--umask", "0o22"), "option 'umask': expected an octal mode like 022, got '0o22'"),
+    (("--max-fd", "99999999999"), "option 'max-fd': cannot allow 99999999999 open files"),
+])
+def test_process_limits_that_cannot_be_set_are_startup_errors(flags, message):
+    result = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", str(APPS / "basic.py"), *flags)
+    assert result.returncode == 1 and message in result.stderr
+
+
 def test_uid_and_gid_drop_privileges(start_server, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("--uid/--gid need root to switch users, and this test does not run as root")

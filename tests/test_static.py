@@ -170,6 +170,14 @@ def test_what_is_not_a_file_goes_to_the_app(static_server):
         assert went_to_app(status, body, path), (path, status, body)
 
 
+def test_skipped_extensions_go_to_the_app(static_server):
+    server = static_server("--static-skip-ext", ".css", "--static-skip-ext", ".tar.gz")
+    for path in ("/static/site.css", "/static/archive.tar.gz"):
+        status, _, body = server.get(path)
+        assert went_to_app(status, body, path), (path, status, body)
+    assert server.get("/static/hello.txt")[2] == HELLO
+
+
 def test_the_mountpoint_ends_at_a_slash(static_server):
     """/statichello.txt is not /static/hello.txt (uWSGI's plain prefix match would serve docroot + "hello.txt")."""
     status, _, body = static_server().get("/statichello.txt")

@@ -384,6 +384,19 @@ def test_logformat_as_json_for_log_shippers(start_server):
     assert record["rs_size"] > record["rs_header_size"] > 10 and record["rss"] > 1_000_000
 
 
+def test_log_x_forwarded_for_shows_the_client_behind_a_proxy(start_server):
+    server = start_server("--log-x-forwarded-for")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/via-proxy", headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.2"})
+    conn.getresponse().read()
+    conn.request("GET", "/direct")
+    conn.getresponse().read()
+    conn.close()
+    log = server.wait_log("GET /direct =>")
+    assert "] 203.0.113.7 () [" in log.split("GET /via-proxy")[0].splitlines()[-1]
+    assert "] 127.0.0.1 () [" in log.split("GET /direct")[0].splitlines()[-1]
+
+
 def test_memory_report_starts_each_line_with_the_workers_memory(start_server):
     server = start_server("--memory-report")
     get(server.port, "/")
@@ -400,6 +413,30 @@ def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
                    "logformat = %(method) %(nonsense)\n")
     result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and f"{ini}:4: option 'logformat': unknown variable %(nonsense)" in result.stderr
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_add_header_puts_headers_in_every_answer(start_server, threads):
+    server = start_server("--add-header", "X-Frame-Options: DENY", "--add-header", "Strict-Transport-Security: "
+                          "max-age=63072000", "--threads", threads)
+    for path in ("/", "/stream?n=2&delay=0", "/error"):
+        status, headers, _ = server.get(path)
+        assert headers["X-Frame-Options"] == "DENY", path
+        assert headers["Strict-Transport-Security"] == "max-age=63072000", path
+
+
+@pytest.mark.parametrize("header", ["X Bad: v", "X-Split: a\r\nInjected: 1", "no colon"])
+def test_an_add_header_that_is_no_header_is_a_startup_error(header):
+    result = subprocess.run(WSGISTACK + ["--http", f"127.0.0.1:{free_port()}", "--wsgi-file", str(APPS / "basic.py"),
+                                         "--add-header", header], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "option 'add-header': expected 'Name: value'" in result.stderr
+
+
+def test_wsgi_disable_file_wrapper(start_server):
+    """/file answers with environ["wsgi.file_wrapper"]: without the key the app fails (KeyError)."""
+    assert start_server().get("/file")[0] == 200
+    server = start_server("--wsgi-disable-file-wrapper")
+    assert server.get("/file")[0] == 500 and "KeyError: 'wsgi.file_wrapper'" in server.wait_log("KeyError")
 
 
 def test_logto_writes_to_the_file(start_server, tmp_path):

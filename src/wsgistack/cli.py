@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import resource
 import sys
 
 from wsgistack import __version__
@@ -16,6 +17,7 @@ from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.logs import check_log_format, note_log_path, redirect_output, setup_error_log
 from wsgistack.static import StaticFiles
+from wsgistack.wsgi import added_headers
 from wsgistack.stats import StatsServer
 
 # option name -> protocol spoken on the sockets it lists
@@ -65,6 +67,11 @@ def check_feature_options(config: Config) -> None:
     Compression.from_config(config)
     Cheaper.from_config(config)
     check_log_format(config)
+    for text in config.add_header:
+        try:
+            added_headers([text])
+        except ValueError as exc:
+            raise ConfigError(str(exc), option="add-header", **config.where("add-header", text)) from None
 
 
 def _control(parsed) -> int:
@@ -89,6 +96,7 @@ def _reloader(argv: list[str]):
             except OSError as exc:
                 raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
             config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning))
+            _apply_limits(config)
             _apply_environment(config)
             check_feature_options(config)
         except BaseException:
@@ -108,6 +116,7 @@ def serve(config: Config, reload_config) -> int:
     from wsgistack.master import Master, hold_signals
 
     hold_signals()
+    _apply_limits(config)
     _apply_environment(config)
     check_feature_options(config)
     _, _, note = choose_app_source(config)
@@ -221,6 +230,28 @@ def _bind_stats(config: Config) -> StatsServer | None:
     except ConfigError as exc:
         raise ConfigError(exc.message, option="stats", **config.where("stats")) from None
     return StatsServer(sock, address, config.stats_http, config.stats_minified)
+
+
+def _apply_limits(config: Config) -> None:
+    """--umask and --max-fd, for the master and the workers it forks; --limit-as is checked here, set by each
+    worker. Before anything is bound or written."""
+    if config.umask:
+        if not all(c in "01234567" for c in config.umask) or int(config.umask, 8) > 0o777:
+            raise ConfigError(f"expected an octal mode like 022, got {config.umask!r}", option="umask",
+                              **config.where("umask"))
+        os.umask(int(config.umask, 8))
+    if config.max_fd:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (config.max_fd, max(hard, config.max_fd)))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"cannot allow {config.max_fd} open files (the hard limit is {hard}): {exc}",
+                              option="max-fd", **config.where("max-fd")) from None
+    if config.limit_as:
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        if hard != resource.RLIM_INFINITY and config.limit_as << 20 > hard:
+            raise ConfigError(f"{config.limit_as} MB is over the hard limit ({hard >> 20} MB)", option="limit-as",
+                              **config.where("limit-as"))
 
 
 def _vacuum(config: Config, listeners, stats_server: StatsServer | None) -> None:

@@ -119,7 +119,7 @@ def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
     log_filter = LogFilter.from_config(config) if config.disable_logging else None
     if config.disable_logging and log_filter is None:
         return None
-    return AccessLog(loop, worker_number, log_filter, line_format, config.memory_report)
+    return AccessLog(loop, worker_number, log_filter, line_format, config.memory_report, config.log_x_forwarded_for)
 
 
 def check_log_format(config) -> None:
@@ -136,8 +136,9 @@ class AccessLog:
     in T msecs (PROTOCOL STATUS); or the line of --logformat (log_format.py)."""
 
     def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None,
-                 memory_report: bool = False):
+                 memory_report: bool = False, forwarded_for: bool = False):
         self.loop = loop
+        self.forwarded_for = forwarded_for   # the address shown is X-Forwarded-For's first (behind a proxy)
         self.only = only
         self.line_format = line_format
         self.memory_report = memory_report
@@ -166,7 +167,10 @@ class AccessLog:
                 self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
                 if self.memory_report:
                     self.memory = _memory_prefix()
-            line = (f"{self.memory}{self.prefix_pid}{count}] {environ.get('REMOTE_ADDR', '-')} () [{self.stamp}] "
+            address = environ.get("REMOTE_ADDR", "-")
+            if self.forwarded_for and "HTTP_X_FORWARDED_FOR" in environ:
+                address = environ["HTTP_X_FORWARDED_FOR"].partition(",")[0].strip()
+            line = (f"{self.memory}{self.prefix_pid}{count}] {address} () [{self.stamp}] "
                     f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
                     f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
         if on_thread:

@@ -99,11 +99,12 @@ TWINS = {"br": ".br", "gzip": ".gz"}
 
 class StaticFiles:
     def __init__(self, mappings: list[Mapping], index_files: list[str], expiries: tuple[Expiry, ...] = (),
-                 precompressed: Precompressed | None = None):
+                 precompressed: Precompressed | None = None, skipped_extensions: tuple[str, ...] = ()):
         self.mappings = mappings
         self.index_files = index_files
         self.expiries = expiries
         self.precompressed = precompressed
+        self.skipped_extensions = skipped_extensions     # --static-skip-ext: such files go to the app
 
     @classmethod
     def from_config(cls, config: Config) -> StaticFiles | None:
@@ -137,7 +138,7 @@ class StaticFiles:
         if not mappings:
             return None
         mimetypes.init()             # reads the system's mime.types now, not on the first request
-        return cls(mappings, list(config.static_index), expiries, precompressed)
+        return cls(mappings, list(config.static_index), expiries, precompressed, tuple(config.static_skip_ext))
 
     def responder(self, environ: dict):
         """A WSGI callable answering this request from a file, or None: the request goes to the app."""
@@ -155,6 +156,8 @@ class StaticFiles:
                 continue
             if "\0" in candidate:
                 return Answer(400, "NUL in the path")
+            if self.skipped_extensions and candidate.endswith(self.skipped_extensions):
+                continue
             answer = self._open(candidate, path, environ)
             if answer is not None:
                 return answer

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import resource
 import signal
 import socket
 import sys
@@ -38,7 +39,7 @@ from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
 from wsgistack.static import StaticFiles
-from wsgistack.wsgi import base_environ
+from wsgistack.wsgi import base_environ, set_added_headers
 
 try:
     import uvloop
@@ -91,6 +92,8 @@ class Worker:
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)       # a status request while starting is no reason to die
         set_title(self.config, f"worker {self.number}")
+        if self.config.limit_as:          # before the app is imported: its memory counts (checked by cli.py)
+            resource.setrlimit(resource.RLIMIT_AS, (self.config.limit_as << 20,) * 2)
         try:
             self.app = load_app(self.config)
             self.static = StaticFiles.from_config(self.config)
@@ -107,6 +110,9 @@ class Worker:
         self.loop = uvloop.new_event_loop() if uvloop else asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.base_environ = base_environ(multithread=self.threaded, multiprocess=self.config.processes > 1)
+        if self.config.wsgi_disable_file_wrapper:
+            del self.base_environ["wsgi.file_wrapper"]
+        set_added_headers(self.config.add_header)
         self.access_log = access_log_for(self.config, self.loop, self.number)
         if self.threaded:
             accepting = any(connection_class(address.protocol).direct_accept for _, address in self.listeners)

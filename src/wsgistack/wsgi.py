@@ -26,6 +26,7 @@ _status_codes: dict[str, int] = {}        # status lines already checked -> thei
 _MAX_CACHED_NAMES = 2048
 _head_cache: dict[tuple, "_Head"] = {}   # (status, *headers) -> serialized
 _MAX_CACHED_HEADS = 512
+_added_head = ""                          # --add-header lines, in every answer to the app's requests (set once per worker)
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                          "upgrade"))
 
@@ -349,7 +350,7 @@ class Exchange:
             self.code = 500
             self.remaining = None
             self.body_bytes = len(INTERNAL_ERROR_BODY)
-            head = INTERNAL_ERROR + self.conn.worker.date_header + b"\r\n"
+            head = INTERNAL_ERROR + _added_head.encode("latin-1") + self.conn.worker.date_header + b"\r\n"
             self._whole(head + (b"" if self.is_head else INTERNAL_ERROR_BODY))
         else:
             self.conn.abort_after_response()   # a half-sent response can only be ended by closing
@@ -435,12 +436,35 @@ def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool
     lines = len(parts) // 4 + 1
     if text.count("\n") != lines or text.count("\r") != lines or "\0" in text:
         raise ResponseError("a response header contains CR, LF or NUL")
+    text += _added_head
     if not has_server:
         text += "Server: wsgistack\r\n"
     try:
         return text.encode("latin-1"), content_length, wants_close, has_date
     except UnicodeEncodeError:
         raise ResponseError("response status or headers are not latin-1 (PEP 3333)") from None
+
+
+def added_headers(texts: list[str]) -> str:
+    """--add-header values ('Name: value') as head lines; ValueError for one that is not a valid header."""
+    lines = []
+    for text in texts:
+        name, colon, value = text.partition(":")
+        value = value.strip()
+        if not colon or not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"expected 'Name: value', got {text!r}")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"the value of {text!r} is not latin-1") from None
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines)
+
+
+def set_added_headers(texts: list[str]) -> None:
+    global _added_head
+    _added_head = added_headers(texts)
+    _head_cache.clear()
 
 
 def _check_status(status) -> int:

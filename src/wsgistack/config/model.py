@@ -51,7 +51,9 @@ class Config:
     wsgi_file: str = option("", "load the WSGI app from a Python file", aliases=("file",), metavar="PATH")
     callable: str = option("application", "name of the WSGI callable in the module or file", metavar="NAME")
     chdir: str = option("", "change to DIR before loading the app", metavar="DIR")
-    pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp",), metavar="DIR")
+    umask: str = option("", "file mode creation mask of every process, octal (022)", metavar="MODE")
+    pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp", "python-path"),
+                                   metavar="DIR")
     home: str = option("", "the app's virtualenv: its site-packages (same Python version) come first on sys.path",
                        aliases=("virtualenv", "venv", "pyhome"), metavar="DIR")
     env: list[str] = option([], "set an environment variable KEY=VALUE (repeatable)", metavar="KEY=VALUE")
@@ -78,6 +80,12 @@ class Config:
                                             "(repeatable)", aliases=("static-gzip-suffix",), metavar="EXT")
     static_gzip: list[str] = option([], "the same for static files whose path matches REGEX (repeatable)",
                                     metavar="REGEX")
+    static_skip_ext: list[str] = option([], "never serve static files whose name ends with EXT, e.g. .py (they go to "
+                                            "the app; repeatable)", metavar="EXT")
+
+    add_header: list[str] = option([], "add the header 'Name: value' to every answer (repeatable)",
+                                   metavar="HEADER")
+    wsgi_disable_file_wrapper: bool = option(False, "leave wsgi.file_wrapper out of the environ")
 
     # --- compression of answers (compression.py; nginx's gzip directives) ---
     gzip: bool = option(False, "compress answers for clients that accept gzip, as nginx's `gzip on` does")
@@ -90,6 +98,9 @@ class Config:
     # --- processes and threads ---
     processes: int = option(1, "number of worker processes", aliases=("workers", "p"), metavar="N")
     threads: int = option(1, "app threads per worker; 1 runs the app on the event-loop thread (fastest)", metavar="N")
+    max_fd: int = option(0, "open files each process may have (RLIMIT_NOFILE; 0: as inherited)", metavar="N")
+    limit_as: int = option(0, "address space of each worker in MB (RLIMIT_AS): an app allocating past it gets "
+                              "MemoryError (0: no limit)", metavar="MB")
     master: bool = option(True, "accepted for uWSGI compatibility: wsgistack always runs a master")
 
     # --- adaptive number of workers (cheaper.py; uWSGI's cheaper subsystem): processes is then the most ---
@@ -173,6 +184,8 @@ class Config:
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
     memory_report: bool = option(False, "start each access log line with the worker's address space and resident "
                                         "memory, as uWSGI does")
+    log_x_forwarded_for: bool = option(False, "the access log shows the client address of X-Forwarded-For (behind a "
+                                              "proxy) instead of the peer's")
     log_maxsize: int = option(0, "rotate the log file (--logto, --daemonize) once it grows past BYTES: it is renamed "
                                  "to FILE.<epoch seconds> (or --log-backupname) and a new one started (0: never)",
                               metavar="BYTES")
@@ -215,6 +228,11 @@ IGNORED_OPTIONS: dict[str, str] = {
     "enable-threads": "app threads are always enabled",
     "single-interpreter": "there is always one interpreter per worker",
     "lazy-apps": "workers always import the app after fork, so reloads load fresh code",
+    "lazy": "workers always import the app after fork, so reloads load fresh code",
+    "no-orphans": "workers stop by themselves when their master is gone",
+    "ignore-sigpipe": "a client gone away is logged once, at info level, never as an error",
+    "ignore-write-errors": "a client gone away is logged once, at info level, never as an error",
+    "static-safe": "symlinks inside a mapped directory are followed wherever they point (nginx's default)",
     "thunder-lock": "not needed: accepting is done by each worker's event loop",
     "http-keepalive": "keep-alive is always on (HTTP/1.1)",
     "need-app": "a missing app is always a startup error",
