@@ -1,4 +1,4 @@
-"""Loading the WSGI callable from `--module pkg.mod[:callable]` or `--wsgi-file PATH`.
+"""Loading the WSGI callable from `--module pkg.mod[:callable]` or `--wsgi-file PATH`, and those of --mount.
 
 Runs in each worker after fork, so a reload imports fresh code. Failures become a
 ConfigError naming the option and the value; the traceback goes to the error log.
@@ -16,6 +16,7 @@ import traceback
 from typing import Callable
 
 from wsgistack.config import Config, ConfigError
+from wsgistack.mounts import MountedApps, mountpoints
 
 
 def prepare_import_path(config: Config) -> None:
@@ -57,7 +58,23 @@ def choose_app_source(config: Config) -> tuple[str, str, str | None]:
 
 
 def load_app(config: Config) -> Callable:
-    option, value, _ = choose_app_source(config)
+    """The app to serve: the main one, or the --mount dispatcher over the mounted ones (and the main one)."""
+    main = _load(config, *choose_app_source(config)[:2]) if config.module or config.wsgi_file else None
+    if not config.mount:
+        assert main is not None       # load_config refuses a config with no app
+        return main
+    apps = [(mountpoint, _load(config, "mount", app, where)) for mountpoint, app, where in mountpoints(config)]
+    return MountedApps(apps, main, config.manage_script_name)
+
+
+def _load(config: Config, option: str, value: str, where: dict | None = None) -> Callable:
+    """`value` is a .py file (--wsgi-file, or --mount's ending in .py) or pkg.mod[:callable]."""
+    where = config.where(option) if where is None else where
+    if option == "mount":
+        option = "wsgi-file" if value.endswith(".py") else "module"
+        error_option = "mount"
+    else:
+        error_option = option
     module_name, _, callable_name = value.partition(":")
     callable_name = callable_name or config.callable
     try:
@@ -66,18 +83,17 @@ def load_app(config: Config) -> Callable:
         else:
             module = _load_file(value)
     except ConfigError as exc:
-        raise ConfigError(exc.message, option=exc.option, **config.where(option)) from None
+        raise ConfigError(exc.message, option=error_option, **where) from None
     except BaseException as exc:  # the app's own import may raise anything, even SystemExit
         traceback.print_exc(file=sys.stderr)
         kind = "cannot import" if isinstance(exc, ImportError) else "error while loading"
-        raise ConfigError(f"{kind} {value!r}: {type(exc).__name__}: {exc}", option=option,
-                          **config.where(option)) from None
+        raise ConfigError(f"{kind} {value!r}: {type(exc).__name__}: {exc}", option=error_option, **where) from None
     app = getattr(module, callable_name, None)
     if app is None:
-        raise ConfigError(f"{value!r} has no callable {callable_name!r}", option=option, **config.where(option))
+        raise ConfigError(f"{value!r} has no callable {callable_name!r}", option=error_option, **where)
     if not callable(app):
-        raise ConfigError(f"{value}:{callable_name} is a {type(app).__name__}, not a callable", option=option,
-                          **config.where(option))
+        raise ConfigError(f"{value}:{callable_name} is a {type(app).__name__}, not a callable", option=error_option,
+                          **where)
     return app
 
 

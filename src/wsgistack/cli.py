@@ -16,9 +16,10 @@ from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.logs import check_log_format, note_log_path, redirect_output, setup_error_log
+from wsgistack.mounts import mountpoints
 from wsgistack.static import StaticFiles
-from wsgistack.wsgi import added_headers
 from wsgistack.stats import StatsServer
+from wsgistack.wsgi import added_headers
 
 # option name -> protocol spoken on the sockets it lists
 LISTEN_OPTIONS = (("http", "http"), ("socket", "uwsgi"), ("fastcgi-socket", "fastcgi"))
@@ -61,12 +62,13 @@ def check_protocol_options(config: Config) -> Config:
 
 
 def check_feature_options(config: Config) -> None:
-    """Static files, compression, --cheaper and --logformat are checked here, before forking: a bad value names its
+    """Static files, compression, --cheaper, --logformat, --add-header and --mount are checked here, before forking: a bad value names its
     file:line. After --chdir: relative static paths mean what the workers will see."""
     StaticFiles.from_config(config)
     Compression.from_config(config)
     Cheaper.from_config(config)
     check_log_format(config)
+    mountpoints(config)
     for text in config.add_header:
         try:
             added_headers([text])

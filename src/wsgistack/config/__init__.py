@@ -53,8 +53,8 @@ def _apply_ini(config: Config, entries, *, strict: bool, warn) -> None:
 def _validate(config: Config) -> None:
     if not (config.http or config.socket or config.fastcgi_socket):
         raise ConfigError("nothing to listen on: give --http ADDR, --socket ADDR or --fastcgi-socket ADDR")
-    if not (config.module or config.wsgi_file):
-        raise ConfigError("no application: give --module pkg.mod[:callable] or --wsgi-file PATH")
+    if not (config.module or config.wsgi_file or config.mount):
+        raise ConfigError("no application: give --module pkg.mod[:callable], --wsgi-file PATH or --mount")
     for name in ("processes", "threads"):
         if getattr(config, name) < 1:
             raise ConfigError("must be at least 1", option=name, **config.where(name))

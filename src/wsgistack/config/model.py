@@ -50,6 +50,11 @@ class Config:
     module: str = option("", "import the WSGI app from pkg.mod[:callable]", aliases=("w", "wsgi"), metavar="MODULE")
     wsgi_file: str = option("", "load the WSGI app from a Python file", aliases=("file",), metavar="PATH")
     callable: str = option("application", "name of the WSGI callable in the module or file", metavar="NAME")
+    mount: list[str] = option([], "serve another app under a URL prefix: MOUNTPOINT=APP, APP a .py file or "
+                                  "pkg.mod[:callable] (repeatable; the longest mountpoint wins)",
+                              metavar="MOUNTPOINT=APP")
+    manage_script_name: bool = option(False, "with --mount, the mountpoint moves from PATH_INFO to SCRIPT_NAME (else "
+                                             "SCRIPT_NAME, as the web server sends it, chooses the app)")
     chdir: str = option("", "change to DIR before loading the app", metavar="DIR")
     umask: str = option("", "file mode creation mask of every process, octal (022)", metavar="MODE")
     pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp", "python-path"),
