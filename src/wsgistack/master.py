@@ -26,6 +26,7 @@ from wsgistack.addresses import Address, bind_sibling
 from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
+from wsgistack.daemons import Daemons
 from wsgistack.logs import log_size, reopen_log_if_moved, rotate_log
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
@@ -97,6 +98,7 @@ class Master:
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_adapt = 0.0
+        self.daemons = Daemons(config.attach_daemon)
         self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
         self.slot_requests: dict[int, int] = {}   # worker slot -> requests its workers served before the current one
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
@@ -138,7 +140,8 @@ class Master:
         self.report_fd = None
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
         self._watch_touches()
-        while self.workers or not self.stopping:
+        self.daemons.start_due()
+        while self.workers or self.daemons.running() or not self.stopping:
             releasing = any(worker.release_at for worker in self.workers.values())
             self._wait(0.05 if releasing else 1.0)
             self._read_status()         # first: a SIGUSR1 status or a SIGCHLD then sees the latest state
@@ -150,6 +153,8 @@ class Master:
                 self._release_given_up()
             self._kill_overdue()
             self._adapt()
+            self.daemons.start_due()
+            self.daemons.kill_overdue()
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
 
@@ -403,6 +408,8 @@ class Master:
             if worker is not None:
                 self.slot_requests[worker.number] = self.slot_requests.get(worker.number, 0) + worker.requests
                 self._worker_exited(worker, status)
+            else:
+                self.daemons.reaped(pid, status)
 
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
         if os.WIFSIGNALED(status):
@@ -452,6 +459,7 @@ class Master:
         if not self.stopping:
             self.stopping = True
             sd_notify("STOPPING=1")
+            self.daemons.stop(grace)
             for worker in self.workers.values():
                 self._mark_stopping(worker)
                 worker.kill_at = time.monotonic() + grace
@@ -618,6 +626,7 @@ class Master:
                 self._signal(worker, signal.SIGTERM)
         log.info("reload complete: generation %d serving; %d old workers finishing", self.generation,
                  len(self.replaced))
+        self.daemons.restart(self.config.attach_daemon, self.config.reload_mercy)     # on the new code too
         self.replaced = []
         self.last_reload_failed = False
         self._title()

@@ -147,6 +147,9 @@ class Config:
     py_autoreload: int = option(0, "development: every SECONDS, reload (as SIGHUP) if a Python module the app "
                                    "imported changed on disk (0: off)", aliases=("python-autoreload",),
                                 metavar="SECONDS")
+    attach_daemon: list[str] = option([], "run COMMAND beside the workers (a Celery worker...): started again when "
+                                          "it ends, restarted on reload, stopped with the server (repeatable)",
+                                      metavar="COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
                                          "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",

@@ -1,0 +1,50 @@
+"""--attach-daemon (daemons.py): commands the master runs beside the workers, kept running, restarted on reload,
+stopped with the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from conftest import wait_until
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def started_pids(path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def test_a_daemon_is_kept_running_restarted_on_reload_and_stopped_with_the_server(start_server, tmp_path):
+    pids = tmp_path / "pids"
+    server = start_server("--attach-daemon", f"echo $$ >> {pids}; exec sleep 600")
+    first, = wait_until(lambda: started_pids(pids), what="the daemon started")
+    assert alive(first) and os.getppid() != first
+    sockets = [os.readlink(f"/proc/{first}/fd/{fd}") for fd in os.listdir(f"/proc/{first}/fd")]
+    assert not [target for target in sockets if target.startswith("socket:")], sockets    # none of the server's
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: len(started_pids(pids)) == 2, what="started again")
+    assert f"(pid {first}) was killed by SIGKILL after 0 s; starting it again in 1 s" in server.log()
+    second = started_pids(pids)[1]
+    os.kill(server.pid, signal.SIGHUP)
+    wait_until(lambda: len(started_pids(pids)) == 3, timeout=20, what="restarted by the reload")
+    wait_until(lambda: not alive(second), what="the old one gone")
+    third = started_pids(pids)[2]
+    assert server.stop() == 0
+    assert not alive(third)
+
+
+def test_a_daemon_that_keeps_failing_is_started_again_ever_more_slowly(start_server, tmp_path):
+    runs = tmp_path / "runs"
+    server = start_server("--attach-daemon", f"echo run >> {runs}; exit 3")
+    server.wait_log("exited with status 3 after 0 s; starting it again in 4 s", timeout=15)
+    log = server.log()
+    assert "starting it again in 1 s" in log and "starting it again in 2 s" in log
+    assert len(runs.read_text().split()) == 3                    # not spinning: 3 runs in ~3 s
+    assert server.stop() == 0
