@@ -15,6 +15,8 @@ from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
+from wsgistack.daemon import report
+from wsgistack.hooks import check_hooks, run_hooks
 from wsgistack.logs import check_log_format, note_log_path, redirect_output, setup_error_log
 from wsgistack.mounts import mountpoints
 from wsgistack.static import StaticFiles
@@ -69,6 +71,7 @@ def check_feature_options(config: Config) -> None:
     Cheaper.from_config(config)
     check_log_format(config)
     mountpoints(config)
+    check_hooks(config)
     for text in config.add_header:
         try:
             added_headers([text])
@@ -118,6 +121,7 @@ def serve(config: Config, reload_config) -> int:
     from wsgistack.master import Master, hold_signals
 
     hold_signals()
+    run_hooks(config, "asap")
     _apply_limits(config)
     _apply_environment(config)
     check_feature_options(config)
@@ -149,7 +153,14 @@ def serve(config: Config, reload_config) -> int:
     setup_error_log("master")
     master = Master(config, listeners, reload_config, report_fd, stats_server)    # binds every worker slot's socket
     _write_pidfile(config)          # before dropping privileges, as uWSGI's pidfile
-    _drop_privileges(config)
+    try:
+        run_hooks(config, "as-root")
+        _drop_privileges(config)
+        run_hooks(config, "as-user")
+        run_hooks(config, "pre-app")
+    except ConfigError as exc:
+        report(report_fd, str(exc).encode())       # --daemonize: the waiting shell says why
+        raise
     try:
         return master.run()
     finally:

@@ -27,6 +27,7 @@ from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
 from wsgistack.daemons import Daemons
+from wsgistack.hooks import run_hooks
 from wsgistack.logs import log_size, reopen_log_if_moved, rotate_log
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
@@ -99,6 +100,7 @@ class Master:
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_adapt = 0.0
         self.daemons = Daemons(config.attach_daemon)
+        self.signal_meanings: dict[int, str] = {}     # --hook-master-start unix_signal: signal -> handler name
         self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
         self.slot_requests: dict[int, int] = {}   # worker slot -> requests its workers served before the current one
         # Listening sockets per worker slot (worker number). A slot's sockets live as long as the master,
@@ -124,6 +126,12 @@ class Master:
         for name in HANDLED_SIGNALS:
             signal.signal(getattr(signal, name), self._enqueue)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _handled())     # what arrived since hold_signals() runs now
+        try:
+            self.signal_meanings = run_hooks(self.config, "master-start")
+        except ConfigError as exc:
+            print(f"wsgistack: error: {exc}", file=sys.stderr, flush=True)
+            report(self.report_fd, str(exc).encode())
+            return 1
         if not self._boot_first_worker():
             report(self.report_fd, (self._boot_error or "the first worker did not start").encode())
             return self.exit_code
@@ -140,6 +148,7 @@ class Master:
         self.report_fd = None
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
         self._watch_touches()
+        self._run_post_app_hooks()
         self.daemons.start_due()
         while self.workers or self.daemons.running() or not self.stopping:
             releasing = any(worker.release_at for worker in self.workers.values())
@@ -208,7 +217,7 @@ class Master:
     def _dispatch_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
-            name = signal.Signals(signum).name[3:].lower()
+            name = self.signal_meanings.get(signum) or signal.Signals(signum).name[3:].lower()
             getattr(self, f"handle_{name}")()
 
     # --- workers ---
@@ -573,6 +582,12 @@ class Master:
             self.reloads += 1
             self._abandon_reload(f"the configuration has an error: {exc}")
             return
+        try:
+            run_hooks(config, "pre-app")          # the new configuration's, before its workers import the app
+        except ConfigError as exc:
+            self.reloads += 1
+            self._abandon_reload(f"a pre-app hook failed: {exc}")
+            return
         if [a.text for _, a in self.listeners] != _listen_texts(config):
             log.warning("listen addresses changed in the configuration: a restart is needed to apply that")
         if config.stats != (self.stats.address.text if self.stats is not None else ""):
@@ -590,6 +605,12 @@ class Master:
             self.spawn(number)
         if self.steered:
             self._steer()               # slots new to this generation get connections too
+
+    def _run_post_app_hooks(self) -> None:
+        try:
+            run_hooks(self.config, "post-app")
+        except ConfigError as exc:
+            log.error("a post-app hook failed (the workers serve anyway): %s", exc)
 
     # --- --touch-reload, --touch-logrotate, --touch-logreopen; --log-maxsize ---
     def _watch_touches(self) -> None:
@@ -627,6 +648,7 @@ class Master:
         log.info("reload complete: generation %d serving; %d old workers finishing", self.generation,
                  len(self.replaced))
         self.daemons.restart(self.config.attach_daemon, self.config.reload_mercy)     # on the new code too
+        self._run_post_app_hooks()
         self.replaced = []
         self.last_reload_failed = False
         self._title()

@@ -150,6 +150,26 @@ class Config:
     attach_daemon: list[str] = option([], "run COMMAND beside the workers (a Celery worker...): started again when "
                                           "it ends, restarted on reload, stopped with the server (repeatable)",
                                       metavar="COMMAND")
+    hook_asap: list[str] = option([], "run ACTION:ARGUMENT first of all (exec:COMMAND, print:, putenv:, mkdir:, "
+                                      "unlink:; hooks.py)", metavar="ACTION")
+    hook_as_root: list[str] = option([], "the same once the sockets are bound, before privileges are dropped",
+                                     metavar="ACTION")
+    hook_as_user: list[str] = option([], "the same once privileges are dropped", metavar="ACTION")
+    hook_pre_app: list[str] = option([], "the same before workers import the app (at start and each reload)",
+                                     metavar="ACTION")
+    hook_post_app: list[str] = option([], "the same once the first worker serves (at start and each reload)",
+                                      metavar="ACTION")
+    hook_master_start: list[str] = option([], "the same as the master starts; also unix_signal:N FUNCTION "
+                                              "(gracefully_kill_them_all, kill_them_all, grace_them_all)",
+                                          metavar="ACTION")
+    exec_asap: list[str] = option([], "run COMMAND first of all (a failure stops the start)", metavar="COMMAND")
+    exec_as_root: list[str] = option([], "run COMMAND once the sockets are bound, before privileges are dropped",
+                                     metavar="COMMAND")
+    exec_as_user: list[str] = option([], "run COMMAND once privileges are dropped", metavar="COMMAND")
+    exec_pre_app: list[str] = option([], "run COMMAND before workers import the app (at start and each reload; a "
+                                         "failure abandons the reload)", metavar="COMMAND")
+    exec_post_app: list[str] = option([], "run COMMAND once the first worker serves (at start and each reload)",
+                                      metavar="COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
                                          "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
