@@ -61,6 +61,17 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1", pro
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def failed_start(tmp_path: Path, *lines: str) -> tuple[Path, str]:
+    """Start wsgistack on an ini file: [uwsgi], an HTTP port, tests/apps/basic.py (lines 1-3), then `lines` (from
+    line 4). It must refuse to start, with status 1: (the ini file, what it wrote to stderr)."""
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text("".join(f"{line}\n" for line in ("[uwsgi]", f"http = 127.0.0.1:{free_port()}",
+                                                     f"wsgi-file = {APPS / 'basic.py'}", *lines)))
+    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result
+    return ini, result.stderr
+
+
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
     """The predicate's first true value, polled until the timeout."""
     deadline = time.monotonic() + timeout

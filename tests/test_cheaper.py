@@ -11,13 +11,12 @@ import http.client
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import APPS, WSGISTACK, free_port, wait_for_port, wait_until
+from conftest import failed_start, free_port, wait_for_port, wait_until
 from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
 
 SCALE_TIMEOUT = 30.0        # seconds a change of worker count may take (cycles of 1 s, a worker's start)
@@ -188,9 +187,5 @@ def test_the_production_config_of_uwsgis_docs_runs_as_written(start_server, tmp_
 
 
 def test_a_cheaper_that_cannot_work_is_a_startup_error(tmp_path):
-    ini = tmp_path / "uwsgi.ini"
-    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\nprocesses = 4\n"
-                   "cheaper = 4\n")
-    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert f"{ini}:5: option 'cheaper': must be lower than processes (4)" in result.stderr
+    ini, errors = failed_start(tmp_path, "processes = 4", "cheaper = 4")
+    assert f"{ini}:5: option 'cheaper': must be lower than processes (4)" in errors

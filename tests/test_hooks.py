@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, WSGISTACK, free_port, wait_until
+from conftest import APPS, WSGISTACK, failed_start, free_port, wait_until
 
 
 def lines(path) -> list[str]:
@@ -35,12 +35,8 @@ def test_each_phase_runs_in_order_and_pre_and_post_app_again_on_reload(start_ser
 
 
 def test_a_failing_command_stops_the_start_naming_its_option_file_and_line(tmp_path):
-    ini = tmp_path / "uwsgi.ini"
-    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\n"
-                   "exec-pre-app = exit 7\n")
-    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert f"{ini}:4: option 'exec-pre-app': command 'exit 7' failed (exit status 7)" in result.stderr
+    ini, errors = failed_start(tmp_path, "exec-pre-app = exit 7")
+    assert f"{ini}:4: option 'exec-pre-app': command 'exit 7' failed (exit status 7)" in errors
 
 
 def test_a_failing_pre_app_hook_abandons_the_reload(start_server, tmp_path):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 
 import pytest
 
-from conftest import APPS, WSGISTACK, free_port, wait_for_port
+from conftest import failed_start, free_port, wait_for_port
 from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
 
 NAMED_APP = '''\
@@ -82,16 +81,10 @@ def test_without_manage_script_name_the_web_servers_script_name_chooses(start_se
     ("one=one.py", "option 'mount': the mountpoint must start with '/', got 'one'"),
 ])
 def test_a_bad_mount_is_a_startup_error_naming_file_and_line(tmp_path, value, message):
-    ini = tmp_path / "uwsgi.ini"
-    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nmount = {value}\n")
-    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1 and f"{ini}:3: {message}" in result.stderr
+    ini, errors = failed_start(tmp_path, f"mount = {value}")
+    assert f"{ini}:4: {message}" in errors
 
 
 def test_a_mounted_app_that_does_not_import_stops_the_start(tmp_path):
-    ini = tmp_path / "uwsgi.ini"
-    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\n"
-                   "mount = /x=no_such_module_here\n")
-    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert f"{ini}:4: option 'mount': cannot import 'no_such_module_here'" in result.stderr
+    ini, errors = failed_start(tmp_path, "mount = /x=no_such_module_here")
+    assert f"{ini}:4: option 'mount': cannot import 'no_such_module_here'" in errors

@@ -8,13 +8,12 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import APPS, WSGISTACK, free_port, wait_until
+from conftest import failed_start, free_port, wait_until
 
 # Every field uwsgitop and uWSGI's other readers take from a worker (uWSGI's core/master_utils.c).
 WORKER_FIELDS = {"id", "pid", "accepting", "requests", "delta_requests", "exceptions", "harakiri_count", "signals",
@@ -105,11 +104,8 @@ def test_an_address_that_cannot_work_is_a_startup_error(tmp_path, address, messa
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        text = f"127.0.0.1:{port}" if address == "in-use" else address
-        ini = tmp_path / "uwsgi.ini"
-        ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\nstats = {text}\n")
-        result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1 and f"{ini}:4: {message.format(port=port)}" in result.stderr
+        ini, errors = failed_start(tmp_path, f"stats = {f'127.0.0.1:{port}' if address == 'in-use' else address}")
+    assert f"{ini}:4: {message.format(port=port)}" in errors
 
 
 def test_an_http_client_that_sends_nothing_still_gets_the_document(start_server):

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import APPS, WSGISTACK, free_port
+from conftest import APPS, WSGISTACK, failed_start, free_port
 from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
 
 FILE_BYTES = (APPS / "basic.py").read_bytes()
@@ -408,11 +408,8 @@ def test_memory_report_starts_each_line_with_the_workers_memory(start_server):
 
 
 def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
-    ini = tmp_path / "uwsgi.ini"
-    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\n"
-                   "logformat = %(method) %(nonsense)\n")
-    result = subprocess.run(WSGISTACK + [str(ini)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1 and f"{ini}:4: option 'logformat': unknown variable %(nonsense)" in result.stderr
+    ini, errors = failed_start(tmp_path, "logformat = %(method) %(nonsense)")
+    assert f"{ini}:4: option 'logformat': unknown variable %(nonsense)" in errors
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])
