@@ -1025,6 +1025,28 @@ def test_reload_on_rss_recycles_without_a_respawn_storm(start_server):
     assert server.stop() == 0
 
 
+def test_reload_on_as_recycles_too(start_server):
+    server = start_server("--reload-on-as", "1")
+    first, = serving(server, 1)
+    get(server.port, "/pid")
+    server.wait_log("--reload-on-as")
+    wait_until(lambda: server.workers() and first not in server.workers(), what="a new worker")
+    assert get(server.port, "/pid")[0] == 200
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("flag", ["--evil-reload-on-rss", "--evil-reload-on-as"])
+def test_evil_reload_kills_a_worker_over_the_limit_even_mid_request(start_server, flag):
+    """uWSGI's evil variants: the master kills a worker past the limit at once, whatever it is doing (a worker
+    blocked in a request never gets to check --reload-on-rss itself), and starts another."""
+    server = start_server(flag, "1")
+    first, = serving(server, 1)                         # over 1 MB from the start: killed within a second
+    server.wait_log(f"({flag}): killing it")
+    wait_until(lambda: server.workers() and first not in server.workers(), what="a replacement")
+    assert f"worker 1 (pid {first}) killed by SIGKILL; starting a new one" in server.wait_log("starting a new one")
+    assert server.stop() == 0
+
+
 def test_max_worker_lifetime_recycles_without_failures(start_server):
     server = start_server("-p", "2", "--max-worker-lifetime", "2")
     first = serving(server, 2)

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from wsgistack.memory import memory
+
 _VARIABLE = re.compile(r"%\(([^)]*)\)")
 
 
@@ -41,12 +43,9 @@ def _head_size(request: LoggedRequest) -> int:
             if request.headers else 0)
 
 
-def _memory(field: int, divisor: int = 1) -> Callable[[LoggedRequest], str]:
-    def read(request: LoggedRequest) -> str:
-        with open("/proc/self/statm") as handle:
-            pages = int(handle.read().split()[field])
-        return str(pages * os.sysconf("SC_PAGE_SIZE") // divisor)
-    return read
+def _memory(field: int, divisor: int = 1) -> Callable[[LoggedRequest], int]:
+    """A getter of this process's address space (field 0) or resident memory (1), in bytes / divisor."""
+    return lambda request: memory()[field] // divisor
 
 
 _GETTERS: dict[str, Callable[[LoggedRequest], object]] = {

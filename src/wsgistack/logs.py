@@ -14,6 +14,7 @@ import time
 
 from wsgistack.config import ConfigError
 from wsgistack.log_format import LoggedRequest, compile_format
+from wsgistack.memory import memory
 
 
 def setup_error_log(role: str) -> None:
@@ -191,8 +192,7 @@ class AccessLog:
 
 def _memory_prefix() -> str:
     """uWSGI's --memory-report words: `{address space usage: B bytes/MMB} {rss usage: B bytes/MMB} `."""
-    with open("/proc/self/statm") as handle:
-        size, resident = (int(pages) * os.sysconf("SC_PAGE_SIZE") for pages in handle.read().split()[:2])
+    size, resident = memory()
     return f"{{address space usage: {size} bytes/{size >> 20}MB}} {{rss usage: {resident} bytes/{resident >> 20}MB}} "
 
 

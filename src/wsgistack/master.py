@@ -29,6 +29,7 @@ from wsgistack.daemon import READY, report
 from wsgistack.daemons import Daemons
 from wsgistack.hooks import run_hooks
 from wsgistack.logs import log_size, reopen_log_if_moved, rotate_log
+from wsgistack.memory import memory
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
@@ -99,6 +100,7 @@ class Master:
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_adapt = 0.0
+        self.next_memory_check = 0.0
         self.daemons = Daemons(config.attach_daemon)
         self.signal_meanings: dict[int, str] = {}     # --hook-master-start unix_signal: signal -> handler name
         self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
@@ -161,6 +163,7 @@ class Master:
             if releasing:
                 self._release_given_up()
             self._kill_overdue()
+            self._kill_memory_hogs()
             self._adapt()
             self.daemons.start_due()
             self.daemons.kill_overdue()
@@ -517,6 +520,27 @@ class Master:
             worker = max(active, key=lambda w: w.number)
             log.info("stopping worker %d (pid %d)", worker.number, worker.pid)
             self._give_up_slot(worker)
+
+    def _kill_memory_hogs(self) -> None:
+        """--evil-reload-on-rss, --evil-reload-on-as: a worker past the limit is killed at once (its requests
+        fail), checked about once a second; the replacement is started as for any worker that died."""
+        config = self.config
+        now = time.monotonic()
+        if not (config.evil_reload_on_rss or config.evil_reload_on_as) or now < self.next_memory_check:
+            return
+        self.next_memory_check = now + 1.0
+        for worker in list(self.workers.values()):
+            if worker.stopping or not worker.ready:
+                continue
+            size, resident = (value >> 20 for value in memory(worker.pid))
+            if config.evil_reload_on_rss and resident > config.evil_reload_on_rss:
+                why = f"resident memory {resident} MB over {config.evil_reload_on_rss} MB (--evil-reload-on-rss)"
+            elif config.evil_reload_on_as and size > config.evil_reload_on_as:
+                why = f"address space {size} MB over {config.evil_reload_on_as} MB (--evil-reload-on-as)"
+            else:
+                continue
+            log.error("worker %d (pid %d): %s: killing it", worker.number, worker.pid, why)
+            self._signal(worker, signal.SIGKILL)
 
     # --- --cheaper: as many workers as load asks for ---
     def _adapt(self) -> None:

@@ -17,6 +17,7 @@ import time
 
 from wsgistack import __version__
 from wsgistack.addresses import Address
+from wsgistack.memory import memory
 
 log = logging.getLogger("wsgistack")
 
@@ -95,7 +96,7 @@ def document(master) -> dict:
 
 
 def _worker(worker, number: int, master, now: float) -> dict:
-    rss, vsz = _memory(worker.pid)
+    vsz, rss = memory(worker.pid)
     threads = master.config.threads
     return {
         "id": number, "pid": worker.pid, "accepting": int(worker.ready),
@@ -125,13 +126,3 @@ def _core(index: int, in_request: bool) -> dict:
     return {"id": index, "requests": 0, "static_requests": 0, "routed_requests": 0, "offloaded_requests": 0,
             "write_errors": 0, "read_errors": 0, "in_request": int(in_request), "vars": [], "req_info": {}}
 
-
-def _memory(pid: int) -> tuple[int, int]:
-    """(RSS, VSZ) in bytes; zeros for a process gone meanwhile."""
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            size, resident = handle.read().split()[:2]
-    except (OSError, ValueError):
-        return 0, 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    return int(resident) * page, int(size) * page

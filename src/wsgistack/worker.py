@@ -34,6 +34,7 @@ from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.app_clock import AppClock, timed
 from wsgistack.autoreload import watch_modules
 from wsgistack.harakiri import Harakiri
+from wsgistack.memory import memory
 from wsgistack.logs import access_log_for, reopen_log_if_moved, setup_error_log
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
@@ -324,10 +325,14 @@ class Worker:
         config = self.config
         if config.max_worker_lifetime and time.monotonic() - self.started > config.max_worker_lifetime:
             self.retire(f"lived {config.max_worker_lifetime} s (--max-worker-lifetime)")
-        elif config.reload_on_rss and self.requests and _rss_mb() > config.reload_on_rss:
+        elif (config.reload_on_rss or config.reload_on_as) and self.requests:
             # Only once it served (as uWSGI checks after a request): a fresh worker already over the
             # limit would otherwise retire before accepting anything, and be replaced in a loop.
-            self.retire(f"resident memory {_rss_mb():.0f} MB over {config.reload_on_rss} MB (--reload-on-rss)")
+            size, resident = (value >> 20 for value in memory())
+            if config.reload_on_rss and resident > config.reload_on_rss:
+                self.retire(f"resident memory {resident} MB over {config.reload_on_rss} MB (--reload-on-rss)")
+            elif config.reload_on_as and size > config.reload_on_as:
+                self.retire(f"address space {size} MB over {config.reload_on_as} MB (--reload-on-as)")
 
     def retire(self, reason: str) -> None:
         """Recycle: the master starts a successor at once; this worker finishes what it has, then exits."""
@@ -361,7 +366,7 @@ class Worker:
     def log_status(self) -> None:
         active = sum(1 for conn in self.connections if conn.active is not None)
         log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
-                 self.number, self.requests, len(self.connections), active, _rss_mb())
+                 self.number, self.requests, len(self.connections), active, memory()[1] / 1048576)
 
 
 class RequestCounters:
@@ -382,11 +387,6 @@ class RequestCounters:
     def exception(self) -> None:
         with self.lock:
             self.exceptions += 1
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1048576
 
 
 def worker_main(config: Config, listeners, number: int, status_fd: int, master_pid: int) -> int:

@@ -181,6 +181,10 @@ class Config:
     max_requests_delta: int = option(0, "add 0..N to each worker's max-requests so they do not recycle together",
                                      aliases=("max-requests-jitter",), metavar="N")
     reload_on_rss: int = option(0, "recycle a worker whose resident memory exceeds MB (0: never)", metavar="MB")
+    reload_on_as: int = option(0, "recycle a worker whose address space exceeds MB (0: never)", metavar="MB")
+    evil_reload_on_rss: int = option(0, "the master kills a worker whose resident memory exceeds MB, even in the "
+                                        "middle of a request, and starts a new one (0: never)", metavar="MB")
+    evil_reload_on_as: int = option(0, "the same for a worker's address space", metavar="MB")
     max_worker_lifetime: int = option(0, "recycle a worker after SECONDS (0: never)", metavar="SECONDS")
 
     # --- HTTP limits (nginx-like answers: 414, 431, 413, 408) ---
