@@ -9,6 +9,7 @@ import http.client
 import json
 import random
 import re
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from conftest import APPS
+from conftest import APPS, wait_until
 from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
 
 STREAM_BODY = b"".join(b"chunk %d\n" % i for i in range(5))
@@ -79,6 +80,41 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(start_server, pa
         # must not race a close.
         assert not conn.closed_by_server(timeout=0.7), "closed before being idle for 1 s"
         assert conn.closed_by_server(timeout=5.0), "an idle connection outlived --keepalive-timeout 1"
+
+
+def stalled_download(port: int, path: str) -> socket.socket:
+    """A client that asks for a big answer and then reads nothing of it (a tiny receive window)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_clients_that_stop_reading_do_not_hold_the_app_threads(start_server, threads, tmp_path):
+    """Two clients stop reading a streamed answer (and one a file sent by sendfile): with two app threads
+    both would wait on them for ever. --send-timeout closes them, the threads serve others again."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "big.bin").write_bytes(b"x" * (40 << 20))          # more than the socket buffers hold
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, "--send-timeout", "2", "--static-map", f"/files={files}", env=env)
+    stalled = [stalled_download(server.port, "/big?size=400000000&tag=stalled") for _ in range(2)]
+    stalled.append(stalled_download(server.port, "/files/big.bin"))
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        assert get(server.port, "/").status == 200
+        assert time.monotonic() - started < 8
+        log = server.wait_log("took nothing of an answer for 2 s (--send-timeout)")
+        wait_until(lambda: server.log().count("--send-timeout") == 3, what="all 3 stalled clients closed")
+        assert wait_file_contains(close_log, "closed stalled").count("closed stalled") == 2    # close() ran
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert "Traceback" not in log
+    assert server.stop() == 0
 
 
 # --- HEAD ---

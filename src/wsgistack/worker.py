@@ -269,6 +269,7 @@ class Worker:
         position = [offset, count]
 
         def finish(complete: bool) -> None:
+            conn.file_sender = None
             self.loop.remove_writer(out_fd)
             os.close(out_fd)
             if not complete and not conn.closed:
@@ -293,8 +294,10 @@ class Worker:
                     return finish(False)
                 position[0] += sent
                 position[1] -= sent
+                conn.send_stalled = 0
             finish(True)
 
+        conn.file_sender = FileSender(finish)
         self.loop.add_writer(out_fd, step)
         step()
 
@@ -367,6 +370,16 @@ class Worker:
         active = sum(1 for conn in self.connections if conn.active is not None)
         log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
                  self.number, self.requests, len(self.connections), active, memory()[1] / 1048576)
+
+
+class FileSender:
+    """A sendfile under way on a connection: what --send-timeout cancels (Connection.send_stall_tick)."""
+
+    def __init__(self, finish):
+        self.finish = finish
+
+    def cancel(self) -> None:
+        self.finish(False)
 
 
 class RequestCounters:

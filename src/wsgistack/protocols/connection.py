@@ -8,11 +8,14 @@ Protocols (http.py, uwsgi.py, fastcgi.py) subclass `Connection`: they parse byte
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from time import monotonic
 
 from wsgistack.wsgi import Exchange
+
+log = logging.getLogger("wsgistack")
 
 # Pipelined requests parsed ahead of the one being answered; past this we stop reading the socket.
 MAX_PENDING = 32
@@ -56,6 +59,8 @@ class Connection(asyncio.Protocol):
     # thread to do is done right there, until the connection is closed or handed to the loop (leave_thread).
     owned_by_thread = False
     deferred: Exchange | None = None     # the request the owning thread runs once parsing returned
+    send_stalled = 0                     # seconds an answer waited on a client that took none of it
+    file_sender = None                   # the sendfile under way (worker.sendfile): cancel() ends it
 
     def __init__(self, worker):
         self.worker = worker
@@ -95,6 +100,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.send_stalled = 0
         if self.flow is not None:
             with self.flow:
                 self.flow.notify_all()
@@ -203,6 +209,24 @@ class Connection(asyncio.Protocol):
                 self.transport.write_eof()
             else:
                 self.transport.close()      # nothing more can come from the client: no reset to fear
+
+    def send_stall_tick(self) -> bool:
+        """--send-timeout, from tick(): True when the connection was just aborted because the client took nothing
+        of an answer for that long (nginx's send_timeout). Until then an app thread streaming to it waits, so a
+        client that stops reading must not hold one for ever."""
+        if self.active is None or not (self.write_paused or self.file_sender is not None):
+            self.send_stalled = 0
+            return False
+        self.send_stalled += 1
+        if self.send_stalled < self.worker.config.send_timeout:
+            return False
+        log.info("%s took nothing of an answer for %d s (--send-timeout): connection closed",
+                 self.conn_environ.get("REMOTE_ADDR", "the client"), self.send_stalled)
+        if self.file_sender is not None:
+            self.file_sender.cancel()
+        else:
+            self.transport.abort()
+        return True
 
     def linger_tick(self) -> None:
         """Called by tick() on a closed connection: give up on a client that does not close."""

@@ -177,7 +177,7 @@ class GatewayConnection(Connection):
         if self.closed:
             self.linger_tick()
             return
-        if self.active is not None or self.pending or self.waiting == WAITING_NOTHING:
+        if self.send_stall_tick() or self.active is not None or self.pending or self.waiting == WAITING_NOTHING:
             return
         config = self.worker.config
         if self.waiting == WAITING_IDLE:

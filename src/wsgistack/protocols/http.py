@@ -411,7 +411,7 @@ class HttpConnection(Connection):
         if self.closed:
             self.linger_tick()
             return
-        if self.active is not None or self.pending:
+        if self.send_stall_tick() or self.active is not None or self.pending:
             return
         config = self.worker.config
         if self.in_head:
