@@ -172,6 +172,31 @@ def test_expect_100_continue_not_sent_when_the_app_does_not_read(start_server, t
         assert conn.closed_by_server(), "the unread body would be parsed as the next request"
 
 
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_streamed_body_that_stops_coming_frees_its_app_thread(start_server, threads):
+    """With Expect: 100-continue the app reads the body on an app thread as it arrives. Two clients that send
+    part of it and stop would hold both threads of --threads 2: --body-timeout answers them 408."""
+    server = start_server("--threads", threads, "--body-timeout", "2")
+    stalled = []
+    for _ in range(2):
+        conn = RawConnection(server.port)
+        conn.send(expect_head("/echo", 1000))
+        assert conn.read_head().status == 100
+        conn.send(b"only part of it")
+        stalled.append(conn)
+    try:
+        time.sleep(0.5)
+        assert get(server.port, "/").status == 200          # inline (--threads 1), or after the timeout
+        for conn in stalled:
+            response = conn.read_response()
+            assert response.status == 408 and conn.closed_by_server()
+    finally:
+        for conn in stalled:
+            conn.close()
+    assert "request body stalled" in server.log()
+    assert server.stop() == 0
+
+
 # --- chunked request bodies ---
 
 def test_chunked_request_environ(server):

@@ -91,6 +91,7 @@ class StreamingInput(io.RawIOBase):
         self._failed = False
         self._error: BodyError | None = None
         self._on_first_read: Callable[[], None] | None = on_first_read
+        self.waiting = False            # the app is blocked in a read: the client owes the next bytes
 
     # --- loop side ---
     def feed(self, data: bytes) -> None:
@@ -144,7 +145,9 @@ class StreamingInput(io.RawIOBase):
             callback()
         with self._cond:
             while not self._chunks and not self._ended:
+                self.waiting = True
                 self._cond.wait()
+            self.waiting = False
             if self._failed:
                 raise self._error
             if not self._chunks:

@@ -115,6 +115,7 @@ class HttpConnection(Connection):
         self.in_head = False
         self.in_body = False
         self.body_idle = 0               # bytes read in a body since its last data or chunk header (-1: some now)
+        self.body_stalled = 0            # seconds an app thread waited on a streamed body (Expect) for bytes
         self.url = b""
         self.headers: list = []
         self.body: BodyBuffer | None = None
@@ -299,6 +300,7 @@ class HttpConnection(Connection):
 
     def on_body(self, data: bytes) -> None:
         self.body_idle = -1
+        self.body_stalled = 0
         sink = self.body if self.body is not None else self.streaming
         limit = self.limit_post
         if limit and sink.size + len(data) > limit:
@@ -411,9 +413,17 @@ class HttpConnection(Connection):
         if self.closed:
             self.linger_tick()
             return
+        config = self.worker.config
+        if self.streaming is not None and self.streaming.waiting:
+            # Expect: 100-continue: an app thread reads the body as it comes; a client that stops sending
+            # must not hold it for ever (--body-timeout, as for any body).
+            self.body_stalled += 1
+            if self.body_stalled >= config.body_timeout:
+                self._reject(408, "request body stalled")
+            return
+        self.body_stalled = 0
         if self.send_stall_tick() or self.active is not None or self.pending:
             return
-        config = self.worker.config
         if self.in_head:
             self.head_age += 1
             if self.head_age >= config.header_timeout:
