@@ -279,3 +279,13 @@ def test_missing_ini_file_is_an_error_naming_it(tmp_path):
     result = run_cli(tmp_path / "missing.ini")
     assert result.returncode == 1
     assert f"wsgistack: error: {tmp_path / 'missing.ini'}: cannot read config file" in result.stderr
+
+
+def test_socket_timeout_sets_the_timeouts_not_set_themselves(tmp_path):
+    """uWSGI's socket-timeout bounds every wait on the peer: our header, body and send timeouts."""
+    ini = write(tmp_path / "site.ini", "[uwsgi]\nhttp = :8000\nmodule = m\nsocket-timeout = 30\nbody-timeout = 120\n")
+    config = load(str(ini))
+    assert (config.header_timeout, config.body_timeout, config.send_timeout) == (30, 120, 30)
+    config = load("--http", ":8000", "--module", "m", "--http-timeout", "15")
+    assert (config.header_timeout, config.body_timeout, config.send_timeout) == (15, 15, 15)
+    assert load("--http", ":8000", "--module", "m").send_timeout == 60

@@ -50,6 +50,18 @@ def _apply_ini(config: Config, entries, *, strict: bool, warn) -> None:
         apply_setting(config, spec, entry.value, file=entry.file, line=entry.line)
 
 
+def _apply_socket_timeouts(config: Config) -> None:
+    """uWSGI's socket-timeout (and http-timeout, its HTTP router's) bound every wait on the peer: here, the
+    header, body and send timeouts that are not set themselves."""
+    for umbrella in ("socket-timeout", "http-timeout"):
+        seconds = getattr(config, umbrella.replace("-", "_"))
+        if not seconds:
+            continue
+        for name in ("header-timeout", "body-timeout", "send-timeout"):
+            if name not in config.origins:
+                setattr(config, name.replace("-", "_"), seconds)
+
+
 def _validate(config: Config) -> None:
     if not (config.http or config.socket or config.fastcgi_socket):
         raise ConfigError("nothing to listen on: give --http ADDR, --socket ADDR or --fastcgi-socket ADDR")
@@ -63,6 +75,7 @@ def _validate(config: Config) -> None:
     if config.chmod_socket and not all(c in "01234567" for c in config.chmod_socket):
         raise ConfigError(f"expected an octal mode like 666, got {config.chmod_socket!r}", option="chmod-socket",
                           **config.where("chmod-socket"))
+    _apply_socket_timeouts(config)
     for item in config.env:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"expected KEY=VALUE, got {item!r}", option="env", **config.where("env", item))

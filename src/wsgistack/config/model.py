@@ -201,6 +201,9 @@ class Config:
     keepalive_timeout: int = option(75, "close a keep-alive connection idle this long (nginx: 75 s)", metavar="SECONDS")
     header_timeout: int = option(60, "answer 408 if a request head takes longer (nginx client_header_timeout: 60 s)",
                                  metavar="SECONDS")
+    socket_timeout: int = option(0, "uWSGI's: sets header-timeout, body-timeout and send-timeout, those not set "
+                                    "themselves (0: their own defaults)", metavar="SECONDS")
+    http_timeout: int = option(0, "the same (uWSGI's HTTP router timeout)", metavar="SECONDS")
     send_timeout: int = option(60, "close a connection whose client takes nothing of an answer for SECONDS, which "
                                    "frees the app thread streaming to it (nginx send_timeout: 60 s)", metavar="SECONDS")
     body_timeout: int = option(60, "answer 408 if a request body stalls this long between reads "
