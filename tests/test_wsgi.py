@@ -429,6 +429,21 @@ def test_an_add_header_that_is_no_header_is_a_startup_error(header):
     assert result.returncode == 1 and "option 'add-header': expected 'Name: value'" in result.stderr
 
 
+@pytest.mark.parametrize("flags, outcome", [((), "raised ConnectionResetError"),
+                                            (("--disable-write-exception",), "finished")])
+def test_write_to_a_client_gone_away(start_server, tmp_path, flags, outcome):
+    """write() on an app thread to a client that hung up raises (an OSError, as uWSGI's IOError), unless
+    --disable-write-exception: then it returns quietly and the answer is dropped."""
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", "2", *flags, env=env)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/write-on?n=300")
+        conn.read_head()
+    assert f"write-on {outcome}" in wait_file_contains(close_log, "write-on", timeout=30)
+    assert server.get("/")[0] == 200
+    assert server.stop() == 0
+
+
 def test_wsgi_disable_file_wrapper(start_server):
     """/file answers with environ["wsgi.file_wrapper"]: without the key the app fails (KeyError)."""
     assert start_server().get("/file")[0] == 200

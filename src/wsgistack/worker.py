@@ -25,22 +25,23 @@ import threading
 import time
 from email.utils import formatdate
 
+from wsgistack import wsgi
 from wsgistack.addresses import Address
+from wsgistack.app_clock import AppClock, timed
 from wsgistack.app_loader import load_app
 from wsgistack.app_threads import AcceptingAppThreads, AppThreads
+from wsgistack.autoreload import watch_modules
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
-from wsgistack.app_clock import AppClock, timed
-from wsgistack.autoreload import watch_modules
 from wsgistack.harakiri import Harakiri
-from wsgistack.memory import memory
 from wsgistack.logs import access_log_for, reopen_log_if_moved, setup_error_log
+from wsgistack.memory import memory
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
 from wsgistack.static import StaticFiles
-from wsgistack.wsgi import base_environ, set_added_headers
+from wsgistack.wsgi import base_environ
 
 try:
     import uvloop
@@ -113,7 +114,7 @@ class Worker:
         self.base_environ = base_environ(multithread=self.threaded, multiprocess=self.config.processes > 1)
         if self.config.wsgi_disable_file_wrapper:
             del self.base_environ["wsgi.file_wrapper"]
-        set_added_headers(self.config.add_header)
+        wsgi.configure(self.config)
         self.access_log = access_log_for(self.config, self.loop, self.number)
         if self.threaded:
             accepting = any(connection_class(address.protocol).direct_accept for _, address in self.listeners)

@@ -26,7 +26,10 @@ _status_codes: dict[str, int] = {}        # status lines already checked -> thei
 _MAX_CACHED_NAMES = 2048
 _head_cache: dict[tuple, "_Head"] = {}   # (status, *headers) -> serialized
 _MAX_CACHED_HEADS = 512
-_added_head = ""                          # --add-header lines, in every answer to the app's requests (set once per worker)
+# Set once per worker (configure): --add-header lines, in every answer to the app's requests; whether write()
+# to a client gone away raises (ConnectionResetError, an OSError as uWSGI's IOError), unless --disable-write-exception.
+_added_head = ""
+_write_errors_raise = True
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
                          "upgrade"))
 
@@ -129,10 +132,14 @@ class Exchange:
         """PEP 3333's legacy write(): sends the head if needed, then the data, before returning."""
         if type(data) is not bytes:
             raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
-        if not self.head_sent:
-            self._stream(self._head(None))
-        if data and not self.no_body:      # HEAD, 1xx, 204, 304: no body; never past Content-Length
-            self._stream(self._frame(self._clip(data)))
+        try:
+            if not self.head_sent:
+                self._stream(self._head(None))
+            if data and not self.no_body:      # HEAD, 1xx, 204, 304: no body; never past Content-Length
+                self._stream(self._frame(self._clip(data)))
+        except ConnectionResetError:
+            if _write_errors_raise:
+                raise
 
     # --- running ---
     def run(self) -> None:
@@ -461,9 +468,11 @@ def added_headers(texts: list[str]) -> str:
     return "".join(lines)
 
 
-def set_added_headers(texts: list[str]) -> None:
-    global _added_head
-    _added_head = added_headers(texts)
+def configure(config) -> None:
+    """The worker's --add-header and --disable-write-exception (checked by cli.py before)."""
+    global _added_head, _write_errors_raise
+    _added_head = added_headers(config.add_header)
+    _write_errors_raise = not config.disable_write_exception
     _head_cache.clear()
 
 

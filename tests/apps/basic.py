@@ -101,6 +101,19 @@ def application(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"from write, ")
         return [b"then iterable"]
+    if path == "/write-on":        # write() 64 KiB blocks for a while; notes whether a write raised
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        outcome = "finished"
+        try:
+            for _ in range(int(_qs(environ, "n", "200"))):
+                write(b"x" * 65536)
+                time.sleep(0.01)
+        except OSError as exc:
+            outcome = f"raised {type(exc).__name__}"
+        if CLOSE_LOG:
+            with open(CLOSE_LOG, "a") as log:
+                log.write(f"write-on {outcome}\n")
+        return []
     if path == "/file":
         handle = open(__file__, "rb")
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -90,6 +90,8 @@ class Config:
 
     add_header: list[str] = option([], "add the header 'Name: value' to every answer (repeatable)",
                                    metavar="HEADER")
+    disable_write_exception: bool = option(False, "write() to a client gone away returns quietly instead of raising "
+                                                  "ConnectionResetError (the answer is dropped either way)")
     wsgi_disable_file_wrapper: bool = option(False, "leave wsgi.file_wrapper out of the environ")
 
     # --- compression of answers (compression.py; nginx's gzip directives) ---
