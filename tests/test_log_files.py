@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from conftest import wait_until
+from conftest import failed_start, wait_until
 
 
 def get(port: int, path: str) -> None:
@@ -79,3 +79,28 @@ def test_a_log_moved_away_by_logrotate_is_reopened(start_server, tmp_path):
     assert sorted(re.findall(r"GET (/n\?i=\d+)", logfile.read_text())) == [f"/n?i={i}" for i in range(2, 8)]
     os.kill(server.pid, 15)
     wait_until(lambda: "exiting with status 0" in logfile.read_text(), what="the master's last line in the new file")
+
+
+def test_req_logger_gives_the_access_log_a_file_of_its_own(start_server, tmp_path):
+    """uWSGI's logger = file:PATH and req-logger = file:PATH: errors in one file, request lines in another;
+    the access file is reopened too once logrotate moved it."""
+    errors, access = tmp_path / "errors.log", tmp_path / "access.log"
+    server = start_server("-p", "2", "--logger", f"file:{errors}", "--req-logger", f"file:{access}")
+    get(server.port, "/n?i=1")
+    get(server.port, "/error")
+    wait_until(lambda: "GET /error =>" in access.read_text(), what="the request lines in their file")
+    assert "boom: this traceback" in errors.read_text() and "GET /n?i=1 =>" not in errors.read_text()
+    assert "Traceback" not in access.read_text()
+    os.rename(access, tmp_path / "access.log.1")
+    time.sleep(1.5)
+    for index in range(2, 6):
+        get(server.port, f"/n?i={index}")
+    wait_until(lambda: access.exists() and "/n?i=5" in access.read_text(), what="a new access file")
+    assert sorted(re.findall(r"GET (/n\?i=\d+)", access.read_text())) == [f"/n?i={i}" for i in range(2, 6)]
+    assert server.stop() == 0
+
+
+def test_a_logger_wsgistack_has_not_is_a_startup_error(tmp_path):
+    ini, errors = failed_start(tmp_path, "logger = syslog:myapp")
+    assert (f"{ini}:4: option 'logger': expected file:PATH or stdio, got 'syslog:myapp' "
+            "(no other uWSGI logger is built in)") in errors

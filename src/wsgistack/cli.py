@@ -17,7 +17,8 @@ from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.daemon import report
 from wsgistack.hooks import check_hooks, run_hooks
-from wsgistack.logs import check_log_format, note_log_path, redirect_output, setup_error_log
+from wsgistack.log_files import logger_files, note_log_path, open_request_log, redirect_output
+from wsgistack.logs import check_log_format, setup_error_log
 from wsgistack.mounts import mountpoints
 from wsgistack.static import StaticFiles
 from wsgistack.stats import StatsServer
@@ -72,6 +73,7 @@ def check_feature_options(config: Config) -> None:
     check_log_format(config)
     mountpoints(config)
     check_hooks(config)
+    logger_files(config)
     for text in config.add_header:
         try:
             added_headers([text])
@@ -148,8 +150,15 @@ def serve(config: Config, reload_config) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write {config.daemonize!r}: {exc.strerror}", option="daemonize",
                               **config.where("daemonize")) from None
-    elif config.logto:
-        redirect_output(config.logto)
+    log_file, request_log_file = logger_files(config)
+    for option, path, open_log in (("logger", log_file, redirect_output), ("logto", config.logto, redirect_output),
+                                   ("req-logger", request_log_file, open_request_log)):
+        if not path or (option == "logto" and (log_file or config.daemonize)):
+            continue              # --logger file:PATH wins over --logto and --daemonize's file, as in uWSGI
+        try:
+            open_log(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path!r}: {exc.strerror}", option=option, **config.where(option)) from None
     setup_error_log("master")
     master = Master(config, listeners, reload_config, report_fd, stats_server)    # binds every worker slot's socket
     _write_pidfile(config)          # before dropping privileges, as uWSGI's pidfile

@@ -2,7 +2,7 @@
 
 The access log is buffered on the event-loop thread and flushed once per loop iteration, so a busy
 worker pays one write() per batch, not per request; an app thread answering a connection it accepted
-itself writes its line at once (waking the loop thread for it would cost more).
+itself writes its line at once (waking the loop thread for it would cost more). Log files: log_files.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 import time
 
 from wsgistack.config import ConfigError
+from wsgistack.log_files import request_log_fd
 from wsgistack.log_format import LoggedRequest, compile_format
 from wsgistack.memory import memory
 
@@ -26,67 +27,6 @@ def setup_error_log(role: str) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-
-
-# The file stdout and stderr append to (--logto, --daemonize), absolute; None: they are not a log file of ours.
-# Process-wide, as the descriptors are: workers inherit it with them.
-_log_path: str | None = None
-
-
-def redirect_output(path: str) -> None:
-    """--logto: stdout and stderr (ours, the app's, any print) append to FILE, as uWSGI does."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    note_log_path(path)
-
-
-def note_log_path(path: str) -> None:
-    """stdout and stderr now append to `path` (--daemonize redirects them itself)."""
-    global _log_path
-    _log_path = os.path.abspath(path)
-
-
-def log_size() -> int:
-    return os.fstat(2).st_size if _log_path is not None else 0
-
-
-def rotate_log(backup_name: str = "") -> None:
-    """--log-maxsize, --touch-logrotate: the log file is renamed (to `backup_name`, else FILE.<epoch seconds>, as
-    uWSGI names it) and a new one opened here; the workers open it within a second (reopen_log_if_moved)."""
-    if _log_path is None:
-        return
-    backup = backup_name or f"{_log_path}.{int(time.time())}"
-    size = log_size()
-    try:
-        os.rename(_log_path, backup)
-        redirect_output(_log_path)
-    except OSError as exc:
-        logging.getLogger("wsgistack").error("cannot rotate the log %s: %s", _log_path, exc.strerror or exc)
-        return
-    logging.getLogger("wsgistack").info("log rotated: %d bytes moved to %s", size, backup)
-
-
-def reopen_log_if_moved(force: bool = False) -> None:
-    """Write to the file now at the log's path, if it is not the one written to (rotated by the master, moved by
-    logrotate, deleted), or if `force` (--touch-logreopen). Called every second by each process."""
-    if _log_path is None:
-        return
-    try:
-        there, here = os.stat(_log_path), os.fstat(2)
-        moved = (there.st_ino, there.st_dev) != (here.st_ino, here.st_dev)
-    except FileNotFoundError:
-        moved = True
-    except OSError:
-        return
-    if moved or force:
-        try:
-            redirect_output(_log_path)
-        except OSError:
-            pass            # the directory is gone: go on writing to the old file rather than nowhere
 
 
 class LogFilter:
@@ -197,8 +137,9 @@ def _memory_prefix() -> str:
 
 
 def _write(data: bytes) -> None:
+    fd = request_log_fd()             # stderr, or the file of --req-logger
     try:
         while data:
-            data = data[os.write(2, data):]
+            data = data[os.write(fd, data):]
     except OSError:
         pass   # a closed or full log must never take the worker down

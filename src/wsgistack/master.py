@@ -28,7 +28,7 @@ from wsgistack.config import Config, ConfigError
 from wsgistack.daemon import READY, report
 from wsgistack.daemons import Daemons
 from wsgistack.hooks import run_hooks
-from wsgistack.logs import log_size, reopen_log_if_moved, rotate_log
+from wsgistack.log_files import log_size, reopen_log_if_moved, rotate_log
 from wsgistack.memory import memory
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title

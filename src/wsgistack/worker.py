@@ -35,7 +35,8 @@ from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
 from wsgistack.harakiri import Harakiri
-from wsgistack.logs import access_log_for, reopen_log_if_moved, setup_error_log
+from wsgistack.log_files import reopen_log_if_moved
+from wsgistack.logs import access_log_for, setup_error_log
 from wsgistack.memory import memory
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class

@@ -223,6 +223,10 @@ class Config:
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
     memory_report: bool = option(False, "start each access log line with the worker's address space and resident "
                                         "memory, as uWSGI does")
+    logger: list[str] = option([], "where logs go: file:PATH (as --logto) or stdio (stderr, the default); uWSGI's "
+                                   "other loggers are not built in", metavar="LOGGER")
+    req_logger: list[str] = option([], "where the access log goes: file:PATH (a file of its own) or stdio (with "
+                                       "the other logs, the default)", metavar="LOGGER")
     log_x_forwarded_for: bool = option(False, "the access log shows the client address of X-Forwarded-For (behind a "
                                               "proxy) instead of the peer's")
     log_maxsize: int = option(0, "rotate the log file (--logto, --daemonize) once it grows past BYTES: it is renamed "
