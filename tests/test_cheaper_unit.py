@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsgistack.cheaper import Cheaper, WorkerLoad
+from wsgistack.cheaper import Cheaper, WorkerLoad, busy_time
 from wsgistack.config import Config, ConfigError
 
 
@@ -20,10 +20,10 @@ def cheaper(**options) -> Cheaper:
     return result
 
 
-def loads(*in_app: bool, busy=None) -> list[WorkerLoad]:
-    """Workers with pids 100, 101, ...: in app code now or not, with these app seconds so far."""
-    busy = busy or [0.0] * len(in_app)
-    return [WorkerLoad(100 + index, busy[index], flag) for index, flag in enumerate(in_app)]
+def loads(*busy_now: bool, busy=None) -> list[WorkerLoad]:
+    """Workers with pids 100, 101, ...: busy now or not, with these busy seconds so far."""
+    busy = busy or [0.0] * len(busy_now)
+    return [WorkerLoad(100 + index, busy[index], flag) for index, flag in enumerate(busy_now)]
 
 
 # --- spare (the default) ---
@@ -79,11 +79,11 @@ def test_busyness_adds_workers_above_max_and_measures_new_ones_from_their_next_c
     assert change == 1 and "of 2 workers 92%" in reason
 
 
-def test_busyness_counts_app_threads():
-    policy = cheaper(cheaper_algo="busyness", cheaper_overload=1, threads=4)
-    policy.decide(0, loads(True, busy=[0.0]), 0)
-    assert policy.decide(1, loads(True, busy=[1.6]), 0)[0] == 0              # 1.6 of 4 thread-seconds: 40 %
-    assert policy.decide(2, loads(True, busy=[4.0]), 0)[0] == 1              # 2.4 of 4: 60 %
+def test_busy_time_is_app_time_per_thread_or_cpu_time_if_more():
+    assert busy_time(app_seconds=0.8, cpu_seconds=0.1, threads=1) == 0.8        # a database wait: no CPU
+    assert busy_time(app_seconds=0.05, cpu_seconds=0.95, threads=1) == 0.95     # hello world: the server's CPU
+    assert busy_time(app_seconds=2.0, cpu_seconds=0.3, threads=4) == 0.5        # 4 threads, each half busy
+    assert busy_time(app_seconds=0.4, cpu_seconds=0.9, threads=4) == 0.9        # one CPU is all a process gets
 
 
 def test_busyness_stops_a_worker_after_idle_cycles_and_waits_longer_after_coming_back_soon():

@@ -1,15 +1,15 @@
 """An adaptive number of workers (uWSGI's "cheaper" subsystem): at least --cheaper, at most --processes.
 
-The master asks `Cheaper.decide()` about once a second, with what it knows of each running worker (the
-seconds its threads spent in app code so far, and whether one is in app code now: each worker reports both
-every second, measured by app_clock.py) and how many connections wait in the listening sockets' accept
-queues. The answer is a number of workers to start, or -1 to stop one; master.py applies it within the
+The master asks `Cheaper.decide()` about once a second, with what it knows of each running worker (how long
+it was busy so far, and whether it was busy at its last report: in app code, timed by app_clock.py, or on the
+CPU; see busy_time(); each worker reports every second) and how many connections wait in the listening
+sockets' accept queues. The answer is a number of workers to start, or -1 to stop one; master.py applies it within the
 bounds. No I/O here: the algorithms are plain state machines, tested without processes.
 
 The algorithms judge load as uWSGI's do (core/master_utils.c, plugins/cheaper_busyness):
-- spare (the default): a worker is added when every worker was in a request for more than --cheaper-overload
+- spare (the default): a worker is added when every worker was busy for more than --cheaper-overload
   seconds in a row; with more than one idle worker, one is stopped every --cheaper-overload seconds.
-- busyness: every --cheaper-overload seconds, the average share of that time the workers spent in requests;
+- busyness: every --cheaper-overload seconds, the average share of that time the workers were busy;
   above --cheaper-busyness-max workers are added, below --cheaper-busyness-min for --cheaper-busyness-multiplier
   cycles one is stopped (the wait grows by --cheaper-busyness-penalty cycles when a stopped worker had to come
   back soon). More than --cheaper-busyness-backlog-alert connections waiting to be accepted (or any, for
@@ -30,8 +30,21 @@ ALGORITHMS = ("spare", "busyness", "backlog", "manual")
 @dataclass(frozen=True)
 class WorkerLoad:
     pid: int
-    busy_seconds: float | None      # app time reported so far (None: no report yet)
-    in_app: bool                    # one of its threads was in app code when it reported
+    busy_seconds: float | None      # busy time reported so far, see busy_time() (None: no report yet)
+    busy: bool                      # busy when it reported: a thread in app code, or the CPU taken
+
+
+# A worker that used this share of a CPU over a report's second counts as busy then, app code or not.
+SATURATED = 0.9
+
+
+def busy_time(app_seconds: float, cpu_seconds: float, threads: int) -> float:
+    """How long a worker was busy over an interval in which its threads spent `app_seconds` in app code and
+    the process `cpu_seconds` of CPU: the app time of its average thread, or its CPU time if more. App time
+    counts waits (a database) that take no CPU; CPU time counts the server's own work around a fast app,
+    which app time misses (hello world spends most of its time outside the app). One process cannot use
+    more than a CPU however many threads it has (the GIL): so CPU time is not divided by them."""
+    return max(app_seconds / threads, cpu_seconds)
 
 
 class Cheaper:
@@ -90,7 +103,7 @@ class Spare:
         self.idle = 0
 
     def decide(self, now: float, loads: list[WorkerLoad], backlog: int, can_spawn: bool) -> tuple[int, str]:
-        busy = sum(load.in_app for load in loads)
+        busy = sum(load.busy for load in loads)
         if busy == len(loads):
             self.overloaded += 1
             self.idle = 0
@@ -112,7 +125,6 @@ class Busyness:
     def __init__(self, config: Config):
         self.overload = config.cheaper_overload
         self.step = config.cheaper_step
-        self.threads = config.threads
         self.high = config.cheaper_busyness_max
         self.low = config.cheaper_busyness_min
         self.multiplier = self.base_multiplier = config.cheaper_busyness_multiplier
@@ -159,7 +171,7 @@ class Busyness:
             seen[load.pid] = load.busy_seconds
             before = self.seen.get(load.pid)
             if before is not None:          # a worker new in this cycle is measured from the next one
-                shares.append(min(100.0, (load.busy_seconds - before) * 100 / (length * self.threads)))
+                shares.append(min(100.0, (load.busy_seconds - before) * 100 / length))
         self.seen = seen
         if not shares:
             return 0, ""

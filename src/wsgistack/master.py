@@ -64,9 +64,12 @@ class WorkerProcess:
     generation: int
     started: float
     ready: bool = False
-    # What it reports every second with --cheaper or --stats (worker.py _report_load): app time so far, threads
-    # in the app then, requests answered, body bytes sent, app exceptions, average response time (µs).
+    # What it reports every second with --cheaper or --stats (worker.py _report_load): busy time so far and
+    # whether busy then (cheaper.py), app time so far, threads in the app then, requests answered, body bytes
+    # sent, app exceptions, average response time (µs).
     busy_seconds: float | None = None
+    busy_now: bool = False
+    app_seconds: float = 0.0
     threads_in_app: int = 0
     requests: int = 0
     tx: int = 0
@@ -380,6 +383,8 @@ class Master:
     def _note_load(worker: WorkerProcess, report: str) -> None:
         figures = dict(item.partition("=")[::2] for item in report.split())
         worker.busy_seconds = float(figures["busy"])
+        worker.busy_now = figures["busy_now"] == "1"
+        worker.app_seconds = float(figures["app_time"])
         worker.threads_in_app = int(figures["app"])
         worker.requests = int(figures["requests"])
         worker.tx = int(figures.get("tx", 0))
@@ -551,7 +556,7 @@ class Master:
         active = [w for w in self.workers.values() if not w.stopping]
         if len(active) != self.wanted or not all(w.ready for w in active):
             return                      # a worker starting or being replaced: its load is not known yet
-        loads = [WorkerLoad(w.pid, w.busy_seconds, w.threads_in_app > 0) for w in active]
+        loads = [WorkerLoad(w.pid, w.busy_seconds, w.busy_now) for w in active]
         change, reason = self.cheaper.decide(now, loads, self.backlog())
         if change > 0:
             log.info("cheaper (%s): %s: starting %d worker(s), now %d of at most %d", self.cheaper.name, reason,

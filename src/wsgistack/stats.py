@@ -103,7 +103,7 @@ def _worker(worker, number: int, master, now: float) -> dict:
         "requests": master.slot_requests.get(number, 0) + worker.requests,
         "delta_requests": worker.requests, "exceptions": worker.exceptions, "harakiri_count": 0, "signals": 0,
         "signal_queue": 0, "status": "busy" if worker.threads_in_app else "idle", "rss": rss, "vsz": vsz,
-        "running_time": int((worker.busy_seconds or 0.0) * 1e6),
+        "running_time": int(worker.app_seconds * 1e6),
         "last_spawn": int(now - (time.monotonic() - worker.started)),
         "respawn_count": master.respawns.get(number, 0), "tx": worker.tx, "avg_rt": worker.avg_rt,
         "apps": [{"id": 0, "modifier1": 0, "mountpoint": "", "startup_time": 0, "requests": worker.requests,

@@ -31,6 +31,7 @@ from wsgistack.app_clock import AppClock, timed
 from wsgistack.app_loader import load_app
 from wsgistack.app_threads import AcceptingAppThreads, AppThreads
 from wsgistack.autoreload import watch_modules
+from wsgistack.cheaper import SATURATED, busy_time
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
@@ -188,13 +189,20 @@ class Worker:
             pass
 
     def _report_load(self) -> None:
-        """--cheaper, --stats: every second, the app time so far, the threads in the app now (cheaper.py) and
-        the request counters (stats.py), from a thread of its own, so that a request holding the loop thread
-        still shows as load."""
-        clock, counters = self.app_clock, self.counters
+        """--cheaper, --stats: every second, how busy this worker was (cheaper.py), its app time and the threads
+        in the app now, and the request counters (stats.py), from a thread of its own, so that a request
+        holding the loop thread still shows as load."""
+        clock, counters, threads = self.app_clock, self.counters, self.config.threads
+        busy = 0.0
+        app_before, cpu_before, before = clock.busy_seconds(), _cpu_seconds(), time.monotonic()
         while True:
             time.sleep(LOAD_REPORT_INTERVAL)
-            line = f"load busy={clock.busy_seconds():.6f} app={len(clock.running)} requests={self.requests}"
+            app, cpu, now = clock.busy_seconds(), _cpu_seconds(), time.monotonic()
+            busy += busy_time(app - app_before, cpu - cpu_before, threads)
+            busy_now = bool(clock.running) or cpu - cpu_before >= SATURATED * (now - before)
+            app_before, cpu_before, before = app, cpu, now
+            line = (f"load busy={busy:.6f} busy_now={int(busy_now)} app_time={app:.6f} app={len(clock.running)} "
+                    f"requests={self.requests}")
             if counters is not None:
                 line += f" tx={counters.tx} exceptions={counters.exceptions} avg_rt={counters.average_micros}"
             self._report(line)
@@ -372,6 +380,12 @@ class Worker:
         active = sum(1 for conn in self.connections if conn.active is not None)
         log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
                  self.number, self.requests, len(self.connections), active, memory()[1] / 1048576)
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU time of this process, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class FileSender:
