@@ -65,8 +65,9 @@ def check_protocol_options(config: Config) -> Config:
 
 
 def check_feature_options(config: Config) -> None:
-    """Static files, compression, --cheaper, --logformat, --add-header and --mount are checked here, before forking: a bad value names its
-    file:line. After --chdir: relative static paths mean what the workers will see."""
+    """Static files, compression, --cheaper, --logformat, --add-header, --mount, hooks and loggers are checked
+    here, before forking: a bad value names its file:line. After --chdir: relative static paths mean what the
+    workers will see."""
     StaticFiles.from_config(config)
     Compression.from_config(config)
     Cheaper.from_config(config)

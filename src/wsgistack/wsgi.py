@@ -26,8 +26,8 @@ _status_codes: dict[str, int] = {}        # status lines already checked -> thei
 _MAX_CACHED_NAMES = 2048
 _head_cache: dict[tuple, "_Head"] = {}   # (status, *headers) -> serialized
 _MAX_CACHED_HEADS = 512
-# Set once per worker (configure): --add-header lines, in every answer to the app's requests; whether write()
-# to a client gone away raises (ConnectionResetError, an OSError as uWSGI's IOError), unless --disable-write-exception.
+# Set once per worker (configure): --add-header lines, in every answer to the app's requests; whether write() to
+# a client gone away raises (ConnectionResetError, an OSError as uWSGI's IOError): not with --disable-write-exception.
 _added_head = ""
 _write_errors_raise = True
 _HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
