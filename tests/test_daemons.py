@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from conftest import wait_until
+from conftest import failed_start, wait_until
 
 
 def alive(pid: int) -> bool:
@@ -48,3 +48,35 @@ def test_a_daemon_that_keeps_failing_is_started_again_ever_more_slowly(start_ser
     assert "starting it again in 1 s" in log and "starting it again in 2 s" in log
     assert len(runs.read_text().split()) == 3                    # not spinning: 3 runs in ~3 s
     assert server.stop() == 0
+
+
+def live_pid(pidfile) -> int | None:
+    pids = started_pids(pidfile)
+    return pids[0] if pids and alive(pids[0]) else None
+
+
+def test_a_smart_daemon_is_started_when_its_pidfile_names_no_live_process_and_outlives_the_server(
+        start_server, tmp_path):
+    """uWSGI's smart-attach-daemon: a service that daemonizes and writes a pidfile (memcached -d -P, say)."""
+    pidfile = tmp_path / "service.pid"
+    pids = []
+    try:
+        server = start_server("--smart-attach-daemon", f"{pidfile} sleep 600 & echo $! > {pidfile}")
+        pids.append(wait_until(lambda: live_pid(pidfile), what="the service running"))
+        os.kill(pids[0], signal.SIGKILL)
+        pids.append(wait_until(lambda: live_pid(pidfile) not in (None, pids[0]) and live_pid(pidfile), timeout=15,
+                               what="started again"))
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("reload complete: generation 2", timeout=20)
+        assert live_pid(pidfile) == pids[1]            # a reload leaves it running
+        assert server.stop() == 0
+        assert alive(pids[1])                          # and so does a stop
+    finally:
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_smart_daemon_without_its_command_is_a_startup_error(tmp_path):
+    ini, errors = failed_start(tmp_path, "smart-attach-daemon = /tmp/only-a-pidfile.pid")
+    assert f"{ini}:4: option 'smart-attach-daemon': expected PIDFILE COMMAND" in errors

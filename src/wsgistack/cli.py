@@ -16,6 +16,7 @@ from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
 from wsgistack.daemon import report
+from wsgistack.daemons import smart_daemons
 from wsgistack.hooks import check_hooks, run_hooks
 from wsgistack.log_files import logger_files, note_log_path, open_request_log, redirect_output
 from wsgistack.logs import check_log_format, setup_error_log
@@ -75,6 +76,12 @@ def check_feature_options(config: Config) -> None:
     mountpoints(config)
     check_hooks(config)
     logger_files(config)
+    for value in config.smart_attach_daemon:
+        try:
+            smart_daemons([value])
+        except ValueError as exc:
+            raise ConfigError(str(exc), option="smart-attach-daemon",
+                              **config.where("smart-attach-daemon", value)) from None
     for text in config.add_header:
         try:
             added_headers([text])

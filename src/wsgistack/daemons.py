@@ -1,9 +1,12 @@
-"""--attach-daemon: commands the master runs beside the workers (a Celery worker, a queue consumer), as uWSGI's.
+"""--attach-daemon: commands the master runs beside the workers (a Celery worker, a queue consumer), as uWSGI's;
+--smart-attach-daemon: services governed by their pidfile (memcached, redis), which outlive the server.
 
 Each command runs in `/bin/sh -c`, with the master's environment and log, no stdin and none of the server's
-sockets. One that ends is started again: at once if it ran for a while, else after a growing pause (1, 2,
-4 ... 30 s), so a command that cannot start does not spin. A reload restarts them (they run the new code, as
-the workers do); a stop sends them SIGTERM, and SIGKILL to those still there after the grace period.
+sockets. An attached daemon that ends is started again: at once if it ran for a while, else after a growing
+pause (1, 2, 4 ... 30 s), so a command that cannot start does not spin. A reload restarts them (they run the
+new code, as the workers do); a stop sends them SIGTERM, and SIGKILL to those still there after the grace
+period. A smart daemon is started when the pid in its pidfile is not a running process, looked at every few
+seconds; reloads and stops leave it alone, as uWSGI's "survives uWSGI stop and reload".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ log = logging.getLogger("wsgistack")
 
 STEADY_SECONDS = 10.0        # a daemon that ran this long is started again at once
 MAX_PAUSE = 30.0
+SMART_CHECK_SECONDS = 2.0    # how often a smart daemon's pidfile is looked at
 
 
 @dataclass
@@ -30,9 +34,30 @@ class Daemon:
     start_at: float = 0.0         # when to start it (again)
 
 
+@dataclass
+class SmartDaemon:
+    pidfile: str
+    command: str
+    launcher: subprocess.Popen | None = None   # the command until it ends (a daemonizing one: at once)
+    check_at: float = 0.0
+    starts: int = 0               # starts in a row that did not leave a running pid behind
+
+
+def smart_daemons(values: list[str]) -> list[SmartDaemon]:
+    """--smart-attach-daemon values, `PIDFILE COMMAND`; ValueError for one that is not."""
+    daemons = []
+    for value in values:
+        pidfile, _, command = value.strip().partition(" ")
+        if not command.strip():
+            raise ValueError(f"expected PIDFILE COMMAND, got {value!r}")
+        daemons.append(SmartDaemon(pidfile, command.strip()))
+    return daemons
+
+
 class Daemons:
-    def __init__(self, commands: list[str]):
+    def __init__(self, commands: list[str], smart: list[str] = ()):
         self.daemons = [Daemon(command) for command in commands]
+        self.smart = smart_daemons(list(smart))          # checked by cli.py
         self.leaving: list[tuple[str, subprocess.Popen]] = []    # told to stop (reload, stop), not yet reaped
         self.stopping = False
         self.kill_at = 0.0
@@ -43,6 +68,22 @@ class Daemons:
         for daemon in self.daemons:
             if daemon.process is None and not self.stopping and now >= daemon.start_at:
                 self._start(daemon)
+        for smart in self.smart:
+            if smart.launcher is None and not self.stopping and now >= smart.check_at:
+                self._check_smart(smart, now)
+
+    def _check_smart(self, smart: SmartDaemon, now: float) -> None:
+        if _running(_pid_in(smart.pidfile)):
+            smart.starts = 0
+            smart.check_at = now + SMART_CHECK_SECONDS
+            return
+        smart.starts += 1
+        smart.check_at = now + min(SMART_CHECK_SECONDS * 2 ** (smart.starts - 1), MAX_PAUSE)
+        log.info("smart daemon %r: no running pid in %s; starting it", smart.command, smart.pidfile)
+        try:
+            smart.launcher = subprocess.Popen(smart.command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+        except OSError as exc:
+            log.error("cannot start smart daemon %r: %s", smart.command, exc.strerror or exc)
 
     def _start(self, daemon: Daemon) -> None:
         try:
@@ -56,6 +97,11 @@ class Daemons:
 
     def reaped(self, pid: int, status: int) -> bool:
         """The master reaped `pid`: True if it was one of ours (then started again in due time)."""
+        for smart in self.smart:
+            if smart.launcher is not None and smart.launcher.pid == pid:
+                smart.launcher.returncode = os.waitstatus_to_exitcode(status)
+                smart.launcher = None           # daemonized (or, run in the foreground, ended): its pidfile tells
+                return True
         for entry in self.leaving:
             if entry[1].pid == pid:
                 self.leaving.remove(entry)
@@ -74,11 +120,12 @@ class Daemons:
                 return True
         return False
 
-    def restart(self, commands: list[str], grace: float) -> None:
+    def restart(self, commands: list[str], smart: list[str], grace: float) -> None:
         """A reload: the running daemons are stopped (SIGTERM; SIGKILL after `grace`), those of the new
-        configuration started at once."""
+        configuration started at once. Smart daemons run on; the new configuration's are looked after."""
         self._let_go(grace)
         self.daemons = [Daemon(command) for command in commands]
+        self.smart = smart_daemons(smart)
         self.start_due()
 
     def stop(self, grace: float) -> None:
@@ -110,6 +157,26 @@ class Daemons:
             os.kill(process.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def _pid_in(pidfile: str) -> int | None:
+    try:
+        with open(pidfile) as handle:
+            text = handle.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _running(pid: int | None) -> bool:
+    """A live process (a zombie, ended but not reaped, is not)."""
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _how(status: int) -> str:

@@ -104,7 +104,7 @@ class Master:
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_adapt = 0.0
         self.next_memory_check = 0.0
-        self.daemons = Daemons(config.attach_daemon)
+        self.daemons = Daemons(config.attach_daemon, config.smart_attach_daemon)
         self.signal_meanings: dict[int, str] = {}     # --hook-master-start unix_signal: signal -> handler name
         self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
         self.slot_requests: dict[int, int] = {}   # worker slot -> requests its workers served before the current one
@@ -676,7 +676,8 @@ class Master:
                 self._signal(worker, signal.SIGTERM)
         log.info("reload complete: generation %d serving; %d old workers finishing", self.generation,
                  len(self.replaced))
-        self.daemons.restart(self.config.attach_daemon, self.config.reload_mercy)     # on the new code too
+        self.daemons.restart(self.config.attach_daemon, self.config.smart_attach_daemon,  # on the new code too
+                             self.config.reload_mercy)
         self._run_post_app_hooks()
         self.replaced = []
         self.last_reload_failed = False

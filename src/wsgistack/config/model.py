@@ -172,6 +172,9 @@ class Config:
                                          "failure abandons the reload)", metavar="COMMAND")
     exec_post_app: list[str] = option([], "run COMMAND once the first worker serves (at start and each reload)",
                                       metavar="COMMAND")
+    smart_attach_daemon: list[str] = option([], "keep a service running that writes PIDFILE (memcached -d -P PIDFILE): "
+                                                "started when no live pid is in it, left running by stops and "
+                                                "reloads (repeatable)", metavar="PIDFILE COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
                                          "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
