@@ -15,6 +15,7 @@ from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
+from wsgistack.cron import parse_job
 from wsgistack.daemon import report
 from wsgistack.daemons import smart_daemons
 from wsgistack.hooks import check_hooks, run_hooks
@@ -76,6 +77,12 @@ def check_feature_options(config: Config) -> None:
     mountpoints(config)
     check_hooks(config)
     logger_files(config)
+    for option in ("cron", "unique-cron"):
+        for value in getattr(config, option.replace("-", "_")):
+            try:
+                parse_job(value, False)
+            except ValueError as exc:
+                raise ConfigError(str(exc), option=option, **config.where(option, value)) from None
     for value in config.smart_attach_daemon:
         try:
             smart_daemons([value])

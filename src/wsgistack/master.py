@@ -25,6 +25,7 @@ from wsgistack import __version__, stats
 from wsgistack.addresses import Address, bind_sibling
 from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
+from wsgistack.cron import Cron
 from wsgistack.daemon import READY, report
 from wsgistack.daemons import Daemons
 from wsgistack.hooks import run_hooks
@@ -105,6 +106,7 @@ class Master:
         self.next_adapt = 0.0
         self.next_memory_check = 0.0
         self.daemons = Daemons(config.attach_daemon, config.smart_attach_daemon)
+        self.cron = Cron(config.cron, config.unique_cron)
         self.signal_meanings: dict[int, str] = {}     # --hook-master-start unix_signal: signal -> handler name
         self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
         self.slot_requests: dict[int, int] = {}   # worker slot -> requests its workers served before the current one
@@ -170,6 +172,8 @@ class Master:
             self._adapt()
             self.daemons.start_due()
             self.daemons.kill_overdue()
+            if not self.stopping:
+                self.cron.run_due()
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
 
@@ -425,8 +429,8 @@ class Master:
             if worker is not None:
                 self.slot_requests[worker.number] = self.slot_requests.get(worker.number, 0) + worker.requests
                 self._worker_exited(worker, status)
-            else:
-                self.daemons.reaped(pid, status)
+            elif not self.daemons.reaped(pid, status):
+                self.cron.reaped(pid, status)
 
     def _worker_exited(self, worker: WorkerProcess, status: int) -> None:
         if os.WIFSIGNALED(status):
@@ -678,6 +682,7 @@ class Master:
                  len(self.replaced))
         self.daemons.restart(self.config.attach_daemon, self.config.smart_attach_daemon,  # on the new code too
                              self.config.reload_mercy)
+        self.cron.replace(self.config.cron, self.config.unique_cron)
         self._run_post_app_hooks()
         self.replaced = []
         self.last_reload_failed = False

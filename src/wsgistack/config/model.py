@@ -175,6 +175,10 @@ class Config:
     smart_attach_daemon: list[str] = option([], "keep a service running that writes PIDFILE (memcached -d -P PIDFILE): "
                                                 "started when no live pid is in it, left running by stops and "
                                                 "reloads (repeatable)", metavar="PIDFILE COMMAND")
+    cron: list[str] = option([], "run COMMAND on a schedule, MINUTE HOUR DAY MONTH WEEKDAY COMMAND (-1: any, -N: "
+                                 "every N), as uWSGI's cron (repeatable)", metavar="SCHEDULE COMMAND")
+    unique_cron: list[str] = option([], "the same, not started again while its previous run goes on",
+                                    metavar="SCHEDULE COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
                                          "every second; repeatable)", metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
