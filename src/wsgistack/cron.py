@@ -10,10 +10,11 @@ a stop or a reload.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from dataclasses import dataclass, field
+
+from wsgistack.daemons import note_reaped, start_command
 
 log = logging.getLogger("wsgistack")
 
@@ -77,7 +78,7 @@ class Cron:
                 log.info("cron: %r still runs, not started again (unique-cron)", job.command)
                 continue
             try:
-                job.runs.append(subprocess.Popen(job.command, shell=True, stdin=subprocess.DEVNULL, close_fds=True))
+                job.runs.append(start_command(job.command))
             except OSError as exc:
                 log.error("cron: cannot start %r: %s", job.command, exc.strerror or exc)
                 continue
@@ -88,13 +89,13 @@ class Cron:
         for run in self.earlier_runs:
             if run.pid == pid:
                 self.earlier_runs.remove(run)
-                run.returncode = os.waitstatus_to_exitcode(status)
+                note_reaped(run, status)
                 return True
         for job in self.jobs:
             for run in job.runs:
                 if run.pid == pid:
                     job.runs.remove(run)
-                    run.returncode = os.waitstatus_to_exitcode(status)
+                    note_reaped(run, status)
                     if run.returncode:
                         log.error("cron: %r ended with status %d", job.command, run.returncode)
                     return True

@@ -81,13 +81,13 @@ class Daemons:
         smart.check_at = now + min(SMART_CHECK_SECONDS * 2 ** (smart.starts - 1), MAX_PAUSE)
         log.info("smart daemon %r: no running pid in %s; starting it", smart.command, smart.pidfile)
         try:
-            smart.launcher = subprocess.Popen(smart.command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+            smart.launcher = start_command(smart.command)
         except OSError as exc:
             log.error("cannot start smart daemon %r: %s", smart.command, exc.strerror or exc)
 
     def _start(self, daemon: Daemon) -> None:
         try:
-            daemon.process = subprocess.Popen(daemon.command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+            daemon.process = start_command(daemon.command)
         except OSError as exc:
             log.error("cannot start daemon %r: %s", daemon.command, exc.strerror or exc)
             daemon.start_at = time.monotonic() + MAX_PAUSE
@@ -99,17 +99,17 @@ class Daemons:
         """The master reaped `pid`: True if it was one of ours (then started again in due time)."""
         for smart in self.smart:
             if smart.launcher is not None and smart.launcher.pid == pid:
-                smart.launcher.returncode = os.waitstatus_to_exitcode(status)
+                note_reaped(smart.launcher, status)
                 smart.launcher = None           # daemonized (or, run in the foreground, ended): its pidfile tells
                 return True
         for entry in self.leaving:
             if entry[1].pid == pid:
                 self.leaving.remove(entry)
-                entry[1].returncode = os.waitstatus_to_exitcode(status)    # reaped: Popen must not wait again
+                note_reaped(entry[1], status)
                 return True
         for daemon in self.daemons:
             if daemon.process is not None and daemon.process.pid == pid:
-                daemon.process.returncode = os.waitstatus_to_exitcode(status)
+                note_reaped(daemon.process, status)
                 daemon.process = None
                 ran = time.monotonic() - daemon.started
                 daemon.quick_exits = daemon.quick_exits + 1 if ran < STEADY_SECONDS else 0
@@ -157,6 +157,17 @@ class Daemons:
             os.kill(process.pid, sig)
         except ProcessLookupError:
             pass
+
+
+def start_command(command: str) -> subprocess.Popen:
+    """A command of the master's (daemons, cron) in `/bin/sh -c`: its environment and log, no stdin, none of
+    its sockets. OSError if it cannot be started."""
+    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+
+
+def note_reaped(process: subprocess.Popen, status: int) -> None:
+    """The master's waitpid() reaped it: its status, so that Popen does not wait for it again."""
+    process.returncode = os.waitstatus_to_exitcode(status)
 
 
 def _pid_in(pidfile: str) -> int | None:

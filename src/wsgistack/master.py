@@ -103,8 +103,7 @@ class Master:
         # Workers wanted now: --processes, or with --cheaper what load asks for (SIGTTIN/SIGTTOU change it too).
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
-        self.next_adapt = 0.0
-        self.next_memory_check = 0.0
+        self.next_second = 0.0                 # the loop's once-a-second checks (memory limits, --cheaper)
         self.daemons = Daemons(config.attach_daemon, config.smart_attach_daemon)
         self.cron = Cron(config.cron, config.unique_cron)
         self.signal_meanings: dict[int, str] = {}     # --hook-master-start unix_signal: signal -> handler name
@@ -168,8 +167,10 @@ class Master:
             if releasing:
                 self._release_given_up()
             self._kill_overdue()
-            self._kill_memory_hogs()
-            self._adapt()
+            if time.monotonic() >= self.next_second:
+                self.next_second = time.monotonic() + 1.0
+                self._kill_memory_hogs()
+                self._adapt()
             self.daemons.start_due()
             self.daemons.kill_overdue()
             if not self.stopping:
@@ -534,10 +535,8 @@ class Master:
         """--evil-reload-on-rss, --evil-reload-on-as: a worker past the limit is killed at once (its requests
         fail), checked about once a second; the replacement is started as for any worker that died."""
         config = self.config
-        now = time.monotonic()
-        if not (config.evil_reload_on_rss or config.evil_reload_on_as) or now < self.next_memory_check:
+        if not (config.evil_reload_on_rss or config.evil_reload_on_as):
             return
-        self.next_memory_check = now + 1.0
         for worker in list(self.workers.values()):
             if worker.stopping or not worker.ready:
                 continue
@@ -553,10 +552,9 @@ class Master:
 
     # --- --cheaper: as many workers as load asks for ---
     def _adapt(self) -> None:
-        now = time.monotonic()
-        if self.cheaper is None or self.stopping or self.replaced or now < self.next_adapt:
+        if self.cheaper is None or self.stopping or self.replaced:
             return
-        self.next_adapt = now + 1.0
+        now = time.monotonic()
         active = [w for w in self.workers.values() if not w.stopping]
         if len(active) != self.wanted or not all(w.ready for w in active):
             return                      # a worker starting or being replaced: its load is not known yet
