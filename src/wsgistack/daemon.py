@@ -24,8 +24,12 @@ def daemonize(logfile: str) -> int:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT})
         os.close(write_fd)
         os.close(log_fd)
-        os.waitpid(child, 0)                       # the middle process exits at once
-        _wait_for_outcome(read_fd, logfile)        # never returns
+        try:
+            os.waitpid(child, 0)                   # the middle process exits at once
+            _wait_for_outcome(read_fd, logfile)    # never returns
+        except KeyboardInterrupt:                  # in either wait: the daemon may be up already
+            print(f"wsgistack: interrupted; the daemon goes on starting on its own (see {logfile})", file=sys.stderr)
+            os._exit(130)
     os.close(read_fd)
     os.setsid()
     if os.fork() > 0:
@@ -55,12 +59,8 @@ def report(fd: int | None, message: bytes) -> None:
 
 def _wait_for_outcome(read_fd: int, logfile: str) -> None:
     chunks = []
-    try:
-        while chunk := os.read(read_fd, 4096):
-            chunks.append(chunk)
-    except KeyboardInterrupt:
-        print(f"wsgistack: interrupted; the daemon goes on starting on its own (see {logfile})", file=sys.stderr)
-        os._exit(130)
+    while chunk := os.read(read_fd, 4096):
+        chunks.append(chunk)
     message = b"".join(chunks).decode("utf-8", "replace").strip()
     if message.startswith(READY.decode()):
         print(f"wsgistack: {message}; logging to {logfile}")
