@@ -150,10 +150,12 @@ def _sample(spec) -> str | bool:
         return {"http": "127.0.0.1:9001", "socket": "127.0.0.1:9002", "fastcgi-socket": "/tmp/fcgi.sock",
                 "env": "GREETING=hello world", "uwsgi-allow-from": "10.0.0.0/8",
                 "fastcgi-allow-from": "192.0.2.1"}.get(spec.name, "/srv/lib")
-    return {"chmod-socket": "660"}.get(spec.name, f"value-of-{spec.name}")
+    return {"chmod-socket": "660", "protocol": "fastcgi"}.get(spec.name, f"value-of-{spec.name}")
 
 
-@pytest.mark.parametrize("name", sorted(name for name in OPTIONS if name != "ini"))
+# `ini` names the files read; a placeholder in an ini file is the reader's (test_placeholders_hold_across_files...)
+@pytest.mark.parametrize("name", sorted(name for name in OPTIONS
+                                        if OPTIONS[name].name not in ("ini", "set-placeholder")))
 def test_every_option_means_the_same_as_a_flag_and_as_an_ini_key(tmp_path, name):
     spec = OPTIONS[name]
     value = _sample(spec)
@@ -289,3 +291,90 @@ def test_socket_timeout_sets_the_timeouts_not_set_themselves(tmp_path):
     config = load("--http", ":8000", "--module", "m", "--http-timeout", "15")
     assert (config.header_timeout, config.body_timeout, config.send_timeout) == (15, 15, 15)
     assert load("--http", ":8000", "--module", "m").send_timeout == 60
+
+
+# --- uWSGI habits found missing by a review (each failed before) ---
+
+def test_ini_files_are_read_in_the_order_given(tmp_path):
+    """As uWSGI: `--ini a.ini b.ini` and `--ini a.ini --ini b.ini` read a, then b (b's settings win)."""
+    a = write(tmp_path / "a.ini", BASE + "processes = 2\n")
+    b = write(tmp_path / "b.ini", "[uwsgi]\nprocesses = 3\n")
+    assert load("--ini", a, b).processes == 3
+    assert load("--ini", a, "--ini", b).processes == 3
+    assert load(b, "--ini", a).processes == 2
+
+
+def test_placeholders_hold_across_files_and_from_the_command_line(tmp_path):
+    base = write(tmp_path / "base.ini", "[uwsgi]\nset-placeholder = app_dir=/srv/app\nhttp = 127.0.0.1:8000\n")
+    site = write(tmp_path / "site.ini", "[uwsgi]\nstrict = true\nchdir = %(app_dir)\nmodule = %(name).wsgi\n")
+    config = load(base, site, "--set", "name=mysite")
+    assert (config.chdir, config.module) == ("/srv/app", "mysite.wsgi")
+    assert load(base, site, "-S", "name=other").module == "other.wsgi"
+
+
+def test_uwsgi_environment_variables_are_options(tmp_path):
+    """UWSGI_PROCESSES=4 as uWSGI reads it (containers set options this way); ini files and flags win."""
+    ini = write(tmp_path / "app.ini", BASE + "threads = 2\n")
+    environ = {"UWSGI_PROCESSES": "4", "UWSGI_THREADS": "8", "UWSGI_HARAKIRI": "30", "PATH": "/usr/bin"}
+    config = load_config(parse_argv([str(ini)]), warn=print, environ=environ)
+    assert (config.processes, config.threads, config.harakiri) == (4, 2, 30)
+    config = load_config(parse_argv(["--http", ":8000", "--module", "app"]), warn=print,
+                         environ={"UWSGI_INI": str(ini)})
+    assert config.threads == 2
+    with pytest.raises(ConfigError, match="environment variable UWSGI_PROCESSES: option 'processes': expected"):
+        load_config(parse_argv([str(ini)]), environ={"UWSGI_PROCESSES": "many"})
+
+
+def test_uwsgis_short_flags():
+    config = load("--http", ":8000", "-w", "app", "-M", "-p4", "-L", "-t", "30", "-R", "1000", "-T", "-z", "5")
+    assert (config.master, config.processes, config.disable_logging, config.harakiri, config.max_requests,
+            config.socket_timeout) == (True, 4, True, 30, 1000, 5)
+    assert parse_argv(["-h"]).actions == {"help": True}
+
+
+def test_protocol_chooses_what_socket_speaks(tmp_path):
+    config = load(write(tmp_path / "app.ini", "[uwsgi]\nsocket = 127.0.0.1:8000\nprotocol = http\nmodule = app\n"))
+    assert (config.socket, config.http) == ([], ["127.0.0.1:8000"])
+    with pytest.raises(ConfigError, match="option 'protocol': expected uwsgi, http or fastcgi"):
+        load("--socket", ":8000", "--module", "app", "--protocol", "spdy")
+
+
+@pytest.mark.parametrize("line", ["https = :443,cert.pem,key.pem", "route = ^/old redirect:/new", "spooler = /tmp/s",
+                                  "mule = tasks.py"])
+def test_uwsgi_options_that_would_change_what_is_served_are_startup_errors(tmp_path, line):
+    """Ignored with a warning, the server would run, but not as configured (no TLS port, no redirect)."""
+    ini = write(tmp_path / "app.ini", BASE + line + "\n")
+    with pytest.raises(ConfigError, match=rf"app.ini:4: option '{line.split()[0]}': not supported: "):
+        load(ini)
+
+
+def test_other_config_formats_say_so():
+    with pytest.raises(ConfigError, match="option '--yaml': not supported: wsgistack reads ini files and flags"):
+        parse_argv(["--yaml", "uwsgi.yml"])
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--listen", "99999999999999999999"], "option '--listen': 99999999999999999999 is too large"),
+    (["--max-fd", "3000000000"], "option '--max-fd': 3000000000 is too large"),
+    (["--harakiri", "\u00b2"], "option '--harakiri': expected a non-negative integer"),
+])
+def test_numbers_out_of_range_are_config_errors(flags, complaint):
+    with pytest.raises(ConfigError, match=re.escape(complaint)):
+        load("--http", ":8000", "--module", "app", *flags)
+
+
+def test_a_port_in_other_digits_is_a_config_error():
+    result = run_cli("--http", "127.0.0.1:\u00b2", "--module", "app")
+    assert result.returncode == 1 and "bad port in '127.0.0.1:\u00b2'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_control_commands_check_their_numbers(tmp_path):
+    result = run_cli("--stop", tmp_path / "x.pid", "--reload-mercy", "abc")
+    assert result.returncode == 1 and "option '--reload-mercy': expected a non-negative integer" in result.stderr
+
+
+@pytest.mark.parametrize("key", ["attach-daemon", "exec-asap", "static-map", "pythonpath"])
+def test_a_list_option_without_a_value_is_an_error(tmp_path, key):
+    with pytest.raises(ConfigError, match=rf"app.ini:4: option '{key}': needs a value"):
+        load(write(tmp_path / "app.ini", BASE + f"{key} =\n"))

@@ -304,9 +304,33 @@ def test_magic_digits_are_directory_components(tmp_path):
     assert pairs(entries) == [("first", parts[0]), ("last", parts[-1])]
 
 
-def test_other_magic_letters_are_left_as_written(tmp_path):
-    entries = read_text(tmp_path, "[uwsgi]\nprocname = %h-%v-%k-%t\ntrailing = 50%\n")
-    assert pairs(entries) == [("procname", "%h-%v-%k-%t"), ("trailing", "50%")]
+def test_magic_of_the_machine_and_the_process(tmp_path):
+    """uWSGI's %h %k %u %U %g %G %t %V, fixed at startup; a letter uWSGI does not know is left as written."""
+    import grp
+    import pwd
+    import socket
+
+    entries = read_text(tmp_path, "[uwsgi]\nprocname = %h-%k-%u-%U-%g-%G\nstarted = %t\nv = %V\n"
+                                  "unknown = %v %y\ntrailing = 50%\n")
+    values = dict(pairs(entries))
+    uid, gid = os.getuid(), os.getgid()
+    assert values["procname"] == (f"{socket.gethostname()}-{os.cpu_count()}-{uid}-{pwd.getpwuid(uid).pw_name}-"
+                                  f"{gid}-{grp.getgrgid(gid).gr_name}")
+    assert values["started"].isdigit() and values["v"] == __import__("wsgistack").__version__
+    assert (values["unknown"], values["trailing"]) == ("%v %y", "50%")
+
+
+def test_at_file_reads_a_files_content(tmp_path, monkeypatch):
+    """@(path): a secret from a file (Docker's /run/secrets), its trailing newline dropped; relative to the
+    current directory, as in uWSGI. A missing file is an error naming the line."""
+    write(tmp_path, "secret.txt", "s3cret\n")
+    monkeypatch.chdir(tmp_path)
+    entries = read_text(tmp_path, "[uwsgi]\nenv = SECRET_KEY=@(secret.txt)\n")
+    assert pairs(entries) == [("env", "SECRET_KEY=s3cret")]
+    write(tmp_path, "bad.ini", "[uwsgi]\nmodule = app\nenv = KEY=@(/nonexistent/secret)\n")
+    error = error_from(os.path.join(tmp_path, "bad.ini"))
+    assert_names(error, os.path.join(tmp_path, "bad.ini"), 3)
+    assert "cannot read @(/nonexistent/secret)" in str(error)
 
 
 def test_magic_in_an_included_file_refers_to_that_file(tmp_path):

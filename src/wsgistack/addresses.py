@@ -60,7 +60,7 @@ def parse_address(text: str, protocol: str, option: str) -> Address:
                               option=option)
         if ":" in host:
             raise ConfigError(f"bad address {text!r}: write IPv6 addresses as [addr]:port", option=option)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or int(port_text) > 65535:
         raise ConfigError(f"bad port in {text!r}: expected 0-65535", option=option)
     if host in ("*", "0"):
         host = ""

@@ -15,6 +15,7 @@ from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.args import format_help
+from wsgistack.config.model import apply_setting
 from wsgistack.cron import parse_job
 from wsgistack.daemon import report
 from wsgistack.daemons import smart_daemons
@@ -99,7 +100,11 @@ def check_feature_options(config: Config) -> None:
 def _control(parsed) -> int:
     from wsgistack import control
 
-    mercy = next((int(f.value) for f in parsed.flags if f.spec.name == "reload-mercy"), Config.reload_mercy)
+    config = Config()
+    for flag in parsed.flags:
+        if flag.spec.name == "reload-mercy":
+            apply_setting(config, flag.spec, flag.value, flag=flag.flag)     # a bad number: a ConfigError
+    mercy = config.reload_mercy
     if "stop" in parsed.actions:
         return control.stop(str(parsed.actions["stop"]), mercy + CONTROL_MARGIN)
     return control.reload(str(parsed.actions["reload"]), mercy + CONTROL_MARGIN)

@@ -1,32 +1,40 @@
-"""Loading configuration: ini files first, then command-line flags over them, into one `Config`."""
+"""Loading configuration: UWSGI_* environment variables, then ini files, then command-line flags over them
+(as uWSGI reads them), into one `Config`."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 
 from wsgistack.config.args import ParsedArgs, parse_argv
 from wsgistack.config.errors import ConfigError
-from wsgistack.config.model import _TRUE, IGNORED_OPTIONS, OPTIONS, Config, apply_setting
+from wsgistack.config.model import _TRUE, IGNORED_OPTIONS, OPTIONS, UNSUPPORTED_OPTIONS, Config, apply_setting
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_argv"]
 
 
-def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stderr)) -> Config:
-    """Build the Config: every ini file's entries in order, then the flags (flags win)."""
-    from wsgistack.config.ini import read_ini
+def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stderr),
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Build the Config: UWSGI_* environment variables, every ini file's entries in order, then the flags (the
+    last setting of an option wins; list options append)."""
+    from wsgistack.config.ini import read_ini_files
 
+    environ = os.environ if environ is None else environ
     config = Config()
-    ini_specs = list(parsed.ini_files) + [f.value for f in parsed.flags if f.spec.name == "ini"]
-    files = [read_ini(str(ini_spec)) for ini_spec in ini_specs]
+    ini_specs = [value for name, value in _environment_options(environ) if name == "ini"] + parsed.ini_files
+    placeholders = [str(f.value) for f in parsed.flags if f.spec.name == "set-placeholder"]
+    files = read_ini_files([str(spec) for spec in ini_specs], placeholders, environ=environ)
     # `strict` holds for every file whether it comes from a flag or from a file (uWSGI configs set it in
     # the ini); the last setting wins, flags over files, as for any option.
     strict = False
     for value in [e.value for entries in files for e in entries if e.key == "strict"] + \
             [f.value for f in parsed.flags if f.spec.name == "strict"]:
         strict = value if isinstance(value, bool) else value.strip().lower() in _TRUE
+    _apply_environment(config, environ, strict=strict, warn=warn)
     for entries in files:
         _apply_ini(config, entries, strict=strict, warn=warn)
-    for ini_file in parsed.ini_files:      # `wsgistack FILE.ini` is `wsgistack --ini FILE.ini`
+    for ini_file in ini_specs:
         apply_setting(config, OPTIONS["ini"], ini_file)
     for flag in parsed.flags:
         apply_setting(config, flag.spec, flag.value, flag=flag.flag)
@@ -34,10 +42,36 @@ def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stde
     return config
 
 
+def _environment_options(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """uWSGI's UWSGI_<OPTION> environment variables (UWSGI_PROCESSES=4, UWSGI_INI=...): (option name, value)."""
+    return sorted((key[6:].lower().replace("_", "-"), value) for key, value in environ.items()
+                  if key.startswith("UWSGI_") and len(key) > 6)
+
+
+def _apply_environment(config: Config, environ: Mapping[str, str], *, strict: bool, warn) -> None:
+    for name, value in _environment_options(environ):
+        where = f"environment variable UWSGI_{name.upper().replace('-', '_')}"
+        if name == "ini" or name in IGNORED_OPTIONS:
+            continue
+        if name in UNSUPPORTED_OPTIONS:
+            raise ConfigError(f"not supported: {UNSUPPORTED_OPTIONS[name]}", option=name, file=where)
+        spec = OPTIONS.get(name)
+        if spec is None:
+            error = ConfigError("unknown option", option=name, file=where)
+            if strict:
+                raise error
+            warn(f"wsgistack: warning: {error} (ignored)")
+            continue
+        apply_setting(config, spec, value, file=where)
+
+
 def _apply_ini(config: Config, entries, *, strict: bool, warn) -> None:
     for entry in entries:
         if entry.key in IGNORED_OPTIONS:
             continue
+        if entry.key in UNSUPPORTED_OPTIONS:
+            raise ConfigError(f"not supported: {UNSUPPORTED_OPTIONS[entry.key]}", option=entry.key, file=entry.file,
+                              line=entry.line)
         spec = OPTIONS.get(entry.key)
         if spec is None:
             error = ConfigError("unknown option", option=entry.key, file=entry.file, line=entry.line)
@@ -79,3 +113,29 @@ def _validate(config: Config) -> None:
     for item in config.env:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"expected KEY=VALUE, got {item!r}", option="env", **config.where("env", item))
+    _check_empty_values(config)
+    _apply_protocol(config)
+
+
+def _check_empty_values(config: Config) -> None:
+    """A list option given with no value (`attach-daemon =`, `static-map =`) is a mistake, not a no-op: a command,
+    path or address of nothing would run, map or bind nothing, or be retried for ever."""
+    for spec in {spec.name: spec for spec in OPTIONS.values()}.values():
+        if spec.is_list and spec.name not in ("ini", "set-placeholder"):
+            for value in getattr(config, spec.attr):
+                if not value.strip():
+                    raise ConfigError("needs a value", option=spec.name, **config.where(spec.name, value))
+
+
+def _apply_protocol(config: Config) -> None:
+    """uWSGI's --protocol: what the --socket sockets speak."""
+    target = {"uwsgi": None, "http": "http", "fastcgi": "fastcgi-socket"}
+    if config.protocol not in target:
+        raise ConfigError(f"expected uwsgi, http or fastcgi, got {config.protocol!r}", option="protocol",
+                          **config.where("protocol"))
+    name = target[config.protocol]
+    if name is None or not config.socket:
+        return
+    getattr(config, name.replace("-", "_")).extend(config.socket)
+    config.origins.setdefault(name, []).extend(config.origins.get("socket", []))     # errors name their lines
+    config.socket = []

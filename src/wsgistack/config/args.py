@@ -5,13 +5,14 @@ Only the grammar of argv lives here; names, types and help come from the option 
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 from wsgistack.config.errors import ConfigError
-from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS, OptionSpec
+from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS, UNSUPPORTED_OPTIONS, OptionSpec
 
 # Actions that are not settings: they make the command do something else than serve.
-ACTIONS = {"help": False, "version": False, "stop": True, "reload": True}
+ACTIONS = {"help": False, "h": False, "version": False, "stop": True, "reload": True}
 
 
 @dataclass
@@ -24,7 +25,7 @@ class Flag:
 @dataclass
 class ParsedArgs:
     flags: list[Flag] = field(default_factory=list)
-    ini_files: list[str] = field(default_factory=list)
+    ini_files: list[str] = field(default_factory=list)   # bare FILE.ini and --ini FILE, in the order given
     actions: dict[str, str | bool] = field(default_factory=dict)
 
 
@@ -40,13 +41,17 @@ def parse_argv(argv: list[str]) -> ParsedArgs:
                 continue
             raise ConfigError(f"unexpected argument {arg!r} (options start with --; ini files end in .ini)")
         name, has_inline, inline_value = arg.lstrip("-").partition("=")
+        if _attached_short_value(arg, name, has_inline):      # -p4, as uWSGI's getopt takes it
+            name, has_inline, inline_value = name[0], "=", name[1:]
         if name in ACTIONS:
             if ACTIONS[name]:
                 value, i = _take_value(arg, name, has_inline, inline_value, argv, i)
                 parsed.actions[name] = value
             else:
-                parsed.actions[name] = True
+                parsed.actions["help" if name == "h" else name] = True
             continue
+        if name in UNSUPPORTED_OPTIONS:
+            raise ConfigError(f"not supported: {UNSUPPORTED_OPTIONS[name]}", option=arg.partition("=")[0])
         if name in IGNORED_OPTIONS:       # accepted for uWSGI compatibility, with or without a value
             if not has_inline and _has_value_next(argv, i):
                 i += 1
@@ -60,8 +65,19 @@ def parse_argv(argv: list[str]) -> ParsedArgs:
             value, i = _take_value(arg, name, has_inline, inline_value, argv, i)
         else:
             value = inline_value if has_inline else True
+        if spec.name == "ini":
+            parsed.ini_files.append(value)
+            continue
         parsed.flags.append(Flag(spec, value, "--" + name if len(name) > 1 else "-" + name))
     return parsed
+
+
+def _attached_short_value(arg: str, name: str, has_inline: str) -> bool:
+    """`-p4`: a one-letter option that takes a value, with the value glued to it."""
+    if arg.startswith("--") or has_inline or len(name) < 2 or name in OPTIONS or name in ACTIONS:
+        return False
+    spec = OPTIONS.get(name[0])
+    return spec is not None and spec.takes_value
 
 
 def _has_value_next(argv: list[str], i: int) -> bool:
@@ -95,6 +111,12 @@ def format_help() -> str:
         default = "" if spec.default in ("", [], False) else f" (default: {spec.default})"
         lines.append(f"  {names}{value}")
         lines.append(f"      {spec.help}{default}")
+    lines += ["", "uWSGI options accepted and ignored (README says why):",
+              *textwrap.wrap(", ".join(sorted(IGNORED_OPTIONS)), 100, initial_indent="  ", subsequent_indent="  ",
+                            break_on_hyphens=False),
+              "uWSGI options refused, as they would change what is served (README says what to do instead):",
+              *textwrap.wrap(", ".join(sorted(UNSUPPORTED_OPTIONS)), 100, initial_indent="  ",
+                             subsequent_indent="  ", break_on_hyphens=False)]
     lines += ["", "  --stop PIDFILE     gracefully stop the server whose master wrote PIDFILE, and wait",
               "  --reload PIDFILE   gracefully reload it (fresh app code, no request lost), and wait",
               "  --version          print the version", "  --help             this text"]

@@ -6,8 +6,12 @@ Not here: what an option means, its type, or whether a repeat appends or overrid
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,7 +28,9 @@ _INLINE_COMMENT = re.compile(r"\s[#;]")
 # All three expansions are found in one left-to-right scan, so text that came out of an expansion
 # (an environment variable, an earlier value) is never expanded a second time.
 _PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
-_EXPANSION = re.compile(r"\$\((?P<env>[^)]*)\)|%\((?P<placeholder>[^)]*)\)|%(?P<magic>.)")
+_EXPANSION = re.compile(r"\$\((?P<env>[^)]*)\)|%\((?P<placeholder>[^)]*)\)|@\((?P<file>[^)]*)\)|%(?P<magic>.)")
+# Keys that set a placeholder for the lines and files after them, not an option.
+_PLACEHOLDER_KEYS = ("set-placeholder", "set-ph", "set")
 _ROOT_FILE_MAGIC = "pdsnecx"   # their upper-case forms name the top-level file, not the current one
 
 
@@ -41,6 +47,22 @@ class _Site(NamedTuple):
     file: str
     line: int | None = None
     option: str | None = None
+
+
+def read_ini_files(specs: list[str], placeholders: list[str] = (), *,
+                   environ: Mapping[str, str] | None = None) -> list[list[IniEntry]]:
+    """Each file's entries (see read_ini), read in order by one reader: a placeholder set in a file holds in
+    the files after it, as in uWSGI; `placeholders` (NAME=VALUE, from -S/--set) hold in all of them."""
+    reader = _Reader(os.environ if environ is None else environ)
+    for text in placeholders:
+        reader.set_placeholder(text, "set-placeholder", None, None)
+    per_file = []
+    for spec in specs:
+        start = len(reader.entries)
+        reader.read_root(spec)
+        per_file.append(range(start, len(reader.entries)))
+    entries = reader.resolve_forward_placeholders()
+    return [entries[span.start:span.stop] for span in per_file]
 
 
 def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[IniEntry]:
@@ -62,14 +84,20 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
     Expansion, in values only, in one scan (expanded text is never re-expanded):
       $(VAR)            environment variable; unset is an error. $(VAR:-default) also replaces an
                         empty one, $(VAR-default) only an unset one (uWSGI's fallback syntax).
-      %(name)           the value of entry `name` (the last one if repeated; included files count).
-                        A later entry works too (uWSGI resolves placeholders once the whole config is
-                        read); an unknown name stays as written, as in uWSGI (`logformat = %(method)`).
+      %(name)           the value of entry `name` (the last one if repeated; included files and the
+                        files read before count), or of a `set-placeholder = name=value` (also
+                        `set-ph`, and -S/--set on the command line). A later entry works too (uWSGI
+                        resolves placeholders once the whole config is read); an unknown name stays as
+                        written, as in uWSGI (`logformat = %(method)`).
+      @(path)           the content of a file (a trailing newline removed; relative to the current
+                        directory, as in uWSGI): a secret from /run/secrets, say. Missing: an error.
       %p %s %d %n %e %c  the current file's absolute path, name, directory with trailing slash,
                         name without extension, extension, and its directory's name.
       %x                section identifier, `file.ini:section`; %0..%9 the directory's components.
       %P %S %D %N %E %C %X  the same for the top-level file (for templates that are included).
-      %%                a literal %. Any other %-letter (%h, %v, %k, ...) is left as written.
+      %h %k %t %T       the host name, the number of CPUs, the time (s, and µs) at startup;
+      %u %U %g %G       the user's id and name, the group's id and name; %V wsgistack's version.
+      %%                a literal %. Any other %-letter is left as written, as in uWSGI.
 
     Includes: `ini = other.ini[:section]` (relative to the including file; `:section` alone means
     this file) inserts that file's entries at that point; the `ini` line itself is not returned.
@@ -78,21 +106,30 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
     Every error is a ConfigError naming file and line (a top-level file that is missing, or lacks
     the section, has no line to name).
     """
-    path, section = _split_spec(spec)
-    if not path:
-        raise ConfigError(f"no file name in {spec!r}")
-    path = os.path.abspath(path)
-    reader = _Reader(os.environ if environ is None else environ)
-    reader.read_file(path, section, chain=(), site=_Site(path))
-    return reader.resolve_forward_placeholders()
+    return read_ini_files([spec], environ=environ)[0]
 
 
 class _Reader:
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
         self.entries: list[IniEntry] = []
+        self.placeholders: dict[str, str] = {}    # set-placeholder's
         self.root_magic: dict[str, str] | None = None
         self.unresolved: set[int] = set()     # indexes of entries with a %(name) not known when read
+
+    def read_root(self, spec: str) -> None:
+        path, section = _split_spec(spec)
+        if not path:
+            raise ConfigError(f"no file name in {spec!r}")
+        path = os.path.abspath(path)
+        self.root_magic = None                # %P, %D, ...: this top-level file's
+        self.read_file(path, section, chain=(), site=_Site(path))
+
+    def set_placeholder(self, text: str, key: str, path: str | None, number: int | None) -> None:
+        name, equals, value = text.partition("=")
+        if not equals or not name.strip():
+            raise ConfigError(f"expected NAME=VALUE, got {text!r}", option=key, file=path, line=number)
+        self.placeholders[name.strip()] = value.strip()
 
     def read_file(self, path: str, section: str | None, chain: tuple[tuple[str, str], ...], site: _Site) -> None:
         sections = _split_sections(_load(path, site), path)
@@ -115,6 +152,8 @@ class _Reader:
             value = self._expand(value, key, path, number, magic)
             if key == "ini":
                 self._include(value, path, number, (*chain, link))
+            elif key in _PLACEHOLDER_KEYS:
+                self.set_placeholder(value, key, path, number)
             else:
                 self.entries.append(IniEntry(key, value, path, number))
 
@@ -129,6 +168,8 @@ class _Reader:
                 return self._environment_variable(match["env"], key, path, number)
             if match["placeholder"] is not None:
                 return self._placeholder(match["placeholder"], key, path, number)
+            if match["file"] is not None:
+                return _file_content(match["file"], key, path, number)
             return magic.get(match["magic"], match[0])
 
         return _EXPANSION.sub(replace, value)
@@ -144,6 +185,8 @@ class _Reader:
         return value
 
     def _placeholder(self, name: str, key: str, path: str, number: int) -> str:
+        if name in self.placeholders:
+            return self.placeholders[name]
         for entry in reversed(self.entries):
             if entry.key == name:
                 return entry.value
@@ -151,7 +194,7 @@ class _Reader:
         return f"%({name})"
 
     def resolve_forward_placeholders(self) -> list[IniEntry]:
-        last = {entry.key: entry.value for entry in self.entries}
+        last = {entry.key: entry.value for entry in self.entries} | self.placeholders
 
         def replace(match: re.Match[str]) -> str:
             return last.get(match[1], match[0])
@@ -242,4 +285,38 @@ def _magic_variables(path: str, section: str) -> dict[str, str]:
     magic = {"%": "%", "p": path, "s": filename, "d": directory.rstrip("/") + "/", "n": stem,
              "e": extension, "c": os.path.basename(directory), "x": f"{filename}:{section}"}
     magic.update(zip("0123456789", components + [""] * 10))
+    magic.update(_PROCESS_MAGIC)
     return magic
+
+
+def _process_magic() -> dict[str, str]:
+    """The magic variables of the machine and the process, fixed at startup as in uWSGI."""
+    from wsgistack import __version__
+
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    now = time.time()
+    return {"h": socket.gethostname(), "k": str(os.cpu_count() or 1), "t": str(int(now)),
+            "T": str(int(now * 1_000_000)), "u": str(uid), "U": user, "g": str(gid), "G": group,
+            "V": __version__}
+
+
+_PROCESS_MAGIC = _process_magic()
+
+
+def _file_content(name: str, key: str, path: str, number: int) -> str:
+    try:
+        with open(name, encoding="utf-8") as handle:
+            content = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read @({name}): {exc.strerror}", option=key, file=path, line=number) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"@({name}) is not UTF-8 text", option=key, file=path, line=number) from None
+    return content[:-1] if content.endswith("\n") else content

@@ -42,7 +42,7 @@ class Config:
     fastcgi_allow_from: list[str] = option([], "peers allowed on TCP FastCGI sockets (default: loopback only)",
                                            metavar="NETWORK")
     chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE",
-                               bare="666")
+                               bare="666", aliases=("C",))
     chown_socket: str = option("", "owner of unix sockets: USER[:GROUP], names or numbers (set before privileges "
                                    "are dropped)", metavar="USER[:GROUP]")
 
@@ -60,7 +60,7 @@ class Config:
     pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp", "python-path"),
                                    metavar="DIR")
     home: str = option("", "the app's virtualenv: its site-packages (same Python version) come first on sys.path",
-                       aliases=("virtualenv", "venv", "pyhome"), metavar="DIR")
+                       aliases=("virtualenv", "venv", "pyhome", "H"), metavar="DIR")
     env: list[str] = option([], "set an environment variable KEY=VALUE (repeatable)", metavar="KEY=VALUE")
 
     # --- static files, answered before the app (static.py) ---
@@ -108,7 +108,8 @@ class Config:
     max_fd: int = option(0, "open files each process may have (RLIMIT_NOFILE; 0: as inherited)", metavar="N")
     limit_as: int = option(0, "address space of each worker in MB (RLIMIT_AS): an app allocating past it gets "
                               "MemoryError (0: no limit)", metavar="MB")
-    master: bool = option(True, "accepted for uWSGI compatibility: wsgistack always runs a master")
+    master: bool = option(True, "accepted for uWSGI compatibility: wsgistack always runs a master",
+                          aliases=("M",))
 
     # --- adaptive number of workers (cheaper.py; uWSGI's cheaper subsystem): processes is then the most ---
     cheaper: int = option(0, "run at least N workers and start more, up to --processes, as load asks (0: always "
@@ -139,7 +140,7 @@ class Config:
     # --- lifecycle ---
     pidfile: str = option("", "the master writes its pid to FILE", metavar="FILE")
     daemonize: str = option("", "run in the background, logging to LOGFILE; returns once serving or failed",
-                            metavar="LOGFILE")
+                            metavar="LOGFILE", aliases=("d",))
     vacuum: bool = option(False, "remove the pidfile and unix sockets on exit")
     uid: str = option("", "drop privileges to this user (name or number) after binding", metavar="USER")
     gid: str = option("", "drop privileges to this group (name or number) after binding", metavar="GROUP")
@@ -184,9 +185,11 @@ class Config:
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
                                aliases=("worker-reload-mercy",), metavar="SECONDS")
     harakiri: int = option(0, "end a request running longer than SECONDS: log its stack, answer 504, "
-                              "replace the worker (0: off)", metavar="SECONDS")
+                              "replace the worker (0: off)", metavar="SECONDS",
+                           aliases=("t",))
     harakiri_verbose: bool = option(False, "accepted for uWSGI compatibility: harakiri always logs the stack")
-    max_requests: int = option(0, "recycle a worker after N requests (0: never)", metavar="N")
+    max_requests: int = option(0, "recycle a worker after N requests (0: never)", metavar="N",
+                              aliases=("R",))
     max_requests_delta: int = option(0, "add 0..N to each worker's max-requests so they do not recycle together",
                                      aliases=("max-requests-jitter",), metavar="N")
     reload_on_rss: int = option(0, "recycle a worker whose resident memory exceeds MB (0: never)", metavar="MB")
@@ -197,13 +200,14 @@ class Config:
     max_worker_lifetime: int = option(0, "recycle a worker after SECONDS (0: never)", metavar="SECONDS")
 
     # --- HTTP limits (nginx-like answers: 414, 431, 413, 408) ---
-    limit_request_line: int = option(8190, "max bytes of the request line, else 414 (gunicorn: 4094, nginx: 8k buffer)",
-                                     metavar="BYTES")
-    limit_request_field_size: int = option(8190, "max bytes of one header field, else 431 (nginx: 8k buffer)",
-                                           metavar="BYTES")
-    limit_request_fields: int = option(100, "max number of header fields, else 431 (gunicorn, Apache: 100)", metavar="N")
-    limit_request_head: int = option(32768, "max bytes of the whole request head, else 431 (nginx: 4 x 8k buffers)",
-                                     metavar="BYTES")
+    limit_request_line: int = option(8190, "max bytes of the request line, else 414 (0: no limit; gunicorn: 4094, "
+                                           "nginx: 8k buffer)", metavar="BYTES")
+    limit_request_field_size: int = option(8190, "max bytes of one header field, else 431 (0: no limit; nginx: 8k "
+                                                 "buffer)", metavar="BYTES")
+    limit_request_fields: int = option(100, "max number of header fields, else 431 (0: no limit; gunicorn, Apache: "
+                                            "100)", metavar="N")
+    limit_request_head: int = option(32768, "max bytes of the whole request head, else 431 (0: no limit; nginx: 4 x "
+                                            "8k buffers)", metavar="BYTES")
     limit_post: int = option(0, "max bytes of a request body, else 413 before it is read (0: no limit)", metavar="BYTES")
     post_buffering: int = option(1048576, "request bodies up to BYTES stay in memory, larger ones are spooled to a "
                                           "temporary file", metavar="BYTES")
@@ -211,7 +215,8 @@ class Config:
     header_timeout: int = option(60, "answer 408 if a request head takes longer (nginx client_header_timeout: 60 s)",
                                  metavar="SECONDS")
     socket_timeout: int = option(0, "uWSGI's: sets header-timeout, body-timeout and send-timeout, those not set "
-                                    "themselves (0: their own defaults)", metavar="SECONDS")
+                                    "themselves (0: their own defaults)", metavar="SECONDS",
+                                 aliases=("z",))
     http_timeout: int = option(0, "the same (uWSGI's HTTP router timeout)", metavar="SECONDS")
     send_timeout: int = option(60, "close a connection whose client takes nothing of an answer for SECONDS, which "
                                    "frees the app thread streaming to it (nginx send_timeout: 60 s)", metavar="SECONDS")
@@ -220,7 +225,8 @@ class Config:
 
     # --- logging ---
     disable_logging: bool = option(False, "no access log (errors are still logged), except the requests the "
-                                          "log-4xx/5xx/slow/big/zero options ask for")
+                                          "log-4xx/5xx/slow/big/zero options ask for",
+                                  aliases=("L",))
     log_4xx: bool = option(False, "with disable-logging: still log requests answered 4xx")
     log_5xx: bool = option(False, "with disable-logging: still log requests answered 5xx")
     log_slow: int = option(0, "with disable-logging: still log requests that took MSECS or longer (0: off)",
@@ -229,7 +235,7 @@ class Config:
     log_zero: bool = option(False, "with disable-logging: still log answers without a body")
     logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
     memory_report: bool = option(False, "start each access log line with the worker's address space and resident "
-                                        "memory, as uWSGI does")
+                                        "memory, as uWSGI does", aliases=("m",))
     logger: list[str] = option([], "where logs go: file:PATH (as --logto) or stdio (stderr, the default); uWSGI's "
                                    "other loggers are not built in", metavar="LOGGER")
     req_logger: list[str] = option([], "where the access log goes: file:PATH (a file of its own) or stdio (with "
@@ -260,6 +266,11 @@ class Config:
     ini: list[str] = option([], "read options from an ini file FILE[:section] (section [uwsgi] or [wsgistack])",
                             metavar="FILE")
     strict: bool = option(False, "unknown options are errors instead of warnings")
+    set_placeholder: list[str] = option([], "a placeholder for the ini files' %(NAME), set before they are read "
+                                            "(uWSGI's; in an ini file, for the lines after it and the files after it)",
+                                        aliases=("set-ph", "set", "S"), metavar="NAME=VALUE")
+    protocol: str = option("uwsgi", "what the --socket sockets speak: uwsgi, http or fastcgi (uWSGI's)",
+                           metavar="PROTOCOL")
 
     def __post_init__(self) -> None:
         # option name -> [(value, file, line)], in the order set: later errors can say where a value came from
@@ -271,6 +282,24 @@ class Config:
             if value is None or set_value == str(value):
                 return {"file": file, "line": line}
         return {}
+
+
+# uWSGI options that change what is served, or where, which wsgistack does not do: a startup error, strict or not
+# (ignored, the server would run, but not as configured), with what to do instead.
+UNSUPPORTED_OPTIONS: dict[str, str] = {
+    **dict.fromkeys(("https", "https-socket", "ssl-socket", "https2", "http-to-https", "shared-socket", "http-to"),
+                    "TLS and routing belong to the web server in front (nginx: listen 443 ssl; proxy or uwsgi_pass "
+                    "to wsgistack)"),
+    **dict.fromkeys(("route", "route-if", "route-if-not", "route-run", "route-uri", "route-qs", "route-host",
+                     "route-remote-addr", "route-user-agent", "route-label", "final-route", "error-route",
+                     "response-route"),
+                    "uWSGI's internal routing is not built in: rewrite, redirect and deny in nginx"),
+    **dict.fromkeys(("spooler", "spooler-processes", "mule", "mules", "farm", "cache", "cache2", "emperor",
+                     "vassals-inherit", "sharedarea"),
+                    "this uWSGI subsystem is not built in (run a task queue such as Celery with --attach-daemon)"),
+    **dict.fromkeys(("json", "js", "yaml", "yml", "xml", "sqlite3", "ldap"),
+                    "wsgistack reads ini files and flags only: write the options as an ini file"),
+}
 
 
 # uWSGI options we accept and deliberately ignore, with the reason (listed in the docs).
@@ -295,6 +324,8 @@ IGNORED_OPTIONS: dict[str, str] = {
     "log-date": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
     "logdate": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
     "log-reopen": "every process reopens a log file moved away within a second, after a reload too",
+    "T": "uWSGI's -T, enable-threads: app threads are always enabled",
+    "i": "uWSGI's -i, single-interpreter: one interpreter per worker, always",
 }
 
 
@@ -346,10 +377,15 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true/false/yes/no/on/off/1/0, got {text!r}")
 
 
+MAX_INT = 2**31 - 1     # what the kernel takes for a backlog, a limit or a timeout
+
+
 def parse_int(text: str) -> int:
     stripped = text.strip()
-    if not stripped.isdigit():   # no sign, no spaces, no hex: a count or a size
+    if not (stripped.isascii() and stripped.isdigit()):   # no sign, no spaces, no hex, no "²": a count or size
         raise ValueError(f"expected a non-negative integer, got {text!r}")
+    if len(stripped) > 10 or int(stripped) > MAX_INT:
+        raise ValueError(f"{stripped} is too large (at most {MAX_INT})")
     return int(stripped)
 
 
