@@ -599,7 +599,7 @@ def test_umask_max_fd_and_limit_as(start_server, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (("--umask", "0o22"), "option 'umask': expected an octal mode like 022, got '0o22'"),
-    (("--max-fd", "99999999999"), "option 'max-fd': cannot allow 99999999999 open files"),
+    (("--max-fd", "2000000000"), "option 'max-fd': cannot allow 2000000000 open files"),
 ])
 def test_process_limits_that_cannot_be_set_are_startup_errors(flags, message):
     result = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", str(APPS / "basic.py"), *flags)
@@ -1209,3 +1209,153 @@ def test_sigterm_under_load_answers_every_request_sent_before(start_server):
     errors = [o for o in outcomes if o.error]
     assert not any("IncompleteRead" in o.error for o in errors), "no response was cut short"
     assert all(o.status in (200, None) for o in outcomes)
+
+
+# --- found by a hostile review of the master (each failed before its fix) ---
+
+SLOW_IMPORT_APP = '''\
+import os
+import time
+
+VERSION = {version!r}
+time.sleep({delay})                  # a slow import: the reload's new workers take that long to be ready
+
+
+def application(environ, start_response):
+    body = f"{{os.getpid()}} {{VERSION}}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_an_old_worker_that_dies_during_a_reload_leaves_no_extra_worker(start_server, tmp_path):
+    """The new generation has a worker for its slot already: a successor for it as well was one worker too many,
+    for good (3 then 4 workers for --processes 2)."""
+    app = tmp_path / "app.py"
+    app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
+    server = start_server("-p", "2", app=str(app))
+    old = serving(server, 2)
+    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=2))
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_log("SIGHUP: reloading")
+    victim = min(old)
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log(f"(pid {victim}) killed by SIGKILL during the reload; its slot's new worker is starting")
+    server.wait_log("reload complete", timeout=20)
+    new = wait_until(lambda: (lambda w: w if len(w) == 2 and not w & old else None)(set(server.workers())),
+                     timeout=20, what="the two new workers alone")
+    time.sleep(1.5)
+    assert set(server.workers()) == new
+    assert get(server.port, "/")[1].endswith(b" v2")
+    assert server.stop() == 0
+
+
+def test_a_reload_asked_during_a_reload_follows_it(start_server, tmp_path):
+    """A second `--reload` while the first one's workers start: its reload runs after (it was dropped, and the
+    command reported the first one's success for it, the old code still serving)."""
+    app, pidfile = tmp_path / "app.py", tmp_path / "server.pid"
+    app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
+    server = start_server("--pidfile", str(pidfile), "-p", "2", app=str(app))
+    serving(server, 2)
+    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=2))
+    first: dict = {}
+    reloading = threading.Thread(target=lambda: first.update(result=run_cli("--reload", pidfile)))
+    reloading.start()
+    server.wait_log("SIGHUP: reloading")
+    app.write_text(SLOW_IMPORT_APP.format(version="v3", delay=0))
+    second = run_cli("--reload", pidfile)
+    reloading.join(60)
+    assert first["result"].returncode == 0, first["result"].stderr
+    assert second.returncode == 0 and "reload 2)" in second.stdout, second.stdout + second.stderr
+    assert "SIGHUP during a reload: another reload follows once this one is done" in server.log()
+    assert get(server.port, "/")[1].endswith(b" v3")
+    assert server.stop() == 0
+
+
+def test_a_stop_during_a_reload_does_not_complete_it(start_server, tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
+    server = start_server("-p", "2", app=str(app))
+    serving(server, 2)
+    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=2))
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_log("SIGHUP: reloading")
+    assert server.stop() == 0
+    log = server.log_path.read_text()
+    assert "SIGTERM: graceful stop" in log and "reload complete" not in log
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_stopping_server_refuses_new_connections_at_once(start_server, threads):
+    """Graceful stop: no socket listens any more, the workers' copies included (a worker inside an app call
+    cannot close its own): a new connection is refused at once, which a client or proxy may retry, instead of
+    waiting out the drain and then being reset."""
+    server = start_server("-p", "2", "--threads", threads)
+    serving(server, 2)
+    slow: dict = {}
+    client = threading.Thread(target=lambda: slow.update(response=get(server.port, "/sleep?t=3")))
+    client.start()
+    time.sleep(0.5)
+    os.kill(server.pid, signal.SIGTERM)
+    refused = wait_until(lambda: not is_listening(server.port), timeout=2, interval=0.05,
+                         what="the port refusing connections")
+    client.join(20)
+    assert refused and slow["response"] == (200, b"slept")
+    assert server.proc.wait(20) == 0
+
+
+def test_a_worker_that_exits_with_status_3_after_serving_is_replaced(start_server):
+    """Status 3 means "could not start" only from a worker that never got ready; a serving one that exits so
+    (an extension's exit(3)) is replaced like any other, it once stopped the whole server."""
+    server = start_server("-p", "2", app="extra.py")
+    old = serving(server, 2)
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        get(server.port, "/exit?code=3")
+    server.wait_log("exited with status 3; starting a new one")
+    wait_until(lambda: (lambda w: w if len(w) == 2 and w != old else None)(set(server.workers())),
+               what="a replacement")
+    assert get(server.port, "/pid")[0] == 200
+    assert server.stop() == 0
+
+
+def test_harakiri_answers_every_overdue_request(start_server):
+    """With --threads, each request past the limit gets its 504 and its log line, not only the first one."""
+    server = start_server("--harakiri", "2", "-p", "1", "--threads", "4")
+    serving(server, 1)
+    answers: list = []
+
+    def stuck():
+        try:
+            answers.append(get(server.port, "/sleep?t=30", timeout=30)[0])
+        except Exception as exc:     # noqa: BLE001
+            answers.append(repr(exc))
+
+    clients = [threading.Thread(target=stuck) for _ in range(3)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(40)
+    assert answers == [504, 504, 504]
+    assert server.wait_log("HARAKIRI").count("HARAKIRI: GET /sleep?t=30") == 3
+    assert server.stop() == 0
+
+
+def test_workers_let_the_port_go_when_their_master_is_killed(start_server):
+    """The OOM killer takes the master: its workers let go of the port at once (the kernel tells them), so a
+    restarted server binds it even while an inline request runs on; they finish that request and exit."""
+    server = start_server("-p", "2", "--threads", "1")
+    orphans = serving(server, 2)
+    slow: dict = {}
+    client = threading.Thread(target=lambda: slow.update(response=get(server.port, "/sleep?t=6")))
+    client.start()
+    time.sleep(0.5)
+    os.kill(server.pid, signal.SIGKILL)
+    server.proc.wait(5)
+    wait_until(lambda: not is_listening(server.port), timeout=3, what="the port let go")
+    successor = start_server("--http", f"127.0.0.1:{server.port}", "-p", "1", listen=False, wait=False)
+    wait_until(lambda: successor.workers() and is_listening(server.port), timeout=15, what="the successor")
+    assert int(get(server.port, "/pid")[1]) in successor.workers()
+    client.join(20)
+    assert slow["response"] == (200, b"slept")
+    wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=15, what="the orphans gone")
+    assert "the master is gone; stopping" in server.log()

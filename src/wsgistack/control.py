@@ -15,7 +15,7 @@ import time
 
 from wsgistack.config import ConfigError
 
-_RELOADS = re.compile(r"\(reloads: (\d+)(, last failed)?\)")
+_RELOADS = re.compile(r"\(reloads: (\d+)(, last failed)?(, reloading)?\)")
 
 
 def read_pidfile(path: str) -> int:
@@ -64,7 +64,11 @@ def stop(pidfile: str, timeout: float) -> int:
 
 def reload(pidfile: str, timeout: float) -> int:
     pid = read_pidfile(pidfile)
-    before = _reload_count(master_title(pid) or "")
+    title = master_title(pid) or ""
+    before = _reload_count(title)
+    match = _RELOADS.search(title)
+    if match and match[3]:
+        before += 1                 # a reload under way is not ours: the master runs ours after it
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

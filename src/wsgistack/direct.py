@@ -298,7 +298,10 @@ class DirectAcceptor:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            if exc.errno in _RESOURCE_ERRORS:
+            if exc.errno == errno.EINVAL:       # no longer listening: the master stops the server
+                self.serving = False
+                self.loop.remove_reader(self.sock.fileno())
+            elif exc.errno in _RESOURCE_ERRORS:
                 log.error("cannot accept connections: %s; pausing accept for %.1f s", exc, ACCEPT_PAUSE)
                 self.loop.remove_reader(self.sock.fileno())
                 self.loop.call_later(ACCEPT_PAUSE, self._resume)
@@ -370,7 +373,12 @@ class ThreadAcceptor:
                 transport = DirectTransport(self.loop, sock, peer, protocol)
                 protocol.connection_made(transport)
                 return functools.partial(_serve_on_thread, sock, transport, protocol)
-        if error.errno in _RESOURCE_ERRORS:
+        if error.errno == errno.EINVAL:         # no longer listening: the master stops the server
+            with self.lock:
+                if self.serving:
+                    self.serving = False
+                    self.threads.stop_accepting_on(self)
+        elif error.errno in _RESOURCE_ERRORS:
             log.error("cannot accept connections: %s; pausing accept for %.1f s", error, ACCEPT_PAUSE)
             time.sleep(ACCEPT_PAUSE)
         else:

@@ -32,19 +32,23 @@ class Harakiri:
         while True:
             time.sleep(min(0.5, self.limit / 4))
             now = time.monotonic()
-            for ident, (started, exchange) in list(self.clock.running.items()):
-                if now - started > self.limit:
-                    self._fire(ident, exchange, now - started)
+            overdue = [(ident, exchange, now - started)
+                       for ident, (started, exchange) in list(self.clock.running.items()) if now - started > self.limit]
+            if overdue:
+                self._fire(overdue)
 
-    def _fire(self, ident: int, exchange, duration: float) -> None:
-        environ = exchange.environ
-        frame = sys._current_frames().get(ident)
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack not available)\n"
-        log.error("HARAKIRI: %s %s ran %.1f s (limit --harakiri %s) in worker %d (pid %d); "
-                  "the stuck thread's stack:\n%s", environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
-                  duration, _seconds(self.limit), self.worker_number, os.getpid(), stack.rstrip())
-        if not exchange.head_sent:
-            _answer_504(exchange.conn)
+    def _fire(self, overdue: list) -> None:
+        """Log and answer every overdue request (each gets its 504, not only the first), then end the worker."""
+        frames = sys._current_frames()
+        for ident, exchange, duration in overdue:
+            environ = exchange.environ
+            frame = frames.get(ident)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack not available)\n"
+            log.error("HARAKIRI: %s %s ran %.1f s (limit --harakiri %s) in worker %d (pid %d); "
+                      "the stuck thread's stack:\n%s", environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
+                      duration, _seconds(self.limit), self.worker_number, os.getpid(), stack.rstrip())
+            if not exchange.head_sent:
+                _answer_504(exchange.conn)
         for handler in log.handlers:
             handler.flush()
         os.kill(os.getpid(), signal.SIGKILL)

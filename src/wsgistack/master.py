@@ -36,13 +36,15 @@ from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.reuseport import queued_connections, steer
 from wsgistack.stats import StatsServer
-from wsgistack.worker import EXIT_BOOT_FAILED, worker_main
+from wsgistack.worker import worker_main
 
 log = logging.getLogger("wsgistack")
 
 HANDLED_SIGNALS = ("SIGCHLD", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1")
 FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT before SIGKILL
 KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
+RELOAD_START_TIMEOUT = 60.0  # at least this long (or reload-mercy) for a reload's new workers to be ready
+RESPAWN_INTERVAL = 1.0       # a slot whose workers die this soon after their start, twice in a row, waits as long
 # A slot given up: its socket gets no new connections from now on, but a handshake the kernel began
 # for it before still ends in its queue (an RTT later); its worker goes on accepting for this long.
 SLOT_SETTLE = 1.0
@@ -58,7 +60,7 @@ def _handled() -> list[signal.Signals]:
     return [getattr(signal, name) for name in HANDLED_SIGNALS]
 
 
-@dataclass
+@dataclass(eq=False)              # one per process: compared (`in self.replaced`) by identity
 class WorkerProcess:
     pid: int
     number: int
@@ -99,6 +101,12 @@ class Master:
         self.reloads = 0
         self.last_reload_failed = False
         self.replaced: list[WorkerProcess] = []   # old workers that stop once the new generation is ready
+        self.reloading = False
+        self.reload_deadline = 0.0             # a reload whose new workers are not ready by then is abandoned
+        self.reload_again = False              # a SIGHUP came during a reload: another one follows it
+        self.wanted_before_reload: int | None = None   # workers serving when its new workers were started
+        self.respawn_due: dict[int, float] = {}   # worker slot -> when its throttled respawn may start
+        self.quick_deaths: dict[int, int] = {}    # worker slot -> its workers in a row that died within a second
         self.touch_reload = self.touch_logrotate = self.touch_logreopen = Touches([])
         # Workers wanted now: --processes, or with --cheaper what load asks for (SIGTTIN/SIGTTOU change it too).
         self.cheaper = Cheaper.from_config(config)
@@ -164,6 +172,8 @@ class Master:
             self._check_touched()
             self._check_log()
             self._finish_reload()
+            self._check_reload_deadline()
+            self._respawn_due()
             if releasing:
                 self._release_given_up()
             self._kill_overdue()
@@ -198,8 +208,9 @@ class Master:
 
     def _title(self) -> None:
         suffix = ""
-        if self.reloads:
-            suffix = f" (reloads: {self.reloads}{', last failed' if self.last_reload_failed else ''})"
+        if self.reloads or self.reloading:
+            suffix = (f" (reloads: {self.reloads}{', last failed' if self.last_reload_failed else ''}"
+                      f"{', reloading' if self.reloading else ''})")
         set_title(self.config, f"master{suffix}")
 
     def _wait(self, timeout: float) -> None:
@@ -400,6 +411,12 @@ class Master:
         """The worker stopped accepting (max-requests, RSS, lifetime): start its successor right away."""
         if worker.stopping or self.stopping:
             return
+        if worker in self.replaced:     # during a reload: the new generation's worker of its slot is starting
+            log.info("worker %d (pid %d) retiring: %s; its slot's new worker is starting", worker.number,
+                     worker.pid, reason)
+            self.replaced.remove(worker)
+            self._mark_stopping(worker)
+            return
         log.info("worker %d (pid %d) retiring: %s; starting its replacement", worker.number, worker.pid, reason)
         self._mark_stopping(worker)
         self.spawn(worker.number)
@@ -444,9 +461,16 @@ class Master:
                     w.number == worker.number for w in self.workers.values()):
                 self._close_slot(worker.number)
             return
-        if not worker.ready or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_FAILED):
+        if worker in self.replaced:
+            # A worker of the previous generation, during a reload: the new generation's worker of its
+            # slot is starting already (a successor for it as well would be one worker too many).
+            self.replaced.remove(worker)
+            log.error("worker %d (pid %d) %s during the reload; its slot's new worker is starting", worker.number,
+                      worker.pid, how)
+            return
+        if not worker.ready:
             message = worker.error or f"worker {worker.number} could not start ({how})"
-            if self.replaced:
+            if self.reloading:
                 self._abandon_reload(message)
                 return
             self._boot_error = message
@@ -456,8 +480,28 @@ class Master:
             self.exit_code = 1
             self._begin_stop(signal.SIGTERM, self.config.reload_mercy)
             return
+        lived = time.monotonic() - worker.started
+        quick = self.quick_deaths[worker.number] = self.quick_deaths.get(worker.number, 0) + 1 if (
+            lived < RESPAWN_INTERVAL) else 0
+        if quick > 1:
+            # As uWSGI's "respawning too fast": workers that die as soon as they start are not restarted in a loop.
+            log.error("worker %d (pid %d) %s %.2f s after it started, as the one before it; starting a new one in "
+                      "%.0f s", worker.number, worker.pid, how, lived, RESPAWN_INTERVAL)
+            self.respawn_due[worker.number] = time.monotonic() + RESPAWN_INTERVAL
+            return
         log.error("worker %d (pid %d) %s; starting a new one", worker.number, worker.pid, how)
         self.spawn(worker.number)
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for number, due in list(self.respawn_due.items()):
+            if self.stopping:
+                self.respawn_due.clear()
+            elif now >= due:
+                del self.respawn_due[number]
+                if number <= self.wanted and not any(w.number == number and not w.stopping
+                                                     for w in self.workers.values()):
+                    self.spawn(number)
 
     def _signal(self, worker: WorkerProcess, sig: int) -> None:
         try:
@@ -481,6 +525,20 @@ class Master:
         if not self.stopping:
             self.stopping = True
             sd_notify("STOPPING=1")
+            self.replaced = []
+            self.reloading = self.reload_again = False
+            self.wanted_before_reload = None
+            self.respawn_due.clear()
+            # No socket listens from now on, the workers' copies included (a worker still inside an app call
+            # cannot close its own yet): a new connection is refused at once, which a client or proxy may retry,
+            # rather than queued for the length of the drain and then reset.
+            for pairs in self.slots.values():
+                for sock, _ in pairs:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    sock.close()
             self.daemons.stop(grace)
             for worker in self.workers.values():
                 self._mark_stopping(worker)
@@ -552,7 +610,7 @@ class Master:
 
     # --- --cheaper: as many workers as load asks for ---
     def _adapt(self) -> None:
-        if self.cheaper is None or self.stopping or self.replaced:
+        if self.cheaper is None or self.stopping or self.reloading:
             return
         now = time.monotonic()
         active = [w for w in self.workers.values() if not w.stopping]
@@ -603,29 +661,34 @@ class Master:
     def handle_hup(self) -> None:
         """Graceful reload: re-read the config, start a new generation with freshly imported code,
         and stop the old one only once the new one is ready."""
-        if self.stopping or self.replaced:
+        if self.stopping:
             return
+        if self.reloading:
+            log.info("SIGHUP during a reload: another reload follows once this one is done")
+            self.reload_again = True
+            return
+        self.reloading = True
+        self._title()                   # "reloading": `--reload` then knows its reload comes after this one
         log.info("SIGHUP: reloading")
         sd_notify("RELOADING=1")
         try:
             config = self.reload_config()
         except ConfigError as exc:
-            self.reloads += 1
             self._abandon_reload(f"the configuration has an error: {exc}")
             return
         try:
             run_hooks(config, "pre-app")          # the new configuration's, before its workers import the app
         except ConfigError as exc:
-            self.reloads += 1
             self._abandon_reload(f"a pre-app hook failed: {exc}")
             return
         if [a.text for _, a in self.listeners] != _listen_texts(config):
             log.warning("listen addresses changed in the configuration: a restart is needed to apply that")
         if config.stats != (self.stats.address.text if self.stats is not None else ""):
             log.warning("the stats address changed in the configuration: a restart is needed to apply that")
+        self.wanted_before_reload = self.wanted
         self.config = config
         self._watch_touches()           # the --touch-* files of the configuration just read
-        self.reloads += 1
+        self.reload_deadline = time.monotonic() + max(RELOAD_START_TIMEOUT, config.reload_mercy)
         self.replaced = [w for w in self.workers.values() if not w.stopping]
         self.generation += 1
         self.cheaper = Cheaper.from_config(config)     # checked by reload_config: no error here
@@ -651,7 +714,7 @@ class Master:
 
     def _check_touched(self) -> None:
         """A --touch-reload file modified, touched or created since it was noted: reload, as SIGHUP does."""
-        if self.replaced or self.stopping:
+        if self.reloading or self.stopping:
             return          # a reload under way: a touch meanwhile is seen once it is done
         changed = self.touch_reload.changed()       # noted again: once per touch, also when the reload fails
         if changed:
@@ -668,7 +731,7 @@ class Master:
 
     def _finish_reload(self) -> None:
         new = [w for w in self.workers.values() if w.generation == self.generation and not w.stopping]
-        if not self.replaced or not all(w.ready for w in new):
+        if not self.reloading or self.stopping or not all(w.ready for w in new):
             return
         for worker in self.replaced:
             if worker.number > self.wanted:
@@ -683,22 +746,50 @@ class Master:
         self.cron.replace(self.config.cron, self.config.unique_cron)
         self._run_post_app_hooks()
         self.replaced = []
+        self.wanted_before_reload = None
+        self.reloading = False
+        self.reloads += 1
         self.last_reload_failed = False
         self._title()
         sd_notify("READY=1", f"STATUS=reloaded (generation {self.generation})")
+        self._reload_again()
+
+    def _reload_again(self) -> None:
+        if self.reload_again and not self.stopping:
+            self.reload_again = False
+            self.handle_hup()
+
+    def _check_reload_deadline(self) -> None:
+        if self.reloading and not self.stopping and time.monotonic() > self.reload_deadline:
+            starting = sum(1 for w in self.workers.values() if w.generation == self.generation and not w.ready)
+            self._abandon_reload(f"{starting} new worker(s) not ready after "
+                                 f"{max(RELOAD_START_TIMEOUT, self.config.reload_mercy):.0f} s")
 
     def _abandon_reload(self, message: str) -> None:
         """The new code or config does not start: keep serving with the old workers rather than going down."""
         log.error("reload failed, still serving the previous generation: %s", message)
-        if self.replaced:
-            for worker in self.workers.values():
-                if worker.generation == self.generation:
-                    worker.stopping = True
-                    self._signal(worker, signal.SIGKILL)
+        if self.wanted_before_reload is not None:      # its workers were started
+            for worker in list(self.workers.values()):
+                if worker.generation == self.generation and not worker.stopping:
+                    if worker.ready:
+                        self._mark_stopping(worker)     # serving already: what it runs finishes
+                        self._signal(worker, signal.SIGTERM)
+                    else:
+                        worker.stopping = True
+                        self._signal(worker, signal.SIGKILL)
+            # As many workers as serve: slots the new configuration added close with their workers. (The new
+            # configuration stays: the master applied its directory, environment and paths already.)
+            self.wanted = self.wanted_before_reload
+            if self.steered:
+                self._steer()
+        self.wanted_before_reload = None
         self.replaced = []
+        self.reloading = False
+        self.reloads += 1
         self.last_reload_failed = True
         self._title()
         sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
+        self._reload_again()
 
 
 class Touches:

@@ -6,9 +6,11 @@ iterable that records its close() (PEP 3333: the server calls close() whatever h
 import json
 import os
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from basic import Tracked, _qs  # noqa: E402
+from basic import CLOSE_LOG, Tracked, _qs  # noqa: E402
 from basic import application as _basic  # noqa: E402
 
 
@@ -57,6 +59,33 @@ def application(environ, start_response):
         except ValueError:
             start_response("500 Oops", [("Content-Type", "text/plain")], sys.exc_info())
         return [b"never sent"]
+    if path == "/read-once":             # one read of CONTENT_LENGTH bytes, as Django's LimitedStream does
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Tracked([b"%d" % len(body)], tag)
+    if path == "/lines":                 # readline() over the body: the line lengths
+        stream, lengths = environ["wsgi.input"], []
+        while line := stream.readline():
+            lengths.append(str(len(line)))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [" ".join(lengths).encode()]
+    if path == "/exit":                  # the worker process ends, with the status asked (a C extension's exit())
+        os._exit(int(_qs(environ, "code", "3")))
+    if path == "/late-write":            # keeps write() and calls it after returning, from another thread
+        write = start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+
+        def late():
+            time.sleep(0.3)
+            try:
+                write(b"LATE")
+                outcome = "accepted"
+            except Exception as exc:
+                outcome = f"raised {type(exc).__name__}"
+            if CLOSE_LOG:
+                with open(CLOSE_LOG, "a") as log:
+                    log.write(f"late write {outcome}\n")
+        threading.Thread(target=late).start()
+        return [b"done"]
     return _basic(environ, start_response)
 
 
