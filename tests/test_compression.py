@@ -189,6 +189,26 @@ def test_static_files_are_compressed_when_read_whole(start_server, tmp_path):
     assert response.getheader("Content-Encoding") == "gzip" and response.getheader("Content-Length") is None
     status, response, body = fetch(server, "/static/big.css", GZIP)
     assert response.getheader("Content-Encoding") is None and body == css * 100
+    assert response.getheader("Accept-Ranges") == "bytes"
+
+
+def test_a_compressed_answer_is_never_ranged(start_server, tmp_path):
+    """As nginx: a compressed answer says no Accept-Ranges, and a Range request that would be answered
+    compressed gets the whole compressed body. (A 206 of the plain file would splice two representations
+    into a resumed download: `curl -C - --compressed` or `wget -c` got a corrupt file.)"""
+    docroot = tmp_path / "static"
+    docroot.mkdir()
+    css = b"body { color: #0a5; }\n" * 100
+    (docroot / "site.css").write_bytes(css)
+    server = start_server("--gzip", "--gzip-types", "text/css", "--static-map", f"/static={docroot}",
+                          app="compressible.py")
+    status, response, body = fetch(server, "/static/site.css", GZIP)
+    assert response.getheader("Accept-Ranges") is None
+    status, response, body = fetch(server, "/static/site.css", {**GZIP, "Range": "bytes=50-"})
+    assert (status, response.getheader("Content-Encoding")) == (200, "gzip") and gzip.decompress(body) == css
+    assert response.getheader("Vary") == "Accept-Encoding"
+    status, response, body = fetch(server, "/static/site.css", {"Range": "bytes=50-"})     # no gzip: ranged
+    assert (status, body) == (206, css[50:])
 
 
 def test_a_bad_level_is_a_startup_error(tmp_path):

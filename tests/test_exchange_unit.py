@@ -10,6 +10,11 @@ class StubWorker:
     counters = None
 
 
+class StubTransport:
+    def is_closing(self) -> bool:
+        return False
+
+
 class StubConnection:
     """Records every write; the exchange runs inline (as with --threads 1)."""
 
@@ -17,6 +22,7 @@ class StubConnection:
 
     def __init__(self):
         self.worker = StubWorker()
+        self.transport = StubTransport()
         self.writes: list[bytes] = []
         self.done = False
 

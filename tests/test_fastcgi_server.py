@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import struct
 import time
@@ -433,3 +434,46 @@ def test_harakiri_answers_504_in_fastcgi_framing(start_fastcgi):
     finally:
         client.close()
     server.wait_log("HARAKIRI")
+
+
+# --- found by a hostile review (each failed before its fix) ---
+
+def test_a_kept_connection_is_served_on_while_its_worker_drains(start_fastcgi):
+    """nginx caches an FCGI_KEEP_CONN connection on END_REQUEST and may send the next request at once: a
+    draining (reloaded, recycled) worker that closed right after its answer lost that request, a 502 for a
+    POST. The worker answers what comes, and closes the connection once it idles."""
+    server, port = start_fastcgi("--threads", "4")
+    client = Client(port)
+    try:
+        client.send(fastcgi_request(1, "/sleep?t=1", keep_conn=True))
+        time.sleep(0.3)
+        os.kill(server.pid, signal.SIGHUP)          # the worker drains once the new one is ready
+        assert parse_cgi(client.response(1)[0])[2] == b"slept"
+        server.wait_log("reload complete")
+        for _ in range(3):                           # right after each END_REQUEST, as nginx under load
+            client.send(fastcgi_request(1, "/echo", body=b"post body", keep_conn=True))
+            stdout, protocol_status = client.response(1)
+            assert protocol_status == ProtocolStatus.REQUEST_COMPLETE and parse_cgi(stdout)[2] == b"post body"
+        assert client.closed_by_server(wait=5), "once idle, the draining worker closes the connection"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("declared, body, complaint", [
+    ("-5", b"abc", "invalid CONTENT_LENGTH '-5'"),
+    ("abc", b"abc", "invalid CONTENT_LENGTH 'abc'"),
+    ("10", b"abc", "STDIN carried 3 bytes of a body whose CONTENT_LENGTH is 10"),
+    ("2", b"abcdef", "STDIN carried 6 bytes of a body whose CONTENT_LENGTH is 2"),
+])
+def test_a_content_length_that_lies_is_refused(start_fastcgi, declared, body, complaint):
+    """As on the uwsgi socket: CONTENT_LENGTH is digits and the length of STDIN, or the request never reaches
+    the app (the connection closes, the log says why)."""
+    server, port = start_fastcgi()
+    client = Client(port)
+    try:
+        client.send(fastcgi_request(1, "/echo", body=body, CONTENT_LENGTH=declared))
+        assert client.response(1) == (b"", None)
+    finally:
+        client.close()
+    log = server.wait_log(complaint)
+    assert "POST /echo =>" not in log

@@ -495,3 +495,83 @@ def test_two_processes_overlap(start_server):
     server = start_server("--processes", "2", "--threads", "1")
     elapsed = sleep_in_parallel(connections_to_distinct_workers(server, 2))
     assert elapsed < 1.8, f"2 concurrent /sleep?t=1 on two workers took {elapsed:.2f}s"
+
+
+# --- found by a hostile review (each failed before its fix) ---
+
+def _resident_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@THREAD_MODES
+def test_a_client_that_pipelines_and_never_reads_cannot_fill_the_workers_memory(start_server, threads):
+    """nginx answers pipelined requests one at a time, reading the next once the answer went out. A client
+    sending 3000 requests for 64 KiB answers and reading none once grew a worker by ~150 MB (190 MB of
+    answers for 110 kB sent); now the worker stops taking requests while the client's socket is full."""
+    server = start_server("--threads", threads)
+    worker = server.workers()[0]
+    before = _resident_kib(worker)
+    request = b"GET /big?size=65536 HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.setblocking(False)
+        unsent, deadline = memoryview(request * 3000), time.monotonic() + 3
+        while unsent and time.monotonic() < deadline:    # what the kernel takes: the server may stop reading
+            try:
+                unsent = unsent[sock.send(unsent):]
+            except BlockingIOError:
+                time.sleep(0.05)
+        time.sleep(1.5)
+        grown = _resident_kib(worker) - before
+    assert grown < 40 * 1024, f"the worker grew by {grown} KiB"
+    assert server.get("/")[0] == 200
+
+
+def test_the_servers_own_error_answers_carry_a_date(server):
+    """RFC 9110 6.6.1: an origin server with a clock sends Date, in its own 4xx answers too."""
+    with RawConnection(server.port) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+        response = conn.read_response()
+    assert response.status == 400
+    assert parsedate_to_datetime(response.header("Date")).year >= 2024
+
+
+@pytest.mark.parametrize("framing, body", [({"Content-Length": "5"}, b"hello"),
+                                           ({"Transfer-Encoding": "chunked"}, b"5\r\nhello\r\n0\r\n\r\n")])
+def test_an_upgrade_request_keeps_its_body(server, framing, body):
+    """`curl --http2 -d ...` on http:// asks to switch to h2c: we never switch, so the request is served as
+    sent, body included (llhttp skips it, which once gave the app an empty body), then the connection closes."""
+    with RawConnection(server.port) as conn:
+        conn.request("POST", "/echo", {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
+                                       "HTTP2-Settings": "AAMAAABkAAQCAAAAAAIAAAAA", **framing}, body)
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"hello")
+        assert conn.closed_by_server()
+
+
+@pytest.mark.parametrize("threads", ["1", "2", "4"])
+def test_uploads_that_never_come_do_not_hold_the_app(start_server, threads):
+    """Expect: 100-continue clients that get 100 and send nothing: an app thread waiting on each must not leave
+    the worker without one for other requests. With --threads N, N-1 such uploads stream to the app at most (the
+    next ones get 100 from the loop, which buffers their bodies, as nginx); with 1 thread, the app is lent to the
+    loop while it waits. (One such client once froze a --threads 1 worker for --body-timeout.)"""
+    server = start_server("--threads", threads)
+    pinned = []
+    try:
+        for _ in range(4):
+            conn = RawConnection(server.port)
+            conn.send(expect_head("/echo", 1000))
+            assert conn.read_head().status == 100
+            pinned.append(conn)
+        started = time.monotonic()
+        assert get(server.port, "/").body == b"Hello, World!"
+        assert time.monotonic() - started < 2
+        pinned[0].send(b"x" * 1000)                     # the first one's app still gets its whole body
+        assert pinned[0].read_response().body == b"x" * 1000
+    finally:
+        for conn in pinned:
+            conn.close()

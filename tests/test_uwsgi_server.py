@@ -107,11 +107,36 @@ def test_vars_become_the_environ(uwsgi):
     assert environ["wsgi.input.class"] == "EmptyInput"
 
 
-@pytest.mark.parametrize("https_vars", [{"HTTPS": "on"}, {"REQUEST_SCHEME": "https"}, {"HTTPS": "1"}])
-def test_https_from_the_vars(start_uwsgi, https_vars):
+@pytest.mark.parametrize("scheme_vars, scheme", [
+    ({"HTTPS": "on"}, "https"), ({"REQUEST_SCHEME": "https"}, "https"), ({"HTTPS": "1"}, "https"),
+    ({"UWSGI_SCHEME": "https"}, "https"),                        # uWSGI's own: `uwsgi_param UWSGI_SCHEME $scheme;`
+    ({"UWSGI_SCHEME": "http", "HTTPS": "on"}, "http"),           # ... which decides first, as in uWSGI
+])
+def test_the_scheme_from_the_vars(start_uwsgi, scheme_vars, scheme):
     _, address = start_uwsgi()
-    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ", **https_vars)))
-    assert json.loads(parse_response(answer)[2])["wsgi.url_scheme"] == "https"
+    answer, _ = exchange(address, encode_uwsgi_request(request_vars("/environ", **scheme_vars)))
+    assert json.loads(parse_response(answer)[2])["wsgi.url_scheme"] == scheme
+
+
+def test_content_type_and_length_are_not_repeated_as_http_vars(start_uwsgi):
+    """nginx passes every request header as HTTP_* besides uwsgi_params' CONTENT_TYPE and CONTENT_LENGTH: the
+    environ names them once (RFC 3875 4.1.18), as on the http socket, or wsgiref.validate fails every POST."""
+    _, address = start_uwsgi()
+    body = b"a=1"
+    variables = request_vars("/environ", REQUEST_METHOD="POST", CONTENT_LENGTH="3", HTTP_CONTENT_LENGTH="3",
+                             CONTENT_TYPE="application/x-www-form-urlencoded",
+                             HTTP_CONTENT_TYPE="application/x-www-form-urlencoded")
+    environ = json.loads(parse_response(exchange(address, encode_uwsgi_request(variables, body))[0])[2])
+    assert (environ["CONTENT_LENGTH"], environ["CONTENT_TYPE"]) == ("3", "application/x-www-form-urlencoded")
+    assert "HTTP_CONTENT_LENGTH" not in environ and "HTTP_CONTENT_TYPE" not in environ
+
+
+def test_an_empty_packet_is_no_request(start_uwsgi):
+    """Four zero bytes (no vars at all) once ran the app as `GET` of nothing; uWSGI skips them too."""
+    server, address = start_uwsgi()
+    assert exchange(address, b"\0\0\0\0")[0] == b""
+    log = server.wait_log("empty vars block")
+    assert "=> generated" not in log
 
 
 def test_missing_vars_get_defaults(start_uwsgi):

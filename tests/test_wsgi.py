@@ -11,7 +11,9 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
+import time
 
 import pytest
 
@@ -460,3 +462,90 @@ def test_logto_writes_to_the_file(start_server, tmp_path):
     content = wait_file_contains(logfile, "boom: this traceback")
     assert "(HTTP/1.1 200)" in content
     assert "=> generated" not in server.log()
+
+
+# --- found by a hostile review (each failed before its fix) ---
+
+@THREAD_MODES
+def test_expect_100_continue_with_a_streamed_answer(start_server, threads):
+    """--threads 1 runs a request whose body streams (Expect: 100-continue) on a thread of its own: its
+    streamed answer must reach the client (it once got nothing at all)."""
+    server = start_server("--threads", threads, app="extra.py")
+    with RawConnection(server.port) as conn:
+        conn.request("POST", "/read-once", {"Expect": "100-continue", "Content-Length": "5"})
+        assert conn.read_response().status == 100
+        conn.send(b"hello")
+        response = conn.read_response()
+    assert (response.status, response.body) == (200, b"5")
+
+
+@THREAD_MODES
+def test_a_streamed_body_read_once_arrives_whole(start_server, threads):
+    """read(n) on an Expect: 100-continue body returns n bytes, however the client splits them (Django reads
+    CONTENT_LENGTH bytes with one read() and trusts it); readline() keeps its lines whole too."""
+    server = start_server("--threads", threads, app="extra.py")
+    body = b"".join(b"%05d\n" % i for i in range(20000))
+    with RawConnection(server.port) as conn:
+        conn.request("POST", "/read-once", {"Expect": "100-continue", "Content-Length": str(len(body))})
+        assert conn.read_response().status == 100
+        for start in range(0, len(body), 10000):
+            conn.send(body[start:start + 10000])
+            time.sleep(0.01)
+        assert conn.read_response().body == str(len(body)).encode()
+    with RawConnection(server.port) as conn:
+        conn.request("POST", "/lines", {"Expect": "100-continue", "Content-Length": str(len(body))})
+        assert conn.read_response().status == 100
+        for start in range(0, len(body), 7777):
+            conn.send(body[start:start + 7777])
+        assert conn.read_response().body == b" ".join([b"6"] * 20000)
+
+
+@THREAD_MODES
+def test_write_after_the_response_raises_and_leaves_the_connection_alone(start_server, tmp_path, threads):
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, app="extra.py", env=env)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/late-write")
+        assert conn.read_response().body == b"done"
+        assert "late write raised ResponseError" in wait_file_contains(close_log, "late write")
+        conn.request("GET", "/")
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"Hello, World!")
+        assert not conn.buffer, "nothing of the late write may reach the connection"
+
+
+def test_an_inline_stream_stops_when_its_client_goes_away(start_server, tmp_path):
+    """--threads 1: the app's generator runs on the loop thread; a client that left must end it (and close()
+    it) at the next chunk, not after the whole stream (which would hold the worker that long)."""
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", "1", env=env)
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/stream?n=100&delay=0.1&tag=gone")
+        conn.read_head()
+    started = time.monotonic()
+    wait_file_contains(close_log, "closed gone", timeout=5)
+    assert time.monotonic() - started < 5, "the stream ran on after the client left"
+    server.wait_log("client went away")
+    assert server.get("/")[0] == 200
+
+
+@THREAD_MODES
+def test_a_cut_body_that_ends_with_the_close_ends_with_a_reset(start_server, threads):
+    """An HTTP/1.0 answer without Content-Length ends with the connection: a FIN would make a cut one look
+    whole (to nginx and its cache too), so an app failing midway ends it with a TCP reset."""
+    server = start_server("--threads", threads)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /error-after-start HTTP/1.0\r\n\r\n")
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(65536):
+                pass
+    server.wait_log("boom mid-stream")
+
+
+@pytest.mark.parametrize("code", ["100", "101", "103"])
+def test_an_interim_status_from_the_app_is_a_500(server, code):
+    """1xx answers are interim (RFC 9110 15.2): an app's final status never is one."""
+    with RawConnection(server.port) as conn:
+        conn.request("GET", f"/status?code={code}")
+        assert conn.read_response().status == 500
+    server.wait_log("invalid status")

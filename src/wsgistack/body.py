@@ -8,6 +8,7 @@ blocks the loop because the whole body is there before the app is called.
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
 import threading
 from typing import Callable
@@ -82,8 +83,14 @@ class StreamingInput(io.RawIOBase):
     The first read asks the loop to send `100 Continue`: the client uploads only if the app wants it.
     """
 
-    def __init__(self, on_first_read: Callable[[], None]):
+    def __init__(self, on_first_read: Callable[[], None], on_end: Callable[[], None] | None = None,
+                 lend: Callable[[], None] | None = None, reclaim: Callable[[], None] | None = None):
         super().__init__()
+        self._on_end = on_end           # the body is complete or failed: nothing more to wait for
+        # --threads 1: while the app waits for the client's bytes, it lends the app to the loop, which runs other
+        # requests meanwhile (one at a time: the app code of both never runs at once), and reclaims it after.
+        self._lend = lend
+        self._reclaim = reclaim
         self._cond = threading.Condition()
         self._chunks: list[bytes] = []
         self.size = 0
@@ -101,6 +108,9 @@ class StreamingInput(io.RawIOBase):
             self._cond.notify_all()
 
     def end(self, failed: bool = False, error: BodyError | None = None) -> None:
+        if self._on_end is not None:
+            on_end, self._on_end = self._on_end, None
+            on_end()
         with self._cond:
             self._ended = True
             self._failed = failed
@@ -120,29 +130,43 @@ class StreamingInput(io.RawIOBase):
         buffer[:len(data)] = data
         return len(data)
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = []
-            while chunk := self._take(1 << 20):
-                parts.append(chunk)
-            return b"".join(parts)
-        return self._take(size)
+    def read(self, size: int | None = -1) -> bytes:
+        """`size` bytes, fewer only at the body's end: a file's read, not a socket's (Django's LimitedStream,
+        among others, reads once and trusts the length it asked for)."""
+        wanted = sys.maxsize if size is None or size < 0 else size
+        parts = []
+        while wanted > 0 and (chunk := self._take(min(wanted, 1 << 20))):
+            parts.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(parts)
 
-    def readline(self, size: int = -1) -> bytes:
-        line = bytearray()
-        while size < 0 or len(line) < size:
-            byte = self._take(1)
-            if not byte:
+    def readline(self, size: int | None = -1) -> bytes:
+        wanted = sys.maxsize if size is None or size < 0 else size
+        parts = []
+        while wanted > 0 and (chunk := self._take(wanted, until_newline=True)):
+            parts.append(chunk)
+            wanted -= len(chunk)
+            if chunk[-1] == 10:         # b"\n"
                 break
-            line += byte
-            if byte == b"\n":
-                break
-        return bytes(line)
+        return b"".join(parts)
 
-    def _take(self, size: int) -> bytes:
+    def _take(self, size: int, until_newline: bool = False) -> bytes:
         if self._on_first_read is not None:
             callback, self._on_first_read = self._on_first_read, None
             callback()
+        if self._lend is not None:
+            with self._cond:
+                must_wait = not self._chunks and not self._ended
+            if must_wait:
+                self._lend()
+                try:
+                    with self._cond:
+                        while not self._chunks and not self._ended:
+                            self.waiting = True
+                            self._cond.wait()
+                        self.waiting = False
+                finally:
+                    self._reclaim()
         with self._cond:
             while not self._chunks and not self._ended:
                 self.waiting = True
@@ -153,6 +177,8 @@ class StreamingInput(io.RawIOBase):
             if not self._chunks:
                 return b""
             chunk = self._chunks[0]
+            if until_newline and (newline := chunk.find(b"\n", 0, size)) >= 0:
+                size = newline + 1
             if len(chunk) <= size:
                 self._chunks.pop(0)
                 return chunk

@@ -62,11 +62,13 @@ class Compression:
 
     def wrap(self, app, environ: dict):
         """`app`, compressing its answer if the client takes gzip (else `app` itself)."""
+        return GzipAnswer(self, app) if self.wanted_by(environ) else app
+
+    @staticmethod
+    def wanted_by(environ: dict) -> bool:
         accept_encoding = environ.get("HTTP_ACCEPT_ENCODING")
-        if (accept_encoding is None or environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
-                or not accepts(coding_weights(accept_encoding), "gzip")):
-            return app
-        return GzipAnswer(self, app)
+        return (accept_encoding is not None and environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+                and accepts(coding_weights(accept_encoding), "gzip"))
 
     def compressible(self, status: str, headers: list, length: int | None) -> bool:
         """Would nginx compress this answer of `length` bytes (None: unknown)? (The headers are the app's, not yet
@@ -101,14 +103,19 @@ class Compression:
 def gzip_headers(headers: list, length: int | None) -> list:
     """The app's headers for the compressed representation."""
     result = []
+    varies = False
     for name, value in headers:
         lowered = name.lower()
-        if lowered == "content-length":
-            continue
+        if lowered == "content-length" or lowered == "accept-ranges":
+            continue                      # as nginx: a compressed answer is never ranged
         if lowered == "etag" and not value.startswith("W/"):
             value = "W/" + value
+        elif lowered == "vary" and "accept-encoding" in value.lower():
+            varies = True
         result.append((name, value))
-    result += [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")]
+    result.append(("Content-Encoding", "gzip"))
+    if not varies:
+        result.append(("Vary", "Accept-Encoding"))
     if length is not None:
         result.append(("Content-Length", str(length)))
     return result

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from email.utils import formatdate, mktime_tz, parsedate_tz
 from urllib.parse import quote
 
-from wsgistack.compression import accepts, coding_weights
+from wsgistack.compression import Compression, accepts, coding_weights
 from wsgistack.config import Config, ConfigError
+from wsgistack.paths import normalize_path
 from wsgistack.wsgi import FileWrapper
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC    # O_NONBLOCK: a FIFO must not block the loop
@@ -99,15 +100,17 @@ TWINS = {"br": ".br", "gzip": ".gz"}
 
 class StaticFiles:
     def __init__(self, mappings: list[Mapping], index_files: list[str], expiries: tuple[Expiry, ...] = (),
-                 precompressed: Precompressed | None = None, skipped_extensions: tuple[str, ...] = ()):
+                 precompressed: Precompressed | None = None, skipped_extensions: tuple[str, ...] = (),
+                 compression: Compression | None = None):
         self.mappings = mappings
         self.index_files = index_files
         self.expiries = expiries
         self.precompressed = precompressed
         self.skipped_extensions = skipped_extensions     # --static-skip-ext: such files go to the app
+        self.compression = compression                   # --gzip: small compressible answers are never ranged
 
     @classmethod
-    def from_config(cls, config: Config) -> StaticFiles | None:
+    def from_config(cls, config: Config, compression: Compression | None = None) -> StaticFiles | None:
         """The mappings of the config, checked (ConfigError naming the option, file and line); None when there
         are none. Relative paths are taken from the current directory (after --chdir)."""
         mappings = []
@@ -138,7 +141,8 @@ class StaticFiles:
         if not mappings:
             return None
         mimetypes.init()             # reads the system's mime.types now, not on the first request
-        return cls(mappings, list(config.static_index), expiries, precompressed, tuple(config.static_skip_ext))
+        return cls(mappings, list(config.static_index), expiries, precompressed, tuple(config.static_skip_ext),
+                   compression)
 
     def responder(self, environ: dict):
         """A WSGI callable answering this request from a file, or None: the request goes to the app."""
@@ -184,6 +188,8 @@ class StaticFiles:
         for name in self.index_files:
             try:
                 fd = os.open(os.path.join(directory, name), _OPEN_FLAGS)
+            except PermissionError:
+                return Answer(403, "permission denied")     # as nginx: the index is there, but not readable
             except OSError:
                 continue
             info = os.fstat(fd)
@@ -202,7 +208,7 @@ class StaticFiles:
     def _file(self, fd: int, info: os.stat_result, path: str, environ: dict) -> StaticFile:
         """The open file, or the precompressed twin of it the client accepts."""
         if self.precompressed is None or not self.precompressed.covers(path):
-            return StaticFile(fd, info, path, self.expiries)
+            return StaticFile(fd, info, path, self.expiries, compression=self.compression)
         for encoding in accepted_twins(environ.get("HTTP_ACCEPT_ENCODING", "")):
             try:
                 twin = os.open(path + TWINS[encoding], _OPEN_FLAGS)
@@ -213,7 +219,7 @@ class StaticFiles:
                 os.close(fd)
                 return StaticFile(twin, twin_info, path, self.expiries, encoding, vary=True)
             os.close(twin)
-        return StaticFile(fd, info, path, self.expiries, vary=True)
+        return StaticFile(fd, info, path, self.expiries, vary=True, compression=self.compression)
 
 
 def _mapping(mount: str, target: str, whole_path: bool, option: str, where: dict) -> Mapping:
@@ -263,20 +269,6 @@ def accepted_twins(accept_encoding: str) -> list[str]:
     return [coding for coding in TWINS if accepts(weights, coding)]
 
 
-def normalize_path(path: str) -> str | None:
-    """Resolve "." and ".." segments and merge slashes (RFC 3986 5.2.4, as nginx); None if it climbs above /."""
-    segments: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if not segments:
-                return None
-            segments.pop()
-        elif segment and segment != ".":
-            segments.append(segment)
-    trailing = "/" if segments and (path.endswith("/") or path.endswith("/.") or path.endswith("/..")) else ""
-    return "/" + "/".join(segments) + trailing
-
-
 class Answer:
     """The server's own short answer (400, 403) to a request under a mapping."""
 
@@ -306,13 +298,14 @@ class StaticFile:
     """One open regular file, answered with validators, conditionals and byte ranges."""
 
     def __init__(self, fd: int, info: os.stat_result, path: str, expiries: tuple[Expiry, ...],
-                 encoding: str | None = None, vary: bool = False):
+                 encoding: str | None = None, vary: bool = False, compression: Compression | None = None):
         self.fd = fd
         self.info = info             # of what is sent: the file, or its precompressed twin
         self.path = path             # the file's path (its content type, the expiry rules)
         self.expiries = expiries
         self.encoding = encoding     # the twin's content coding
         self.vary = vary             # the answer depends on Accept-Encoding
+        self.compression = compression   # --gzip: compresses small answers of the compressible types
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -340,6 +333,8 @@ class StaticFile:
         if self.encoding is not None:
             headers.append(("Content-Encoding", self.encoding))
         span = byte_range(environ, size, etag, last_modified)
+        if span is not None and self._compressed(environ, kind, size):
+            span = None                    # as nginx: a compressed answer is never ranged, the client gets it whole
         if span == UNSATISFIABLE:
             os.close(self.fd)
             return Answer(416, f"the file has {size} bytes", (("Content-Range", f"bytes */{size}"),))(
@@ -364,6 +359,13 @@ class StaticFile:
         file.seek(start)
         start_response(status, headers)
         return FileWrapper(file, length=length)
+
+    def _compressed(self, environ: dict, kind: str, size: int) -> bool:
+        """Will --gzip compress the whole answer? (Only small files are: the larger go by sendfile, as they are.)"""
+        compression = self.compression
+        return (compression is not None and self.encoding is None and size <= SMALL_FILE
+                and compression.wanted_by(environ)
+                and compression.compressible("200 OK", [("Content-Type", kind)], size))
 
 
 # Files up to this size are read and written with their head; larger ones go by sendfile.
@@ -417,8 +419,8 @@ def byte_range(environ: dict, size: int, etag: str, last_modified: str) -> tuple
     """(first, last) byte of a single satisfiable range; UNSATISFIABLE; None: send the whole file (no Range,
     one that is not ours to honour, or If-Range naming another version)."""
     header = environ.get("HTTP_RANGE")
-    if header is None:
-        return None
+    if header is None or size == 0:
+        return None                   # an empty file has no byte to range over: 200, empty, as nginx
     if_range = environ.get("HTTP_IF_RANGE")
     if if_range is not None and if_range.strip() not in (etag, last_modified):
         return None
@@ -430,7 +432,7 @@ def byte_range(environ: dict, size: int, etag: str, last_modified: str) -> tuple
         return None
     if not first:                      # the last N bytes
         length = int(last)
-        if length == 0 or size == 0:
+        if length == 0:
             return UNSATISFIABLE
         return max(0, size - length), size - 1
     start = int(first)

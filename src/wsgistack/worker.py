@@ -10,6 +10,7 @@ Supervision lives in master.py; protocols in protocols/.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import gc
 import itertools
@@ -52,6 +53,9 @@ except ImportError:      # still runs on plain asyncio, only slower
 
 log = logging.getLogger("wsgistack")
 
+# Sent by the kernel when the master dies (prctl PR_SET_PDEATHSIG); the master never sends it.
+MASTER_DEATH_SIGNAL = signal.SIGUSR2
+_PR_SET_PDEATHSIG = 1
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
 LOAD_REPORT_INTERVAL = 1.0   # seconds between --cheaper load reports to the master
 
@@ -76,6 +80,7 @@ class Worker:
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
         self.waiting: list[Connection] = []
+        self.streams = 0                 # Expect: 100-continue bodies streaming to the app (may_stream)
         self.static: StaticFiles | None = None      # static files answered before the app
         self.compression: Compression | None = None  # gzip for the answers
         self.started = time.monotonic()
@@ -100,8 +105,8 @@ class Worker:
             resource.setrlimit(resource.RLIMIT_AS, (self.config.limit_as << 20,) * 2)
         try:
             self.app = load_app(self.config)
-            self.static = StaticFiles.from_config(self.config)
             self.compression = Compression.from_config(self.config)
+            self.static = StaticFiles.from_config(self.config, self.compression)
         except ConfigError as exc:
             self._report(f"error {exc}")
             return EXIT_BOOT_FAILED
@@ -138,6 +143,12 @@ class Worker:
         # Fast stop: exits from the handler, even while inline app code blocks the loop.
         signal.signal(signal.SIGINT, self._stop_now)
         signal.signal(signal.SIGQUIT, self._stop_now)
+        # The kernel says when the master dies (SIGKILL, the OOM killer): the port is let go at once, even while
+        # inline app code holds the loop thread (a restart would find it taken until that request ended).
+        signal.signal(MASTER_DEATH_SIGNAL, self._master_died)
+        _ask_for_signal_on_parent_death(MASTER_DEATH_SIGNAL)
+        if os.getppid() != self.master_pid:
+            self._master_died()                 # already, before the kernel was asked
         if self.config.py_autoreload and self.number == 1:
             watch_modules(self.config.py_autoreload, self.master_pid)     # the code as loaded, before serving
         self._report("ready")
@@ -230,6 +241,25 @@ class Worker:
             self.app_busy = True
         self.threads.submit(exchange.run)
 
+    def may_stream(self) -> bool:
+        """May an Expect: 100-continue body stream to the app (100 sent once it reads)? An app thread waiting on a
+        client's upload must not be the last one: with --threads N, N-1 such uploads at most; with 1, one, as it
+        lends the app to the loop while it waits (StreamingInput). Past that, the loop sends 100 itself and
+        buffers the body, as nginx does."""
+        return self.streams < max(1, self.config.threads - 1)
+
+    def stream_started(self) -> None:
+        self.streams += 1
+
+    def stream_ended(self) -> None:
+        self.streams -= 1
+
+    def reclaim_app(self, granted) -> None:
+        """The app thread of a streamed body (--threads 1) got its bytes: it runs app code again once no inline
+        request does (this runs between the loop's callbacks, so none does now)."""
+        self.app_busy = True
+        granted()
+
     def wait_for_app(self, conn: Connection) -> None:
         if conn not in self.waiting:
             self.waiting.append(conn)
@@ -274,6 +304,7 @@ class Worker:
 
     # --- sendfile: zero-copy for wsgi.file_wrapper over a real file ---
     def sendfile(self, conn: Connection, fd: int, offset: int, count: int, on_done) -> None:
+        """Send `count` bytes of the file from `offset`, paced by the socket; then on_done(bytes not sent)."""
         # A dup of the socket: the transport owns the original fd in the loop's poller.
         out_fd = os.dup(conn.transport.get_extra_info("socket").fileno())
         position = [offset, count]
@@ -284,7 +315,7 @@ class Worker:
             os.close(out_fd)
             if not complete and not conn.closed:
                 conn.transport.abort()      # a truncated body can only be signalled by closing
-            on_done()
+            on_done(position[1])
 
         def step() -> None:
             if conn.closed:
@@ -324,9 +355,8 @@ class Worker:
         if self.stopping and time.monotonic() > self.stop_deadline:
             log.warning("graceful stop timed out with %d connections open", len(self.connections))
             self.loop.stop()
-        elif os.getppid() != self.master_pid and not self.stopping:
-            log.error("the master is gone; stopping")
-            self.stop_gracefully()
+        elif os.getppid() != self.master_pid:
+            self._master_gone()
         # Aligned to the next second (the Date header changes on time), and never less than 0.9 s
         # apart: every timeout counts these sweeps.
         self.loop.call_later(second + 1 - now, self._tick)
@@ -366,6 +396,21 @@ class Worker:
         # closed by their tick() after a second without a request (never mid-request: no resets).
         if not self.connections:
             self._stop_when_drained()
+
+    def _master_died(self, signum=None, frame=None) -> None:
+        if os.getppid() == self.master_pid:
+            return                      # not the kernel's word: the master lives
+        for sock, _ in self.listeners:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)      # stops listening, for every process holding the socket
+            except OSError:
+                pass
+        self.loop.call_soon_threadsafe(self._master_gone)
+
+    def _master_gone(self) -> None:
+        if not self.stopping:
+            log.error("the master is gone; stopping")
+            self.stop_gracefully()
 
     def _stop_now(self, signum, frame) -> None:
         """SIGINT/SIGQUIT: fast stop, in-flight requests are abandoned."""
@@ -416,6 +461,13 @@ class RequestCounters:
     def exception(self) -> None:
         with self.lock:
             self.exceptions += 1
+
+
+def _ask_for_signal_on_parent_death(signum: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass                            # not Linux: the once-a-second check (_tick) still sees it
 
 
 def worker_main(config: Config, listeners, number: int, status_fd: int, master_pid: int) -> int:

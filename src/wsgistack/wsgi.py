@@ -20,7 +20,8 @@ from wsgistack.body import BodyError
 log = logging.getLogger("wsgistack")
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_STATUS = re.compile(r"[1-5][0-9][0-9] [\t -~\x80-\xff]*")
+# 1xx answers are interim (RFC 9110, 15.2): never the app's final status
+_STATUS = re.compile(r"[2-5][0-9][0-9] [\t -~\x80-\xff]*")
 _valid_header_names: set[str] = set()     # names already checked, so the hot path skips the regex
 _status_codes: dict[str, int] = {}        # status lines already checked -> their code (int() costs 80 ns)
 _MAX_CACHED_NAMES = 2048
@@ -132,6 +133,9 @@ class Exchange:
         """PEP 3333's legacy write(): sends the head if needed, then the data, before returning."""
         if type(data) is not bytes:
             raise ResponseError(f"write() takes bytes, got {type(data).__name__}")
+        if self.finished:
+            # kept by the app past its return (another thread, a later request): the connection is not its own
+            raise ResponseError("write() called after the response was complete")
         try:
             if not self.head_sent:
                 self._stream(self._head(None))
@@ -313,7 +317,12 @@ class Exchange:
         if self.threaded:
             self.conn.from_thread_flow(data)
         else:
-            self.conn.send_now(data)
+            conn = self.conn
+            conn.send_now(data)
+            if conn.transport.is_closing():
+                # The client is gone (the write failed): the loop would learn it only once the app lets go.
+                conn.closed = True
+                raise ConnectionResetError("client went away")
 
     def _sendfile(self, span: tuple[int, int, int]) -> None:
         fd, offset, size = span
@@ -323,12 +332,23 @@ class Exchange:
         self.remaining -= count
         if self.threaded:
             done = threading.Event()
+            unsent = [0]
+
+            def sent(left: int) -> None:
+                unsent[0] = left
+                done.set()
+
             self.conn.leave_thread()
-            self.conn.from_thread(self.conn.send_file, head, fd, offset, count, done.set)
+            self.conn.from_thread(self.conn.send_file, head, fd, offset, count, sent)
             done.wait()
-            self._finish()
+            self._file_sent(unsent[0])
         else:
-            self.conn.send_file(head, fd, offset, count, self._finish)
+            self.conn.send_file(head, fd, offset, count, self._file_sent)
+
+    def _file_sent(self, unsent: int) -> None:
+        """The sendfile ended, `unsent` bytes short of the count if the client went away or the file shrank."""
+        self.body_bytes -= unsent           # the access log and --stats count what was sent
+        self._finish()
 
     def _fail(self, exc: BaseException) -> None:
         environ = self.environ
@@ -359,6 +379,8 @@ class Exchange:
             self.body_bytes = len(INTERNAL_ERROR_BODY)
             head = INTERNAL_ERROR + _added_head.encode("latin-1") + self.conn.worker.date_header + b"\r\n"
             self._whole(head + (b"" if self.is_head else INTERNAL_ERROR_BODY))
+        elif self.remaining is None and not self.chunked and not self.no_body:
+            self.conn.reset_after_response()   # its end is the close: only a reset says it is cut
         else:
             self.conn.abort_after_response()   # a half-sent response can only be ended by closing
 
@@ -478,6 +500,8 @@ def configure(config) -> None:
 
 def _check_status(status) -> int:
     if type(status) is not str or not _STATUS.fullmatch(status):
+        if type(status) is str and status[:1] == "1":
+            raise ResponseError(f"invalid status {status!r}: a 1xx answer is interim, never the final one")
         raise ResponseError(f"invalid status {status!r}: must be a str like '200 OK'")
     code = int(status[:3])
     if len(_status_codes) < _MAX_CACHED_NAMES:

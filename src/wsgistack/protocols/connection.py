@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import threading
 from collections import deque
 from time import monotonic
@@ -19,10 +21,16 @@ log = logging.getLogger("wsgistack")
 
 # Pipelined requests parsed ahead of the one being answered; past this we stop reading the socket.
 MAX_PENDING = 32
+# Answers to pipelined requests coalesced before they go to the transport: past this, they are written, and
+# once the transport holds more than its high-water mark the next requests wait for the client to read
+# (nginx answers one pipelined request at a time): a client that sends and never reads cannot fill our memory.
+MAX_BATCH = 32
 # Seconds a closed connection keeps draining the client's bytes before it is closed anyway.
 LINGER_TICKS = 3
 # Bytes an app thread may have queued for the loop to write before it waits (per connection).
 THREAD_WRITE_AHEAD = 1 << 20
+# SO_LINGER on, timeout 0: close() sends a reset and drops what is unsent.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def add_server_address(environ: dict, transport) -> None:
@@ -45,12 +53,23 @@ class Reject(Exception):
         self.detail = detail
 
 
+def _reset(transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family != socket.AF_UNIX:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass                        # gone already
+    transport.abort()
+
+
 class Connection(asyncio.Protocol):
     """Subclasses provide `error_response(status, detail) -> bytes` in their protocol's framing."""
 
     exchange_class = Exchange
     peer_closed = False                  # the client sent EOF: no lingering needed once we answered
     read_all = False                     # every byte the client may send was read: no lingering needed
+    reset = False                        # end with a TCP reset, not a FIN (reset_after_response)
     server_address_from_socket = True    # SERVER_NAME/PORT from the socket (gateways get them from the web server)
     # A connection per request (uwsgi): one socket shared by the workers, each accepting one connection at a
     # time and answering it off accept (direct.py); else one SO_REUSEPORT socket per worker, uvloop's accept.
@@ -60,6 +79,9 @@ class Connection(asyncio.Protocol):
     owned_by_thread = False
     deferred: Exchange | None = None     # the request the owning thread runs once parsing returned
     send_stalled = 0                     # seconds an answer waited on a client that took none of it
+    # A draining worker says `Connection: close` with its last answer; a protocol that cannot say it
+    # (FastCGI) keeps the connection while the peer uses it, and closes it once idle (tick()).
+    drains_when_idle = False
     file_sender = None                   # the sendfile under way (worker.sendfile): cancel() ends it
 
     def __init__(self, worker):
@@ -128,7 +150,7 @@ class Connection(asyncio.Protocol):
             return False
         if worker.compression is not None:
             app = worker.compression.wrap(app, environ)
-        if self.closing or worker.stopping:
+        if self.closing or (worker.stopping and not self.drains_when_idle):
             keep_alive = False               # closing or draining: the last response on this connection
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
         if worker.times_requests:
@@ -137,6 +159,8 @@ class Connection(asyncio.Protocol):
             exchange.threaded = True
             if stream is not None:
                 exchange.body_stream = stream
+                if self.flow is None and not self.owned_by_thread:
+                    self.flow = threading.Condition()   # --threads 1: this exchange's thread writes through it
             if self.owned_by_thread:
                 self.deferred = exchange
             else:
@@ -147,7 +171,7 @@ class Connection(asyncio.Protocol):
 
     def _run_pending(self) -> None:
         """Start queued requests in order, one at a time per connection."""
-        while self.pending and self.active is None and not self.closed:
+        while self.pending and self.active is None and not self.closed and not self.write_paused:
             item = self.pending.popleft()
             if type(item) is Reject:
                 self.send(self.error_response(item.status, item.detail))
@@ -196,6 +220,11 @@ class Connection(asyncio.Protocol):
     def abort_after_response(self) -> None:
         self.closing = True
 
+    def reset_after_response(self) -> None:
+        """A body that ends with the connection was cut short: close with a TCP reset, as a FIN would tell the
+        peer (nginx, a cache) that the body is whole."""
+        self.closing = self.reset = True
+
     def _close(self) -> None:
         """Lingering close, as nginx: send FIN after what is buffered, but keep reading (and dropping)
         until the client closes too, or LINGER_TICKS pass. Closing a socket with unread client bytes
@@ -205,7 +234,9 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = self.closing = True   # from now on nothing is read, written or started
             self.ticks = 0
-            if self.transport.can_write_eof() and not (self.peer_closed or self.read_all):
+            if self.reset:
+                _reset(self.transport)
+            elif self.transport.can_write_eof() and not (self.peer_closed or self.read_all):
                 self.transport.write_eof()
             else:
                 self.transport.close()      # nothing more can come from the client: no reset to fear
@@ -214,7 +245,7 @@ class Connection(asyncio.Protocol):
         """--send-timeout, from tick(): True when the connection was just aborted because the client took nothing
         of an answer for that long (nginx's send_timeout). Until then an app thread streaming to it waits, so a
         client that stops reading must not hold one for ever."""
-        if self.active is None or not (self.write_paused or self.file_sender is not None):
+        if not (self.write_paused or self.file_sender is not None):
             self.send_stalled = 0
             return False
         self.send_stalled += 1
@@ -237,7 +268,10 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         """Write; while answering a batch of pipelined requests, responses are coalesced into one write."""
         if self.batching:
-            self.out.append(data)
+            out = self.out
+            out.append(data)
+            if len(out) >= MAX_BATCH:
+                self._flush()
         elif not self.closed:
             self.transport.write(data)
 
@@ -260,7 +294,7 @@ class Connection(asyncio.Protocol):
         if count and not self.closed:
             self.worker.sendfile(self, fd, offset, count, on_done)
         else:
-            on_done()
+            on_done(count)              # nothing to send, or the client is gone: none of it was sent
 
     # --- writing from an app thread ---
     def from_thread(self, function, *args) -> None:

@@ -70,6 +70,9 @@ def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
     """
     environ = conn_environ.copy()
     environ.update(variables)
+    # nginx passes every request header too, Content-Type and -Length among them: CGI names them once
+    environ.pop("HTTP_CONTENT_LENGTH", None)
+    environ.pop("HTTP_CONTENT_TYPE", None)
     if not environ.get("CONTENT_LENGTH"):
         environ.pop("CONTENT_LENGTH", None)
     if not environ.get("CONTENT_TYPE"):
@@ -82,7 +85,11 @@ def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
         path = quote((environ["SCRIPT_NAME"] + environ["PATH_INFO"]).encode("latin-1"))
         query = environ["QUERY_STRING"]
         environ["REQUEST_URI"] = f"{path}?{query}" if query else path
-    if environ.get("HTTPS", "").lower() in ("on", "1") or environ.get("REQUEST_SCHEME", "").lower() == "https":
+    scheme = environ.get("UWSGI_SCHEME")     # uWSGI's own var (`uwsgi_param UWSGI_SCHEME $scheme;`) decides first
+    if scheme is not None:
+        if scheme.lower() in ("http", "https"):
+            environ["wsgi.url_scheme"] = scheme.lower()
+    elif environ.get("HTTPS", "").lower() in ("on", "1") or environ.get("REQUEST_SCHEME", "").lower() == "https":
         environ["wsgi.url_scheme"] = "https"
     return environ
 

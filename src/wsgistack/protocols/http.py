@@ -9,12 +9,17 @@ Responses leave in request order; the Exchange (wsgi.py) decides their framing.
 from __future__ import annotations
 
 import logging
+import re
+import sys
+import threading
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
 from wsgistack.body import EMPTY_INPUT, BodyBuffer, BodyError, StreamingInput
+from wsgistack.paths import normalize_path
 from wsgistack.protocols.connection import MAX_PENDING, Connection, Reject
+from wsgistack.protocols.uwsgi_codec import NEED_DATA, BodyData, UwsgiProtocolError, body_decoder
 
 log = logging.getLogger("wsgistack")
 
@@ -42,6 +47,21 @@ def _environ_key(name: bytes) -> str:
     if len(_env_keys) < _MAX_CACHED_KEYS:
         _env_keys[name] = key
     return key
+
+
+# RFC 9110 7.2 (RFC 3986 3.2.2): a reg-name or an IP literal, then an optional port. Checked once per value.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?")
+_valid_hosts: set[str] = set()
+_MAX_VALID_HOSTS = 1024
+
+
+def _check_host(host: str) -> None:
+    """400 for a Host no URL could have (RFC 9112 3.2): apps build links and redirects from it."""
+    if not _HOST.fullmatch(host) or ".." in host:
+        raise Reject(400, "invalid Host header")
+    if len(_valid_hosts) >= _MAX_VALID_HOSTS:
+        _valid_hosts.clear()
+    _valid_hosts.add(host)
 
 
 def _fields_size(headers: list) -> int:
@@ -81,11 +101,12 @@ def _read_version(parser, environ: dict) -> bool:
     raise Reject(505, f"HTTP/{version} is not supported")
 
 
-def http_error_response(status: int, detail: str) -> bytes:
+def http_error_response(status: int, detail: str, date_header: bytes) -> bytes:
+    """A whole answer of ours (not the app's), ending the connection; `date_header` is the worker's Date line."""
     reason = _REASONS.get(status, "Error")
     body = f"{status} {reason}: {detail}\n".encode("latin-1", "replace")
     return (f"HTTP/1.1 {status} {reason}\r\nServer: wsgistack\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + date_header + b"\r\n" + body
 
 
 class HttpConnection(Connection):
@@ -96,13 +117,14 @@ class HttpConnection(Connection):
 
     @classmethod
     def configure(cls, config) -> None:
-        cls.limit_line = config.limit_request_line
-        cls.limit_fields = config.limit_request_fields
-        cls.limit_field_size = config.limit_request_field_size
-        cls.limit_head = config.limit_request_head
+        # 0: no limit of its own (gunicorn's meaning for its limit_request_* options)
+        cls.limit_line = config.limit_request_line or sys.maxsize
+        cls.limit_fields = config.limit_request_fields or sys.maxsize
+        cls.limit_field_size = config.limit_request_field_size or sys.maxsize
+        cls.limit_head = config.limit_request_head or sys.maxsize
         cls.limit_post = config.limit_post
         cls.post_buffering = config.post_buffering
-        cls.small_head = min(config.limit_request_field_size, config.limit_request_head)
+        cls.small_head = min(cls.limit_field_size, cls.limit_head)
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport) -> None:
@@ -120,6 +142,10 @@ class HttpConnection(Connection):
         self.headers: list = []
         self.body: BodyBuffer | None = None
         self.streaming: StreamingInput | None = None
+        # The body of a request llhttp takes for a protocol switch (Upgrade, which we never do): llhttp leaves it
+        # unparsed, so it is framed here (its decoder, and the bytes not decoded yet).
+        self.raw_body = None
+        self.raw_bytes = bytearray()
         # environ size when no header field repeats: the connection's keys, 4 from the request line,
         # one per field (see on_headers_complete)
         self.env_size = len(self.conn_environ) + 4
@@ -128,6 +154,9 @@ class HttpConnection(Connection):
         if self.closing:
             return                      # also: lingering after close, bytes are dropped
         self.ticks = 0
+        if self.raw_body is not None:
+            self._raw_body_data(data)
+            return
         if not self.in_body:
             self.in_head = True         # any byte outside a body starts a head (even empty lines): it is timed
         # A head is at most this read plus what came before it: when that is within the smallest size
@@ -136,8 +165,11 @@ class HttpConnection(Connection):
         self.batching = True            # responses to this read leave in one write
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.closing = True          # no protocol switch: answer the request, then close
+        except httptools.HttpParserUpgrade as upgrade:
+            if self.raw_body is not None:      # the body follows the head: read by its framing
+                self._raw_body_data(data[upgrade.args[0]:])
+            else:
+                self.closing = True      # no protocol switch: answer the request, then close
         except httptools.HttpParserCallbackError as exc:
             reject = exc.__context__
             if isinstance(reject, Reject):
@@ -149,7 +181,9 @@ class HttpConnection(Connection):
             self._reject(*self._method_error(data))
         except httptools.HttpParserError as exc:
             if not self.closed:          # bytes after a `Connection: close` request are just dropped
-                self._reject(400, str(exc).strip() or "malformed request")
+                detail = str(exc).strip() or "malformed request"
+                # llhttp knows HTTP/0.9 to 2.0; any other version is well-formed, but not ours (RFC 9110 15.6.6)
+                self._reject(505 if detail == "Invalid HTTP version" else 400, detail)
         else:
             if self.in_head:
                 self.head_bound += len(data)     # all of it: bytes buffered inside llhttp/httptools too
@@ -234,7 +268,7 @@ class HttpConnection(Connection):
         environ = self.conn_environ.copy()
         method = parser.get_method()
         method = environ["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("ascii")
-        if url[0] == 47 and 37 not in url and 35 not in url:     # "/..." without "%" or "#" (int: 7x faster than b"%")
+        if url[0] == 47 and 37 not in url and 35 not in url and b"/." not in url:   # no "%", "#", dot segment
             uri = environ["REQUEST_URI"] = url.decode("latin-1")
             environ["PATH_INFO"], _, environ["QUERY_STRING"] = uri.partition("?")
             target_host = None
@@ -251,10 +285,16 @@ class HttpConnection(Connection):
             environ["SERVER_PROTOCOL"] = "HTTP/1.1"
         else:
             http11 = _read_version(parser, environ)   # get_http_version() costs as much as the rest of this block
-        if http11 and "HTTP_HOST" not in environ:
-            raise Reject(400, "missing Host header")
+        host = environ.get("HTTP_HOST")
+        if host is None:
+            if http11:
+                raise Reject(400, "missing Host header")
+        elif host not in _valid_hosts:
+            _check_host(host)
         if target_host is not None:
             environ["HTTP_HOST"] = target_host
+        if method == "CONNECT":
+            raise Reject(501, "CONNECT is not supported: this is no proxy")
         if self.closing:
             keep_alive = False
         if ("CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ or "HTTP_EXPECT" in environ
@@ -278,7 +318,8 @@ class HttpConnection(Connection):
             has_body = content_length is not None and content_length != "0"
         if has_body and self.limit_post and content_length is not None and int(content_length) > self.limit_post:
             raise Reject(413, f"request body larger than {self.limit_post} bytes")
-        if "HTTP_UPGRADE" in environ and self.parser.should_upgrade():
+        upgrade = "HTTP_UPGRADE" in environ and self.parser.should_upgrade()
+        if upgrade:
             keep_alive = False           # no protocol switch, and llhttp parses nothing after it: the last one
         self.body = None
         expect = environ.get("HTTP_EXPECT")
@@ -286,8 +327,13 @@ class HttpConnection(Connection):
             if expect.lower() != "100-continue":
                 raise Reject(417, "only 'Expect: 100-continue' is supported")
             if has_body and http11:
-                self._start_streaming(environ, keep_alive)
-                return
+                if not upgrade and self.worker.may_stream():
+                    self._start_streaming(environ, keep_alive)
+                    return
+                if self.active is None and not self.pending:      # else it would overtake their answers
+                    self.send(b"HTTP/1.1 100 Continue\r\n\r\n")    # and the body is buffered, as nginx does
+        if has_body and upgrade:
+            self.raw_body = body_decoder(environ)     # llhttp would skip the body: framed by _raw_body_data
         if has_body:
             self.in_body = True
             self.body = BodyBuffer(self.post_buffering)
@@ -311,6 +357,8 @@ class HttpConnection(Connection):
             sink.append(data)
 
     def on_message_complete(self) -> None:
+        if self.raw_body is not None:
+            return                        # llhttp skips the body of an Upgrade request: _raw_body_data reads it
         self.in_body = False
         self.url = b""
         self.head_age = self.head_bound = 0
@@ -327,7 +375,7 @@ class HttpConnection(Connection):
         if self.body is not None:
             request[0]["wsgi.input"] = self.body.as_input()
             self.body = None
-        if self.active is None and not self.pending:
+        if self.active is None and not self.pending and not self.write_paused:
             self._start(request)          # the usual case: straight to the app, no queue
         else:
             self.pending.append(request)
@@ -340,6 +388,8 @@ class HttpConnection(Connection):
         if url[:1] == b"/":
             path, _, query = url.partition(b"?")
         elif url == b"*":
+            if environ["REQUEST_METHOD"] != "OPTIONS":
+                raise Reject(400, "the asterisk target is for OPTIONS only")
             path, query = b"*", b""
         else:
             try:
@@ -348,6 +398,8 @@ class HttpConnection(Connection):
                 raise Reject(400, "invalid request target") from None
             if parsed.host is None:
                 raise Reject(400, "invalid request target")
+            if parsed.userinfo:
+                raise Reject(400, "user information in the request target")    # RFC 9110 4.2.4
             path, query = parsed.path or b"/", parsed.query or b""
             # absolute-form: the target's authority replaces Host (RFC 9112, section 3.2.2)
             host = (parsed.host + (b":%d" % parsed.port if parsed.port else b"")).decode("latin-1")
@@ -355,7 +407,11 @@ class HttpConnection(Connection):
             path = path.partition(b"#")[0]
         if b"#" in query:
             query = query.partition(b"#")[0]
-        environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+        path_info = environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+        if "\0" in path_info:
+            raise Reject(400, "NUL in the path")
+        if "/." in path_info and normalize_path(path_info) is None:
+            raise Reject(400, "the path climbs above /")           # as nginx
         environ["QUERY_STRING"] = query.decode("latin-1")
         environ["REQUEST_URI"] = url.decode("latin-1")
         return host
@@ -382,7 +438,20 @@ class HttpConnection(Connection):
     def _start_streaming(self, environ: dict, keep_alive: bool) -> None:
         """Expect: 100-continue: the app runs now, on a thread, and `100 Continue` goes out on its first read."""
         self.in_body = True
-        stream = StreamingInput(lambda: self.loop.call_soon_threadsafe(self._send_continue))
+        worker, loop = self.worker, self.loop
+        worker.stream_started()
+
+        def lend() -> None:
+            loop.call_soon_threadsafe(worker.app_released)
+
+        def reclaim() -> None:
+            granted = threading.Event()
+            loop.call_soon_threadsafe(worker.reclaim_app, granted.set)
+            granted.wait()
+
+        # --threads 1: while the app's thread waits on the client, the loop may run other requests (lend/reclaim)
+        stream = StreamingInput(lambda: loop.call_soon_threadsafe(self._send_continue), worker.stream_ended,
+                                *((None, None) if worker.threaded else (lend, reclaim)))
         environ["wsgi.input"] = stream
         self.streaming = stream
         request = (environ, environ["REQUEST_METHOD"] == "HEAD", True, keep_alive, stream)
@@ -391,13 +460,35 @@ class HttpConnection(Connection):
         else:
             self.pending.append(request)
 
+    def _raw_body_data(self, data: bytes) -> None:
+        """Bytes of an Upgrade request's body (self.raw_body decodes its framing); once whole, the request goes to
+        the app. Nothing after it is read: the connection closes after the answer."""
+        self.raw_bytes += data
+        try:
+            while (event := self.raw_body.next_event(self.raw_bytes)) is not NEED_DATA:
+                if type(event) is BodyData:
+                    self.on_body(event.data)
+                    continue
+                self.raw_body = None
+                self.raw_bytes.clear()
+                self.on_message_complete()
+                return
+        except Reject as reject:
+            self.raw_body = None
+            self._reject(reject.status, reject.detail)
+            self._run_pending()
+        except UwsgiProtocolError as exc:
+            self.raw_body = None
+            self._reject(400, str(exc))
+            self._run_pending()
+
     def _send_continue(self) -> None:
         if not self.closed and self.active is not None and not self.active.head_sent:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # --- answering ---
     def error_response(self, status: int, detail: str) -> bytes:
-        return http_error_response(status, detail)
+        return http_error_response(status, detail, self.worker.date_header)
 
     def _reject(self, status: int, detail: str) -> None:
         log.info("rejected a request from %s: %d %s", self.conn_environ.get("REMOTE_ADDR"), status, detail)

@@ -66,7 +66,8 @@ class UwsgiConnection(GatewayConnection):
                 else:
                     complete = True
         except HTTPOnUwsgiPortError as exc:
-            self.send(http_error_response(400, "this is a uwsgi socket; HTTP clients belong on the http socket"))
+            self.send(http_error_response(400, "this is a uwsgi socket; HTTP clients belong on the http socket",
+                                          self.worker.date_header))
             self._protocol_error(str(exc))
         except UwsgiProtocolError as exc:
             self._protocol_error(str(exc))
@@ -88,6 +89,9 @@ class UwsgiConnection(GatewayConnection):
 
     # --- the parser's events ---
     def _request_head(self, request: UwsgiRequest) -> None:
+        if not request.environ and not request.dropped_vars:
+            self._protocol_error("empty vars block: not a request (uWSGI skips it as an \"Empty python request\")")
+            return
         if request.modifier1 == MODIFIER1_MANAGE_PATH_INFO:
             variables = strip_script_name(request.environ)
         elif request.modifier1 == MODIFIER1_WSGI:
@@ -123,7 +127,7 @@ class UwsgiConnection(GatewayConnection):
 
     # --- answering ---
     def error_response(self, status: int, detail: str) -> bytes:
-        return http_error_response(status, detail)
+        return http_error_response(status, detail, self.worker.date_header)
 
     def _reject(self, status: int, detail: str) -> None:
         log.info("rejected a uwsgi request from %s: %d %s", self._peer(), status, detail)

@@ -177,7 +177,7 @@ class UwsgiRequestParser:
         block = bytes(self._buffer[_HEADER.size:end])
         del self._buffer[:end]
         environ, dropped_vars = _decode_vars(block)
-        self._body = _body_for(environ)
+        self._body = body_decoder(environ)
         self._step = UwsgiRequestParser._read_body
         return UwsgiRequest(modifier1, modifier2, environ, dropped_vars)
 
@@ -268,8 +268,8 @@ def _raise_overrun(block: bytes, position: int, what: str):
 # Body framing
 
 
-def _body_for(environ: dict[str, str]) -> _FixedLengthBody | _ChunkedBody:
-    """CONTENT_LENGTH wins: nginx de-chunks a buffered body and sets it, yet still forwards HTTP_TRANSFER_ENCODING.
+def body_decoder(environ: dict[str, str]) -> _FixedLengthBody | _ChunkedBody:
+    """The body's decoder (next_event(buffer) -> BodyData, EndOfBody or NEED_DATA). CONTENT_LENGTH wins: nginx de-chunks a buffered body and sets it, yet still forwards HTTP_TRANSFER_ENCODING.
     nginx's uwsgi_params sends `CONTENT_LENGTH $content_length` even when empty, so empty means absent."""
     content_length = environ.get("CONTENT_LENGTH", "")
     if content_length:
