@@ -18,6 +18,23 @@ from typing import Callable
 from wsgistack.memory import memory
 
 _VARIABLE = re.compile(r"%\(([^)]*)\)")
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+
+
+def log_safe(value: str) -> str:
+    """A value from the network as a log line may show it: one line, no terminal escape, valid inside a JSON
+    string. Quotes and backslashes get a backslash, control characters are \\u00XX (as JSON writes them), and
+    the bytes (given as latin-1 by PEP 3333) are shown as the UTF-8 they mostly are."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return value                            # the usual case
+    raw = value.encode("latin-1", "replace")
+    text = raw.decode("utf-8", "replace") if not value.isascii() else value
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match[0]
+    return "\\" + char if char in '"\\' else f"\\u{ord(char):04x}"
 
 
 @dataclass(frozen=True)
@@ -35,7 +52,7 @@ class LoggedRequest:
 
 
 def _environ(key: str, default: str = "") -> Callable[[LoggedRequest], str]:
-    return lambda request: str(request.environ.get(key, default))
+    return lambda request: log_safe(str(request.environ.get(key, default)))
 
 
 def _head_size(request: LoggedRequest) -> int:

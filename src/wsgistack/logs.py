@@ -14,7 +14,7 @@ import time
 
 from wsgistack.config import ConfigError
 from wsgistack.log_files import request_log_fd
-from wsgistack.log_format import LoggedRequest, compile_format
+from wsgistack.log_format import LoggedRequest, compile_format, log_safe
 from wsgistack.memory import memory
 
 
@@ -111,9 +111,10 @@ class AccessLog:
             address = environ.get("REMOTE_ADDR", "-")
             if self.forwarded_for and "HTTP_X_FORWARDED_FOR" in environ:
                 address = environ["HTTP_X_FORWARDED_FOR"].partition(",")[0].strip()
-            line = (f"{self.memory}{self.prefix_pid}{count}] {address} () [{self.stamp}] "
-                    f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']} => generated {body_bytes} bytes in "
-                    f"{msecs} msecs ({environ['SERVER_PROTOCOL']} {status})\n")
+            request = log_safe(f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']}")   # no forged lines
+            line = (f"{self.memory}{self.prefix_pid}{count}] {log_safe(address)} () [{self.stamp}] "
+                    f"{request} => generated {body_bytes} bytes in "
+                    f"{msecs} msecs ({log_safe(environ['SERVER_PROTOCOL'])} {status})\n")
         if on_thread:
             _write(line.encode("utf-8", "replace"))
             return
