@@ -69,3 +69,21 @@ def test_the_master_runs_a_job_at_the_next_minute(start_server, tmp_path):
 def test_a_bad_cron_line_is_a_startup_error_naming_file_and_line(tmp_path):
     ini, errors = failed_start(tmp_path, "cron = 99 -1 -1 -1 -1 true")
     assert f"{ini}:4: option 'cron': the minute must be 0 to 59, -1 (any) or -N (every N), got 99" in errors
+
+
+def test_a_reload_keeps_a_running_unique_job_from_starting_beside_itself(tmp_path):
+    """The runs of a job go on with the same job of the reloaded configuration (a second copy once started)."""
+    line = f"-1 -1 -1 -1 -1 echo run >> {tmp_path / 'runs'}; exec sleep 30"
+    cron = Cron([], [line])
+    try:
+        cron.minute_seen -= 1
+        cron.run_due()
+        first, = cron.jobs[0].runs
+        cron.replace([], [line])                   # SIGHUP: the same job in the new configuration
+        cron.minute_seen -= 1
+        cron.run_due()
+        assert cron.jobs[0].runs == [first]
+    finally:
+        for run in cron.jobs[0].runs + cron.earlier_runs:
+            run.kill()
+            run.wait(timeout=10)

@@ -80,3 +80,17 @@ def test_a_smart_daemon_is_started_when_its_pidfile_names_no_live_process_and_ou
 def test_a_smart_daemon_without_its_command_is_a_startup_error(tmp_path):
     ini, errors = failed_start(tmp_path, "smart-attach-daemon = /tmp/only-a-pidfile.pid")
     assert f"{ini}:4: option 'smart-attach-daemon': expected PIDFILE COMMAND" in errors
+
+
+def test_a_compound_daemon_command_is_stopped_whole(start_server, tmp_path):
+    """`cd x && cmd` runs cmd under a /bin/sh of its own: the whole process group is stopped (only the shell was,
+    and the command ran on after reloads and after the server)."""
+    pids = tmp_path / "pids"
+    server = start_server("--attach-daemon", f"cd {tmp_path} && sh -c 'echo $$ >> {pids}; exec sleep 600'")
+    first, = wait_until(lambda: started_pids(pids), what="the daemon started")
+    os.kill(server.pid, signal.SIGHUP)
+    wait_until(lambda: len(started_pids(pids)) == 2, timeout=20, what="restarted by the reload")
+    wait_until(lambda: not alive(first), what="the first one stopped by the reload")
+    second = started_pids(pids)[1]
+    assert server.stop() == 0
+    wait_until(lambda: not alive(second), what="the second one stopped with the server")

@@ -37,6 +37,14 @@ def read_pidfile(path: str) -> int:
     return pid
 
 
+def running_master(path: str) -> int | None:
+    """The pid in a pidfile if it is a running wsgistack master's; None for no pidfile, or a stale one."""
+    try:
+        return read_pidfile(path)
+    except ConfigError:
+        return None
+
+
 def master_title(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:

@@ -102,6 +102,10 @@ class Cron:
         return False
 
     def replace(self, jobs: list[str], unique_jobs: list[str]) -> None:
-        """A reload: the new configuration's jobs; runs still going on are reaped as before."""
-        self.earlier_runs += [run for job in self.jobs for run in job.runs]
+        """A reload: the new configuration's jobs. Runs still going on stay with a job of the same schedule and
+        command (so that a unique-cron one is not started beside itself), others are reaped as before."""
+        running = {(job.unique, job.schedule, job.command): job.runs for job in self.jobs if job.runs}
         self.jobs = [parse_job(value, False) for value in jobs] + [parse_job(value, True) for value in unique_jobs]
+        for job in self.jobs:
+            job.runs = running.pop((job.unique, job.schedule, job.command), [])
+        self.earlier_runs += [run for runs in running.values() for run in runs]

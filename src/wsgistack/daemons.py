@@ -153,16 +153,18 @@ class Daemons:
 
     @staticmethod
     def _signal(process: subprocess.Popen, sig: int) -> None:
+        """To the command's whole process group: `cd x && celery ...` runs under a /bin/sh of its own."""
         try:
-            os.kill(process.pid, sig)
+            os.killpg(process.pid, sig)
         except ProcessLookupError:
             pass
 
 
 def start_command(command: str) -> subprocess.Popen:
     """A command of the master's (daemons, cron) in `/bin/sh -c`: its environment and log, no stdin, none of
-    its sockets. OSError if it cannot be started."""
-    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+    its sockets, a process group of its own (signalled whole, see Daemons._signal). OSError if it cannot be
+    started."""
+    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, close_fds=True, start_new_session=True)
 
 
 def note_reaped(process: subprocess.Popen, status: int) -> None:
