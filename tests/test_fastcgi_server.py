@@ -477,3 +477,36 @@ def test_a_content_length_that_lies_is_refused(start_fastcgi, declared, body, co
         client.close()
     log = server.wait_log(complaint)
     assert "POST /echo =>" not in log
+
+
+def test_answers_do_not_name_the_server(fastcgi):
+    _, port = fastcgi
+    status, headers, _ = ask(port, 1, "/")
+    assert status == 200 and "server" not in headers
+
+
+def test_a_kept_connection_busy_through_the_drain_is_closed_between_answers(start_fastcgi):
+    """nginx reusing the connection every few milliseconds never leaves it idle: it is closed with an answer
+    before --reload-mercy runs out (its FIN with END_REQUEST), not cut under a request at the deadline."""
+    server, port = start_fastcgi("--reload-mercy", "3")
+    client = Client(port)
+    answered, started = 0, time.monotonic()
+    try:
+        client.send(fastcgi_request(1, "/", keep_conn=True))
+        assert client.response(1)[1] == ProtocolStatus.REQUEST_COMPLETE
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("reload complete")
+        while time.monotonic() - started < 10:
+            time.sleep(0.02)
+            client.send(fastcgi_request(1, "/echo", body=b"post", keep_conn=True))
+            stdout, protocol_status = client.response(1)
+            if protocol_status is None:
+                break                     # closed: this request never reached the worker (nginx would retry)
+            assert parse_cgi(stdout)[2] == b"post"
+            answered += 1
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        client.close()
+    assert answered > 20 and time.monotonic() - started < 4.5
+    assert "graceful stop timed out" not in server.log()

@@ -574,3 +574,31 @@ def test_app_threads_lose_nothing_through_reloads_and_recycling(start_uwsgi):
         time.sleep(0.05)
     assert server.log().count("GET /pid => generated") == len(load.answered)
     assert server.stop() == 0
+
+
+def test_answers_do_not_name_the_server(start_uwsgi):
+    """Behind nginx the answer is nginx's, which names itself or not (server_tokens), as uWSGI's answers are."""
+    _, address = start_uwsgi()
+    status, headers, _ = parse_response(exchange(address, encode_uwsgi_request(request_vars("/")))[0])
+    assert status == 200 and "server" not in headers
+
+
+def test_a_forged_line_in_the_vars_stays_one_escaped_log_line(start_uwsgi):
+    """A CR/LF (or a terminal escape) in a var the access log shows must not write a second, forged line."""
+    server, address = start_uwsgi()
+    forged = "/x\n[pid: 1|worker: 1|req: 1] 6.6.6.6 () [x] GET /forged => generated 0 bytes\x1b[2J"
+    exchange(address, encode_uwsgi_request(request_vars("/", REQUEST_URI=forged)))
+    log = server.wait_log("GET /x")
+    line, = [line for line in log.splitlines() if "GET /x" in line]
+    assert "\\u000a[pid: 1|worker: 1|req: 1] 6.6.6.6" in line and "\\u001b[2J" in line
+    assert "\x1b" not in log and not any(line.startswith("[pid: 1|") for line in log.splitlines())
+
+
+def test_an_open_uwsgi_socket_says_who_it_answers(start_server):
+    """0.0.0.0 (the seed's socket) is usually bound for a web server elsewhere, which the default refuses: said
+    at startup, with the option to use."""
+    port = free_port()
+    server = start_server("--socket", f"0.0.0.0:{port}")
+    wait_for_port(port, proc=server.proc)
+    server.wait_log(f"uwsgi on 0.0.0.0:{port} answers loopback peers only (a web server on this host); for one "
+                    f"elsewhere, list its address in --uwsgi-allow-from")

@@ -386,6 +386,21 @@ def test_logformat_as_json_for_log_shippers(start_server):
     assert record["rs_size"] > record["rs_header_size"] > 10 and record["rss"] > 1_000_000
 
 
+def test_logformat_values_cannot_break_or_forge_a_json_line(start_server):
+    """A client's quotes and backslashes are escaped (a User-Agent once added its own "admin" key and a second
+    "status" to a valid line), and its UTF-8 is written as UTF-8."""
+    server = start_server("--logformat", '{"uri": "%(uri)", "status": %(status), "ua": "%(uagent)"}')
+    user_agent = 'x", "status": 500, "admin": "yes \\ caf\u00e9'
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("GET", '/q?a="b"', skip_accept_encoding=True)
+    conn.putheader("User-Agent", user_agent.encode("utf-8"))
+    conn.endheaders()
+    conn.getresponse().read()
+    conn.close()
+    line = next(line for line in server.wait_log('"uri": "/q').splitlines() if line.startswith("{"))
+    assert json.loads(line) == {"uri": '/q?a="b"', "status": 200, "ua": user_agent}
+
+
 def test_log_x_forwarded_for_shows_the_client_behind_a_proxy(start_server):
     server = start_server("--log-x-forwarded-for")
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)

@@ -100,6 +100,9 @@ class Exchange:
     started = 0.0                    # monotonic time the request reached the app, for the access log
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
     overflowed = False               # the app went past its Content-Length
+    # `Server: wsgistack` unless the app names one: on the HTTP socket. Behind nginx (uwsgi, FastCGI) the answer
+    # is nginx's, which names itself (or not: server_tokens), as uWSGI's are.
+    names_server = True
 
     def __init__(self, conn, environ: dict, app, is_head: bool, http11: bool, keep_alive: bool):
         self.conn = conn
@@ -234,12 +237,12 @@ class Exchange:
         if self.status is None:
             raise ResponseError("the app returned without calling start_response")
         try:
-            key = (self.status, *self.headers)
+            key = (self.names_server, self.status, *self.headers)
             cached = _head_cache.get(key)
         except TypeError:            # unhashable header items: validated (and rejected) below
             key = cached = None
         if cached is None:
-            cached = _Head(self.status, self.headers)
+            cached = _Head(self.status, self.headers, self.names_server)
             if key is not None:
                 if len(_head_cache) >= _MAX_CACHED_HEADS:
                     _head_cache.clear()
@@ -429,14 +432,15 @@ class _Head:
 
     __slots__ = ("prefix", "content_length", "wants_close", "has_date", "bodyless", "keep_alive_head")
 
-    def __init__(self, status: str, headers: list):
-        self.prefix, self.content_length, self.wants_close, self.has_date = _serialize_head(status, headers)
+    def __init__(self, status: str, headers: list, names_server: bool):
+        self.prefix, self.content_length, self.wants_close, self.has_date = _serialize_head(status, headers,
+                                                                                           names_server)
         code = int(status[:3])
         self.bodyless = code < 200 or code == 204 or code == 304     # never a body, whatever the method
         self.keep_alive_head: tuple[bytes | None, bytes] = (None, b"")   # (Date header, head) for that second
 
 
-def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool, bool]:
+def _serialize_head(status: str, headers: list, names_server: bool) -> tuple[bytes, int | None, bool, bool]:
     """Validate and serialize: (status line + headers, Content-Length, close?, has Date?)."""
     parts = ["HTTP/1.1 ", status, "\r\n"]
     has_server = has_date = wants_close = False
@@ -466,7 +470,7 @@ def _serialize_head(status: str, headers: list) -> tuple[bytes, int | None, bool
     if text.count("\n") != lines or text.count("\r") != lines or "\0" in text:
         raise ResponseError("a response header contains CR, LF or NUL")
     text += _added_head
-    if not has_server:
+    if names_server and not has_server:
         text += "Server: wsgistack\r\n"
     try:
         return text.encode("latin-1"), content_length, wants_close, has_date

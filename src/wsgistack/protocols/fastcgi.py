@@ -9,10 +9,13 @@ the shared Connection writes in STDOUT records. The record state machine lives i
 from __future__ import annotations
 
 import logging
+import socket
+import time
 
 from wsgistack.protocols import fastcgi_codec as codec
 from wsgistack.protocols.connection import Connection
-from wsgistack.protocols.gateway import WAITING_BODY, WAITING_HEAD, WAITING_IDLE, GatewayConnection
+from wsgistack.protocols.gateway import (WAITING_BODY, WAITING_HEAD, WAITING_IDLE, GatewayConnection,
+                                         GatewayExchange)
 from wsgistack.protocols.http import http_error_response
 from wsgistack.protocols.uwsgi_codec import UwsgiProtocolError, parse_content_length
 from wsgistack.wsgi import Exchange
@@ -46,7 +49,13 @@ def cgi_response(http_response: bytes) -> bytes:
     return cgi_head(head + b"\r\n\r\n") + body
 
 
-class CgiExchange(Exchange):
+# Seconds without a request after which a draining worker closes a kept FastCGI connection; and seconds before
+# the end of --reload-mercy from which one nginx keeps busy is closed with its next answer.
+DRAIN_PAUSE = 0.1
+DRAIN_GRACE = 1.0
+
+
+class CgiExchange(GatewayExchange):
     """An Exchange whose response head is in CGI form. Status and header checks, Content-Length clipping,
     HEAD and close() stay the Exchange's."""
 
@@ -82,7 +91,8 @@ class FastCGIConnection(GatewayConnection):
     capacity = 1
     # With FCGI_KEEP_CONN nginx caches the connection on END_REQUEST, and may reuse it at once: closed right
     # after the answer, a draining worker would drop the request already on its way (a 502 for a POST, which
-    # nginx does not retry). Kept until idle a second, its close reaches nginx while the connection sits unused.
+    # nginx does not retry). Closed once nginx left it unused for DRAIN_PAUSE, the close reaches nginx while the
+    # connection sits in its cache, and nginx drops it from there.
     drains_when_idle = True
     # Not served off accept (direct.py), unlike uwsgi: with fastcgi_keep_conn, nginx still opens and closes
     # connections past its `keepalive` count, and each would then be handed to uvloop. Measured (nginx →
@@ -230,6 +240,35 @@ class FastCGIConnection(GatewayConnection):
         if not self.truncated and not self.closed:
             self.send_raw(self.codec.finish_request())
         super().exchange_done(exchange)
+        worker = self.worker
+        if worker.stopping and not self.closed:
+            if time.monotonic() < worker.stop_deadline - DRAIN_GRACE:
+                # Draining: closed at the first pause in nginx's use of it (see drains_when_idle), not after a
+                # whole idle second, which a connection nginx keeps busy never has; or by nginx itself, after
+                # its keepalive_requests (1000).
+                self.loop.call_later(DRAIN_PAUSE, self._close_if_unused_since, self.served)
+            else:
+                # Busy until the end of --reload-mercy: closed now rather than under a request at the deadline,
+                # its FIN in the same segment as END_REQUEST, so that nginx most likely sees the end before it
+                # caches the connection for its next request.
+                self._close_with_last_answer()
+
+    def _close_with_last_answer(self) -> None:
+        sock = self.transport.get_extra_info("socket")
+        corked = sock is not None and sock.family != socket.AF_UNIX
+        if corked:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)      # END_REQUEST waits for the FIN
+        self._close()
+        if corked and not self.transport.get_write_buffer_size():
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            except OSError:
+                pass
+
+    def _close_if_unused_since(self, served: int) -> None:
+        if (not self.closed and self.served == served and self.active is None and not self.pending
+                and self.waiting == WAITING_IDLE):
+            self._close()
 
     def abort_after_response(self) -> None:
         if not self.aborted:
@@ -241,7 +280,7 @@ class FastCGIConnection(GatewayConnection):
 
     def error_response(self, status: int, detail: str) -> bytes:
         """A whole answer in FastCGI framing, STDOUT records then END_REQUEST (harakiri writes it as is)."""
-        answer = cgi_response(http_error_response(status, detail, self.worker.date_header))
+        answer = cgi_response(http_error_response(status, detail, self.worker.date_header, names_server=False))
         return codec.stdout_records(self.request_id, answer) + codec.end_request(self.request_id)
 
     def _reject(self, status: int, detail: str) -> None:

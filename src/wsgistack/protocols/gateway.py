@@ -12,6 +12,7 @@ from urllib.parse import quote
 from wsgistack.body import EMPTY_INPUT, BodyBuffer
 from wsgistack.config import ConfigError
 from wsgistack.protocols.connection import Connection, add_server_address
+from wsgistack.wsgi import Exchange
 
 log = logging.getLogger("wsgistack")
 
@@ -94,11 +95,19 @@ def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
     return environ
 
 
+class GatewayExchange(Exchange):
+    """The answer goes through the web server, which names itself (or not: nginx's server_tokens): no
+    `Server: wsgistack`, as uWSGI adds none."""
+
+    names_server = False
+
+
 class GatewayConnection(Connection):
     """Base of UwsgiConnection and FastCGIConnection. Subclasses set `protocol_name` and `allow_option`,
     keep `waiting` up to date, feed the body to `_add_body`, and hand the request over with `_close_body`
     and `_dispatch`."""
 
+    exchange_class = GatewayExchange
     protocol_name = ""
     allow_option = ""
     server_address_from_socket = False   # the web server's SERVER_NAME/PORT vars; the socket's only if missing

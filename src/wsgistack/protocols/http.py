@@ -101,11 +101,13 @@ def _read_version(parser, environ: dict) -> bool:
     raise Reject(505, f"HTTP/{version} is not supported")
 
 
-def http_error_response(status: int, detail: str, date_header: bytes) -> bytes:
-    """A whole answer of ours (not the app's), ending the connection; `date_header` is the worker's Date line."""
+def http_error_response(status: int, detail: str, date_header: bytes, names_server: bool = True) -> bytes:
+    """A whole answer of ours (not the app's), ending the connection; `date_header` is the worker's Date line,
+    `names_server` as for the app's answers (wsgi.Exchange)."""
     reason = _REASONS.get(status, "Error")
     body = f"{status} {reason}: {detail}\n".encode("latin-1", "replace")
-    return (f"HTTP/1.1 {status} {reason}\r\nServer: wsgistack\r\nContent-Type: text/plain\r\n"
+    server = "Server: wsgistack\r\n" if names_server else ""
+    return (f"HTTP/1.1 {status} {reason}\r\n{server}Content-Type: text/plain\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode() + date_header + b"\r\n" + body
 
 

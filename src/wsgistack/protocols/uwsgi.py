@@ -127,7 +127,7 @@ class UwsgiConnection(GatewayConnection):
 
     # --- answering ---
     def error_response(self, status: int, detail: str) -> bytes:
-        return http_error_response(status, detail, self.worker.date_header)
+        return http_error_response(status, detail, self.worker.date_header, names_server=False)
 
     def _reject(self, status: int, detail: str) -> None:
         log.info("rejected a uwsgi request from %s: %d %s", self._peer(), status, detail)
