@@ -1359,3 +1359,68 @@ def test_workers_let_the_port_go_when_their_master_is_killed(start_server):
     assert slow["response"] == (200, b"slept")
     wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=15, what="the orphans gone")
     assert "the master is gone; stopping" in server.log()
+
+
+# --- found by a review of the whole deployment (each failed before its fix) ---
+
+def test_a_reload_that_would_need_new_sockets_says_so(start_server, tmp_path):
+    """A reload cannot bind the address an edited ini adds: it fails, and `--reload` says why with status 1
+    (it reported success, and nginx got 502 from the port that was never opened)."""
+    ini, pidfile, other = tmp_path / "site.ini", tmp_path / "site.pid", free_port()
+    ini.write_text(f"[uwsgi]\nwsgi-file = {APPS / 'basic.py'}\npidfile = {pidfile}\n")
+    server = start_server(str(ini), app=None)
+    serving(server, 1)
+    ini.write_text(f"[uwsgi]\nwsgi-file = {APPS / 'basic.py'}\npidfile = {pidfile}\nhttp = 127.0.0.1:{other}\n")
+    result = run_cli("--reload", pidfile)
+    assert result.returncode == 1 and "reload failed" in result.stderr
+    assert "the listen addresses changed" in server.log() and "a restart applies that" in server.log()
+    assert get(server.port, "/pid")[0] == 200 and not is_listening(other)
+    assert server.stop() == 0
+
+
+def test_a_second_server_does_not_take_a_running_ones_pidfile(start_server, tmp_path):
+    pidfile = tmp_path / "site.pid"
+    first = start_server("--pidfile", str(pidfile), "--vacuum")
+    serving(first, 1)
+    result = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", APPS / "basic.py", "--pidfile", pidfile)
+    assert result.returncode == 1
+    assert f"names a running wsgistack master (pid {first.pid}): stop it first" in result.stderr
+    assert pidfile.read_text().strip() == str(first.pid)
+    assert run_cli("--stop", pidfile).returncode == 0 and not pidfile.exists()
+
+
+def test_the_apps_logging_setup_does_not_silence_the_server(start_server, tmp_path):
+    """Django's LOGGING runs dictConfig, which disables every logger it does not name: the server's tracebacks
+    and harakiri lines were gone with it."""
+    app = tmp_path / "app.py"
+    app.write_text("import logging.config\nlogging.config.dictConfig({'version': 1})\n\n"
+                   "def application(environ, start_response):\n    raise RuntimeError('the app broke')\n")
+    server = start_server(app=str(app))
+    assert get(server.port, "/")[0] == 500
+    log = server.wait_log("RuntimeError: the app broke")
+    assert "exception in the app" in log
+
+
+def test_startup_warnings_reach_a_daemons_log(tmp_path, daemons):
+    """Warnings printed before the log is open reach the log too: a daemon's operator reads the log."""
+    port, logfile, pidfile, ini = free_port(), tmp_path / "daemon.log", tmp_path / "daemon.pid", tmp_path / "a.ini"
+    daemons.append(pidfile)
+    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:{port}\nwsgi-file = {APPS / 'basic.py'}\nvacum = true\n"
+                   f"daemonize = {logfile}\npidfile = {pidfile}\n")
+    result = run_cli(ini)
+    assert result.returncode == 0 and "option 'vacum': unknown option (ignored)" in result.stderr
+    assert f"{ini}:4: option 'vacum': unknown option (ignored)" in logfile.read_text()
+
+
+def test_the_apps_own_signal_handlers_are_left_alone(start_server, tmp_path):
+    """SIGUSR2 and the like are the app's (the master-death signal the kernel sends is a real-time one)."""
+    app, mark = tmp_path / "app.py", tmp_path / "usr2"
+    app.write_text(f"import os, signal\nsignal.signal(signal.SIGUSR2, lambda *a: open({str(mark)!r}, 'w').close())\n"
+                   "def application(environ, start_response):\n"
+                   "    body = str(os.getpid()).encode()\n"
+                   "    start_response('200 OK', [('Content-Length', str(len(body)))])\n    return [body]\n")
+    server = start_server(app=str(app))
+    worker, = serving(server, 1)
+    os.kill(worker, signal.SIGUSR2)
+    wait_until(mark.exists, timeout=5, what="the app's SIGUSR2 handler ran")
+    assert alive(worker) and server.stop() == 0

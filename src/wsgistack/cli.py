@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grp
+import ipaddress
+import logging
 import os
 import pwd
 import resource
@@ -47,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if "stop" in parsed.actions or "reload" in parsed.actions:
             return _control(parsed)
-        config = check_protocol_options(load_config(parsed))
-        return serve(config, _reloader(argv))
+        warnings: list[str] = []
+        config = check_protocol_options(load_config(parsed, warn=_startup_warning(warnings)))
+        return serve(config, _reloader(argv), warnings)
     except ConfigError as exc:
         print(f"wsgistack: error: {exc}", file=sys.stderr)
         return 1
@@ -139,7 +142,16 @@ def _log_warning(message: str) -> None:
     logging.getLogger("wsgistack").warning("%s", message)
 
 
-def serve(config: Config, reload_config) -> int:
+def _startup_warning(warnings: list[str]):
+    """Warnings before the log is open go to the terminal, and again to the log once open (a daemonized server's
+    operator reads the log, not the terminal that started it)."""
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr)
+        warnings.append(message)
+    return warn
+
+
+def serve(config: Config, reload_config, warnings: list[str] | None = None) -> int:
     from wsgistack.master import Master, hold_signals
 
     hold_signals()
@@ -147,9 +159,11 @@ def serve(config: Config, reload_config) -> int:
     _apply_limits(config)
     _apply_environment(config)
     check_feature_options(config)
+    warnings = [] if warnings is None else warnings
+    warn = _startup_warning(warnings)
     _, _, note = choose_app_source(config)
     if note:
-        print(f"wsgistack: {note}", file=sys.stderr)
+        warn(f"wsgistack: {note}")
     listeners = []
     for option, protocol in LISTEN_OPTIONS:
         for text in getattr(config, option.replace("-", "_")):
@@ -158,6 +172,7 @@ def serve(config: Config, reload_config) -> int:
                 listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
             except ConfigError as exc:
                 raise ConfigError(exc.message, option=option, **config.where(option, text)) from None
+    _warn_open_gateways(config, listeners, warn)
     stats_server = _bind_stats(config)
     if config.chown_socket:
         _chown_sockets(config, listeners)
@@ -180,6 +195,9 @@ def serve(config: Config, reload_config) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write {path!r}: {exc.strerror}", option=option, **config.where(option)) from None
     setup_error_log("master")
+    if config.daemonize or config.logto or config.logger:
+        for message in warnings:
+            logging.getLogger("wsgistack").warning("%s", message.removeprefix("wsgistack: "))
     master = Master(config, listeners, reload_config, report_fd, stats_server)    # binds every worker slot's socket
     _write_pidfile(config)          # before dropping privileges, as uWSGI's pidfile
     try:
@@ -252,15 +270,46 @@ def _drop_privileges(config: Config) -> None:
         raise ConfigError("changing user or group needs root", option=option, **config.where(option)) from None
 
 
+def _warn_open_gateways(config: Config, listeners, warn) -> None:
+    """A uwsgi or FastCGI socket on a non-loopback address with the default allow list: the usual reason to bind
+    0.0.0.0 is a web server on another host or container, whose connections the default refuses."""
+    for _, address in listeners:
+        option = {"uwsgi": "uwsgi-allow-from", "fastcgi": "fastcgi-allow-from"}.get(address.protocol)
+        if option and not address.is_unix and not getattr(config, option.replace("-", "_")):
+            try:
+                local = ipaddress.ip_address(address.host or "0.0.0.0").is_loopback
+            except ValueError:
+                local = address.host == "localhost"
+            if not local:
+                warn(f"wsgistack: warning: {address.protocol} on {address.text} answers loopback peers only (a web "
+                     f"server on this host); for one elsewhere, list its address in --{option}")
+
+
 def _write_pidfile(config: Config) -> None:
     if not config.pidfile:
         return
+    from wsgistack.control import running_master
+
+    other = running_master(config.pidfile)
+    if other is not None and other != os.getpid():
+        # Taken over, the running server could no longer be stopped through it (and our vacuum would remove it)
+        raise ConfigError(f"{config.pidfile!r} names a running wsgistack master (pid {other}): stop it first "
+                          f"(wsgistack --stop {config.pidfile}), or give this one another pidfile", option="pidfile",
+                          **config.where("pidfile"))
     try:
         with open(config.pidfile, "w") as handle:
             handle.write(f"{os.getpid()}\n")
     except OSError as exc:
         raise ConfigError(f"cannot write {config.pidfile!r}: {exc.strerror}", option="pidfile",
                           **config.where("pidfile")) from None
+
+
+def _holds_our_pid(path: str) -> bool:
+    try:
+        with open(path) as handle:
+            return handle.read().strip() == str(os.getpid())
+    except OSError:
+        return False
 
 
 def _bind_stats(config: Config) -> StatsServer | None:
@@ -297,7 +346,7 @@ def _apply_limits(config: Config) -> None:
 
 
 def _vacuum(config: Config, listeners, stats_server: StatsServer | None) -> None:
-    paths = [config.pidfile] if config.pidfile else []
+    paths = [config.pidfile] if config.pidfile and _holds_our_pid(config.pidfile) else []
     paths += [address.path for _, address in listeners if address.is_unix]
     if stats_server is not None and stats_server.address.is_unix:
         paths.append(stats_server.address.path)

@@ -676,13 +676,18 @@ class Master:
         except ConfigError as exc:
             self._abandon_reload(f"the configuration has an error: {exc}")
             return
+        listening, wanted = [a.text for _, a in self.listeners], _listen_texts(config)
+        if listening != wanted:
+            # Said as a failed reload (`--reload` exits 1), not as a warning nobody reads: a server that went on
+            # without the new port would look reloaded while nginx gets 502 from it.
+            self._abandon_reload(f"the listen addresses changed ({', '.join(listening)} -> {', '.join(wanted)}): "
+                                 f"a restart applies that, a reload cannot")
+            return
         try:
             run_hooks(config, "pre-app")          # the new configuration's, before its workers import the app
         except ConfigError as exc:
             self._abandon_reload(f"a pre-app hook failed: {exc}")
             return
-        if [a.text for _, a in self.listeners] != _listen_texts(config):
-            log.warning("listen addresses changed in the configuration: a restart is needed to apply that")
         if config.stats != (self.stats.address.text if self.stats is not None else ""):
             log.warning("the stats address changed in the configuration: a restart is needed to apply that")
         self.wanted_before_reload = self.wanted
@@ -782,6 +787,13 @@ class Master:
             self.wanted = self.wanted_before_reload
             if self.steered:
                 self._steer()
+            # An old worker that died or retired meanwhile left its slot to the new generation: give it one now
+            # (if the code on disk cannot start, that is said, and the server stops, rather than serving nothing).
+            serving = {w.number for w in self.workers.values() if not w.stopping}
+            for number in range(1, self.wanted + 1):
+                if number not in serving:
+                    log.info("worker %d starts again in its slot, emptied during the failed reload", number)
+                    self.spawn(number)
         self.wanted_before_reload = None
         self.replaced = []
         self.reloading = False

@@ -53,8 +53,9 @@ except ImportError:      # still runs on plain asyncio, only slower
 
 log = logging.getLogger("wsgistack")
 
-# Sent by the kernel when the master dies (prctl PR_SET_PDEATHSIG); the master never sends it.
-MASTER_DEATH_SIGNAL = signal.SIGUSR2
+# Sent by the kernel when the master dies (prctl PR_SET_PDEATHSIG); a real-time signal nobody else sends, so that
+# the app keeps SIGUSR2 and the others for itself.
+MASTER_DEATH_SIGNAL = signal.SIGRTMIN + 1
 _PR_SET_PDEATHSIG = 1
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
 LOAD_REPORT_INTERVAL = 1.0   # seconds between --cheaper load reports to the master
@@ -105,6 +106,9 @@ class Worker:
             resource.setrlimit(resource.RLIMIT_AS, (self.config.limit_as << 20,) * 2)
         try:
             self.app = load_app(self.config)
+            # An app's logging setup must not silence the server's own lines (harakiri, tracebacks): Django's
+            # LOGGING runs dictConfig, which disables every logger it does not name.
+            log.disabled = False
             self.compression = Compression.from_config(self.config)
             self.static = StaticFiles.from_config(self.config, self.compression)
         except ConfigError as exc:
@@ -246,7 +250,11 @@ class Worker:
         client's upload must not be the last one: with --threads N, N-1 such uploads at most; with 1, one, as it
         lends the app to the loop while it waits (StreamingInput). Past that, the loop sends 100 itself and
         buffers the body, as nginx does."""
-        return self.streams < max(1, self.config.threads - 1)
+        if self.threaded:
+            return self.streams < self.config.threads - 1
+        # --threads 1: one helper thread runs such requests; while it runs one (its body whole, or lent to the
+        # loop while it waits), the next upload is buffered and answered inline, one app call at a time.
+        return self.streams == 0 and not self.app_busy
 
     def stream_started(self) -> None:
         self.streams += 1
