@@ -35,5 +35,8 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-USE_X_FORWARDED_HOST = True
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if os.environ.get("DEMO_BEHIND_PROXY"):
+    # Only behind a proxy that sets them (nginx's proxy_set_header): a server clients reach directly must not
+    # take a client's X-Forwarded-Proto for https, nor its X-Forwarded-Host for the host.
+    USE_X_FORWARDED_HOST = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
