@@ -510,3 +510,29 @@ def test_a_kept_connection_busy_through_the_drain_is_closed_between_answers(star
         client.close()
     assert answered > 20 and time.monotonic() - started < 4.5
     assert "graceful stop timed out" not in server.log()
+
+
+def test_a_peer_that_takes_no_answers_is_read_no_more(start_fastcgi):
+    """Management records answered into a socket nobody reads: the worker stops reading the peer, so the answers
+    cannot fill its memory (a flood of FCGI_GET_VALUES grew a worker by 10 MB a second)."""
+    server, port = start_fastcgi()
+    worker = server.workers()[0]
+
+    def resident() -> int:
+        return int(next(line for line in open(f"/proc/{worker}/status") if line.startswith("VmRSS")).split()[1])
+
+    before = resident()
+    flood = encode_get_values(["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"]) * 1000
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 3
+        while time.monotonic() < deadline and sent < 200 << 20:
+            try:
+                sent += sock.send(flood)
+            except BlockingIOError:
+                time.sleep(0.01)
+        grown = resident() - before
+    assert sent < 200 << 20, "the worker read everything"
+    assert grown < 32 * 1024, f"the worker grew by {grown} KiB"
+    assert ask(port, 1, "/")[0] == 200

@@ -602,3 +602,53 @@ def test_an_open_uwsgi_socket_says_who_it_answers(start_server):
     wait_for_port(port, proc=server.proc)
     server.wait_log(f"uwsgi on 0.0.0.0:{port} answers loopback peers only (a web server on this host); for one "
                     f"elsewhere, list its address in --uwsgi-allow-from")
+
+
+def test_a_head_trickled_byte_by_byte_times_out_too(start_uwsgi):
+    """--header-timeout counts from the head's first byte (a byte a second kept the connection for ever)."""
+    server, address = start_uwsgi("--header-timeout", "2")
+    packet = encode_uwsgi_request(request_vars("/environ"))
+    with socket.create_connection(address, timeout=TIMEOUT) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in packet[:12]:
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.5)
+            sock.setblocking(False)
+            try:
+                closed = sock.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed = True
+            sock.setblocking(True)
+            if closed:
+                break
+    assert closed and time.monotonic() - started < 5
+    server.wait_log("no complete request head in time")
+
+
+def test_a_file_sent_by_sendfile_frees_its_app_thread(start_uwsgi, tmp_path):
+    """With app threads, the loop sends a wsgi.file_wrapper file and the thread is free at once (it waited for
+    the whole transfer: two slow downloads held both threads, and nothing else was answered)."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as handle:
+        handle.truncate(512 << 20)                     # sparse
+    server, address = start_uwsgi("--threads", "2", app="extra.py")
+    slow = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(address, timeout=TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(encode_uwsgi_request(request_vars(f"/wrap?path={big}")))
+            sock.recv(100)                              # the answer began; nothing more is read
+            slow.append(sock)
+        answer, elapsed = exchange(address, encode_uwsgi_request(request_vars("/")))
+        assert parse_response(answer)[2] == b"Hello, World!" and elapsed < 3
+    finally:
+        for sock in slow:
+            sock.close()

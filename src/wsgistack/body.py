@@ -11,7 +11,11 @@ import io
 import sys
 import tempfile
 import threading
+from collections import deque
 from typing import Callable
+
+# Bytes of an Expect: 100-continue body the loop reads ahead of the app (then it waits for the app to read).
+READ_AHEAD = 1 << 20
 
 
 class EmptyInput:
@@ -38,10 +42,11 @@ EMPTY_INPUT = EmptyInput()
 class BodyBuffer:
     """Collects a body as it arrives; past `spool_threshold` bytes it moves to an unnamed temp file."""
 
-    __slots__ = ("chunks", "size", "spool_threshold", "file")
+    __slots__ = ("data", "size", "spool_threshold", "file")
 
     def __init__(self, spool_threshold: int):
-        self.chunks: list[bytes] = []
+        # One buffer, not a list of the pieces: a body sent in 2-byte chunks would cost ~30 times its size.
+        self.data = bytearray()
         self.size = 0
         self.spool_threshold = spool_threshold
         self.file = None
@@ -53,17 +58,23 @@ class BodyBuffer:
         elif self.size > self.spool_threshold:
             # Unnamed (unlinked) temp file: nothing to clean up, even if the worker is killed.
             self.file = tempfile.TemporaryFile(prefix="wsgistack-body-")
-            self.file.writelines(self.chunks)
+            self.file.write(self.data)
             self.file.write(data)
-            self.chunks = []
+            self.data = bytearray()
         else:
-            self.chunks.append(data)
+            self.data += data
 
     def as_input(self):
         if self.file is not None:
             self.file.seek(0)
             return self.file
-        return io.BytesIO(b"".join(self.chunks))
+        return io.BytesIO(self.data)
+
+    def close(self) -> None:
+        """The request will not reach the app (its client went away): the temp file goes now, not when the
+        garbage collector gets to the connection."""
+        if self.file is not None:
+            self.file.close()
 
 
 class BodyError(OSError):
@@ -84,15 +95,19 @@ class StreamingInput(io.RawIOBase):
     """
 
     def __init__(self, on_first_read: Callable[[], None], on_end: Callable[[], None] | None = None,
-                 lend: Callable[[], None] | None = None, reclaim: Callable[[], None] | None = None):
+                 lend: Callable[[], None] | None = None, reclaim: Callable[[], None] | None = None,
+                 on_drained: Callable[[], None] | None = None):
         super().__init__()
+        self.buffered = 0               # bytes fed and not read yet: the loop stops reading past READ_AHEAD
+        self.reader_paused = False
+        self._on_drained = on_drained   # called (from the app's thread) once they fall to READ_AHEAD / 4
         self._on_end = on_end           # the body is complete or failed: nothing more to wait for
         # --threads 1: while the app waits for the client's bytes, it lends the app to the loop, which runs other
         # requests meanwhile (one at a time: the app code of both never runs at once), and reclaims it after.
         self._lend = lend
         self._reclaim = reclaim
         self._cond = threading.Condition()
-        self._chunks: list[bytes] = []
+        self._chunks: deque[bytes] = deque()
         self.size = 0
         self._ended = False
         self._failed = False
@@ -101,11 +116,18 @@ class StreamingInput(io.RawIOBase):
         self.waiting = False            # the app is blocked in a read: the client owes the next bytes
 
     # --- loop side ---
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bool:
+        """Add bytes the loop read; True when READ_AHEAD bytes wait for the app: the loop stops reading the client
+        until on_drained (an upload faster than the app reads must not fill the worker's memory)."""
         self.size += len(data)
         with self._cond:
             self._chunks.append(data)
+            self.buffered += len(data)
             self._cond.notify_all()
+            if self.buffered > READ_AHEAD and not self.reader_paused:
+                self.reader_paused = True
+                return True
+        return False
 
     def end(self, failed: bool = False, error: BodyError | None = None) -> None:
         if self._on_end is not None:
@@ -180,7 +202,14 @@ class StreamingInput(io.RawIOBase):
             if until_newline and (newline := chunk.find(b"\n", 0, size)) >= 0:
                 size = newline + 1
             if len(chunk) <= size:
-                self._chunks.pop(0)
-                return chunk
-            self._chunks[0] = chunk[size:]
-            return chunk[:size]
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[size:]
+                chunk = chunk[:size]
+            self.buffered -= len(chunk)
+            drained = self.reader_paused and self.buffered <= READ_AHEAD // 4
+            if drained:
+                self.reader_paused = False
+        if drained and self._on_drained is not None:
+            self._on_drained()
+        return chunk

@@ -13,7 +13,6 @@ import os
 import re
 import stat
 import sys
-import threading
 
 from wsgistack.body import BodyError
 
@@ -334,17 +333,10 @@ class Exchange:
         self.body_bytes = count
         self.remaining -= count
         if self.threaded:
-            done = threading.Event()
-            unsent = [0]
-
-            def sent(left: int) -> None:
-                unsent[0] = left
-                done.set()
-
+            # The loop sends it, and finishes the exchange: the thread is free for other requests at once (it
+            # waited for the whole transfer, at a slow client's pace, for hours).
             self.conn.leave_thread()
-            self.conn.from_thread(self.conn.send_file, head, fd, offset, count, sent)
-            done.wait()
-            self._file_sent(unsent[0])
+            self.conn.from_thread(self.conn.send_file, head, fd, offset, count, self._file_sent)
         else:
             self.conn.send_file(head, fd, offset, count, self._file_sent)
 

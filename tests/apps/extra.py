@@ -69,6 +69,17 @@ def application(environ, start_response):
             lengths.append(str(len(line)))
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [" ".join(lengths).encode()]
+    if path == "/slow-read":             # reads its body slowly: 64 KiB every 10 ms
+        stream, total = environ["wsgi.input"], 0
+        while chunk := stream.read(65536):
+            total += len(chunk)
+            time.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%d" % total]
+    if path == "/wrap":                  # a file of the test's by wsgi.file_wrapper (sendfile)
+        handle = open(_qs(environ, "path", ""), "rb")
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](handle)
     if path == "/exit":                  # the worker process ends, with the status asked (a C extension's exit())
         os._exit(int(_qs(environ, "code", "3")))
     if path == "/late-write":            # keeps write() and calls it after returning, from another thread

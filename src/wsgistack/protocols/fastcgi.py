@@ -131,6 +131,11 @@ class FastCGIConnection(GatewayConnection):
                 if event is codec.NEED_DATA:
                     break
                 self._handle(event)
+            if self.write_paused and not self.reading_paused and not self.closed:
+                # A peer that sends (management records, refused requests) and takes none of the answers:
+                # nothing more is read until it does, so the answers cannot fill our memory.
+                self.reading_paused = True
+                self.transport.pause_reading()
         except codec.FastCGIProtocolError as exc:
             if not self.served and codec.looks_like_http(data):
                 self.send_raw(http_error_response(400, "this is a FastCGI socket; HTTP clients belong on the "
@@ -231,6 +236,12 @@ class FastCGIConnection(GatewayConnection):
         if self.aborted:
             raise ConnectionAbortedError("the web server aborted the request")
         super().from_thread_flow(codec.stdout_records(self.request_id, data))   # wrapped on the app thread
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.reading_paused and not self.closed and not self.pending:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes as they are: END_REQUEST, management answers, the HTTP answer to an HTTP client."""

@@ -124,6 +124,7 @@ class GatewayConnection(Connection):
         super().connection_made(transport)
         self.waiting = WAITING_IDLE
         self.served = 0                         # requests answered on this connection (FastCGI keeps it)
+        self.head_ticks = 0                     # seconds the current head has been arriving
         self.body: BodyBuffer | None = None
         peer = self.conn_environ["REMOTE_ADDR"]
         if not self.allowed.allows(peer):
@@ -179,6 +180,12 @@ class GatewayConnection(Connection):
         self.waiting = WAITING_IDLE
         super().exchange_done(exchange)
 
+    def connection_lost(self, exc) -> None:
+        if self.body is not None:        # a body cut short: its temp file goes now
+            self.body.close()
+            self.body = None
+        super().connection_lost(exc)
+
     def _protocol_error(self, message: str) -> None:
         log.warning("closed a %s connection from %s: %s", self.protocol_name, self._peer(), message)
         self._close()
@@ -190,6 +197,9 @@ class GatewayConnection(Connection):
         """Once a second, from the worker: close connections whose peer stalls or idles too long
         (--header-timeout, --body-timeout, --keepalive-timeout), and idle ones at once when the worker drains."""
         self.ticks += 1
+        # A head trickled in a byte a second never leaves `ticks` (seconds since the last read) at the limit:
+        # --header-timeout counts from its first byte, as nginx's client_header_timeout.
+        self.head_ticks = self.head_ticks + 1 if self.waiting == WAITING_HEAD else 0
         if self.closed:
             self.linger_tick()
             return
@@ -203,5 +213,5 @@ class GatewayConnection(Connection):
         elif self.waiting == WAITING_BODY:
             if self.ticks >= config.body_timeout:
                 self._protocol_error("request body stalled (--body-timeout)")
-        elif self.ticks >= config.header_timeout:
+        elif max(self.ticks, self.head_ticks) >= config.header_timeout:
             self._protocol_error("no complete request head in time (--header-timeout)")

@@ -25,7 +25,7 @@ log = logging.getLogger("wsgistack")
 
 _REASONS = {504: "Gateway Timeout", 400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
             417: "Expectation Failed", 431: "Request Header Fields Too Large", 501: "Not Implemented",
-            505: "HTTP Version Not Supported"}
+            500: "Internal Server Error", 505: "HTTP Version Not Supported"}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _env_keys: dict[bytes, str] = {}       # raw header name -> environ key ("" = dropped); bounded
 _MAX_CACHED_KEYS = 4096
@@ -72,19 +72,20 @@ def _merge_repeated_fields(environ: dict, headers: list) -> None:
     """The slow path of on_headers_complete: fields again, repeated ones joined (a second Host is an error),
     dropped names (key "") removed."""
     environ.pop("", None)
-    seen = set()
+    values: dict[str, list[str]] = {}
     for name, value in headers:
         key = _environ_key(name)
         if not key:
             continue
         text = value.decode("latin-1").rstrip(" \t")
-        if key not in seen:
-            seen.add(key)
-            environ[key] = text
+        if key not in values:
+            values[key] = [text]
         elif key == "HTTP_HOST":
             raise Reject(400, "more than one Host header")
         else:
-            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + text
+            values[key].append(text)
+    for key, texts in values.items():
+        environ[key] = texts[0] if len(texts) == 1 else ("; " if key == "HTTP_COOKIE" else ", ").join(texts)
 
 
 def _read_version(parser, environ: dict) -> bool:
@@ -148,6 +149,7 @@ class HttpConnection(Connection):
         # unparsed, so it is framed here (its decoder, and the bytes not decoded yet).
         self.raw_body = None
         self.raw_bytes = bytearray()
+        self.stream_paused = False       # reading stopped until the app reads what the stream holds
         # environ size when no header field repeats: the connection's keys, 4 from the request line,
         # one per field (see on_headers_complete)
         self.env_size = len(self.conn_environ) + 4
@@ -176,6 +178,9 @@ class HttpConnection(Connection):
             reject = exc.__context__
             if isinstance(reject, Reject):
                 self._reject(reject.status, reject.detail)
+            elif isinstance(reject, OSError):       # storing the body: no file descriptor left, disk full
+                log.error("cannot store a request body: %s", reject)
+                self._reject(500, f"cannot store the request body ({reject.strerror or reject})")
             else:
                 log.error("internal error while handling a request", exc_info=reject)
                 self._reject(400, "malformed request")
@@ -354,7 +359,9 @@ class HttpConnection(Connection):
         if limit and sink.size + len(data) > limit:
             raise Reject(413, f"request body larger than {limit} bytes")
         if self.streaming is not None:
-            self.streaming.feed(data)
+            if self.streaming.feed(data):            # READ_AHEAD bytes wait for the app: wait for it too
+                self.stream_paused = True
+                self.transport.pause_reading()
         else:
             sink.append(data)
 
@@ -453,7 +460,8 @@ class HttpConnection(Connection):
 
         # --threads 1: while the app's thread waits on the client, the loop may run other requests (lend/reclaim)
         stream = StreamingInput(lambda: loop.call_soon_threadsafe(self._send_continue), worker.stream_ended,
-                                *((None, None) if worker.threaded else (lend, reclaim)))
+                                *((None, None) if worker.threaded else (lend, reclaim)),
+                                on_drained=lambda: loop.call_soon_threadsafe(self._resume_stream))
         environ["wsgi.input"] = stream
         self.streaming = stream
         request = (environ, environ["REQUEST_METHOD"] == "HEAD", True, keep_alive, stream)
@@ -483,6 +491,12 @@ class HttpConnection(Connection):
             self.raw_body = None
             self._reject(400, str(exc))
             self._run_pending()
+
+    def _resume_stream(self) -> None:
+        if self.stream_paused and not self.closed:
+            self.stream_paused = False
+            if not self.reading_paused:
+                self.transport.resume_reading()
 
     def _send_continue(self) -> None:
         if not self.closed and self.active is not None and not self.active.head_sent:
@@ -533,5 +547,8 @@ class HttpConnection(Connection):
     def connection_lost(self, exc) -> None:
         if self.streaming is not None:
             self.streaming.end(failed=True)
+        if self.body is not None:        # a body cut short: its temp file goes now
+            self.body.close()
+            self.body = None
         super().connection_lost(exc)
 

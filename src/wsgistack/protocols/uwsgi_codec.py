@@ -269,8 +269,9 @@ def _raise_overrun(block: bytes, position: int, what: str):
 
 
 def body_decoder(environ: dict[str, str]) -> _FixedLengthBody | _ChunkedBody:
-    """The body's decoder (next_event(buffer) -> BodyData, EndOfBody or NEED_DATA). CONTENT_LENGTH wins: nginx de-chunks a buffered body and sets it, yet still forwards HTTP_TRANSFER_ENCODING.
-    nginx's uwsgi_params sends `CONTENT_LENGTH $content_length` even when empty, so empty means absent."""
+    """The body's decoder (next_event(buffer) -> BodyData, EndOfBody or NEED_DATA). CONTENT_LENGTH wins: nginx
+    de-chunks a buffered body and sets it, yet still forwards HTTP_TRANSFER_ENCODING. nginx's uwsgi_params sends
+    `CONTENT_LENGTH $content_length` even when empty, so empty means absent."""
     content_length = environ.get("CONTENT_LENGTH", "")
     if content_length:
         return _FixedLengthBody(parse_content_length(content_length))
