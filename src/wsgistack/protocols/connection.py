@@ -53,9 +53,15 @@ class Reject(Exception):
         self.detail = detail
 
 
-def _reset(transport) -> None:
+def tcp_socket(transport):
+    """The transport's socket if it is TCP (unix sockets have neither resets nor corking), else None."""
     sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family != socket.AF_UNIX:
+    return sock if sock is not None and sock.family != socket.AF_UNIX else None
+
+
+def _reset(transport) -> None:
+    sock = tcp_socket(transport)
+    if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except OSError:

@@ -13,7 +13,7 @@ import socket
 import time
 
 from wsgistack.protocols import fastcgi_codec as codec
-from wsgistack.protocols.connection import Connection
+from wsgistack.protocols.connection import Connection, tcp_socket
 from wsgistack.protocols.gateway import (WAITING_BODY, WAITING_HEAD, WAITING_IDLE, GatewayConnection,
                                          GatewayExchange)
 from wsgistack.protocols.http import http_error_response
@@ -248,33 +248,29 @@ class FastCGIConnection(GatewayConnection):
         Connection.send(self, data)
 
     def exchange_done(self, exchange: Exchange) -> None:
+        worker = self.worker
+        draining = worker.stopping and not self.closed
+        # Busy until the end of --reload-mercy: closed with this answer rather than under a request at the
+        # deadline, its FIN in the same segment as END_REQUEST (corked until both are queued), so that nginx most
+        # likely sees the end before it caches the connection for its next request.
+        last = draining and time.monotonic() >= worker.stop_deadline - DRAIN_GRACE
+        sock = tcp_socket(self.transport) if last else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         if not self.truncated and not self.closed:
             self.send_raw(self.codec.finish_request())
         super().exchange_done(exchange)
-        worker = self.worker
-        if worker.stopping and not self.closed:
-            if time.monotonic() < worker.stop_deadline - DRAIN_GRACE:
-                # Draining: closed at the first pause in nginx's use of it (see drains_when_idle), not after a
-                # whole idle second, which a connection nginx keeps busy never has; or by nginx itself, after
-                # its keepalive_requests (1000).
-                self.loop.call_later(DRAIN_PAUSE, self._close_if_unused_since, self.served)
-            else:
-                # Busy until the end of --reload-mercy: closed now rather than under a request at the deadline,
-                # its FIN in the same segment as END_REQUEST, so that nginx most likely sees the end before it
-                # caches the connection for its next request.
-                self._close_with_last_answer()
-
-    def _close_with_last_answer(self) -> None:
-        sock = self.transport.get_extra_info("socket")
-        corked = sock is not None and sock.family != socket.AF_UNIX
-        if corked:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)      # END_REQUEST waits for the FIN
-        self._close()
-        if corked and not self.transport.get_write_buffer_size():
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-            except OSError:
-                pass
+        if last:
+            self._close()
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                except OSError:
+                    pass                # gone already
+        elif draining and not self.closed:
+            # Closed at the first pause in nginx's use of it (see drains_when_idle), not after a whole idle
+            # second, which a connection nginx keeps busy never has; or by nginx itself (keepalive_requests).
+            self.loop.call_later(DRAIN_PAUSE, self._close_if_unused_since, self.served)
 
     def _close_if_unused_since(self, served: int) -> None:
         if (not self.closed and self.served == served and self.active is None and not self.pending
