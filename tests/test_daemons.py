@@ -94,3 +94,12 @@ def test_a_compound_daemon_command_is_stopped_whole(start_server, tmp_path):
     second = started_pids(pids)[1]
     assert server.stop() == 0
     wait_until(lambda: not alive(second), what="the second one stopped with the server")
+
+
+def test_daemons_die_with_the_servers_process_group(start_server, tmp_path):
+    """A hard kill of the server's group (supervisord's killasgroup) reaches its daemons: they share it."""
+    pids = tmp_path / "pids"
+    server = start_server("--attach-daemon", f"echo $$ >> {pids}; exec sleep 600")
+    daemon, = wait_until(lambda: started_pids(pids), what="the daemon started")
+    os.killpg(server.pid, signal.SIGKILL)
+    wait_until(lambda: not alive(daemon), what="the daemon gone with the group")

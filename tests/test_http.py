@@ -622,3 +622,17 @@ def test_the_temp_file_of_an_upload_cut_short_is_closed_at_once(start_server):
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n" + b"y" * 1_000_000)
         wait_until(spooled, what="the body spooled")
     wait_until(lambda: not spooled(), timeout=5, what="the temp file closed")
+
+
+def test_an_upload_the_app_does_not_read_still_gets_its_answer(start_server):
+    """A client that sends its whole body before reading (http.client does, Expect or not) while the app answers
+    401 without reading it: past the 1 MB read-ahead the worker had stopped reading, and its lingering close
+    then reset the connection, answer unread. The linger reads and drops the rest, as nginx's does."""
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(expect_head("/no-read", 8 << 20))
+        sock.sendall(b"z" * (8 << 20))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ") and answer.endswith(b"denied")

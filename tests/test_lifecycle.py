@@ -1424,3 +1424,32 @@ def test_the_apps_own_signal_handlers_are_left_alone(start_server, tmp_path):
     os.kill(worker, signal.SIGUSR2)
     wait_until(mark.exists, timeout=5, what="the app's SIGUSR2 handler ran")
     assert alive(worker) and server.stop() == 0
+
+
+def test_a_failed_reload_keeps_serving_when_an_old_worker_died_meanwhile(start_server, tmp_path):
+    """The emptied slot is started again with the code on disk; when that fails too (the broken deploy that
+    failed the reload), the slot stays empty and the other old worker serves on: the server once stopped."""
+    app = tmp_path / "app.py"
+    app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
+    server = start_server("-p", "2", app=str(app))
+    old = serving(server, 2)
+    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=1) + "raise RuntimeError('broken deploy')\n")
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_log("SIGHUP: reloading")
+    victim = min(old)
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log("reload failed, still serving the previous generation", timeout=20)
+    server.wait_log("its slot stays empty while the other workers serve", timeout=20)
+    assert server.proc.poll() is None
+    assert get(server.port, "/")[1].endswith(b" v1")
+    assert server.stop() == 0
+
+
+def test_a_daemonized_second_server_says_why_it_cannot_have_the_pidfile(tmp_path, daemons, start_server):
+    pidfile = tmp_path / "site.pid"
+    first = start_server("--pidfile", str(pidfile))
+    serving(first, 1)
+    result = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", APPS / "basic.py", "--pidfile", pidfile,
+                     "--daemonize", tmp_path / "second.log")
+    assert result.returncode == 1
+    assert f"names a running wsgistack master (pid {first.pid}): stop it first" in result.stderr

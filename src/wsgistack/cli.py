@@ -164,6 +164,7 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
     _, _, note = choose_app_source(config)
     if note:
         warn(f"wsgistack: {note}")
+    _check_pidfile(config)
     listeners = []
     for option, protocol in LISTEN_OPTIONS:
         for text in getattr(config, option.replace("-", "_")):
@@ -285,17 +286,21 @@ def _warn_open_gateways(config: Config, listeners, warn) -> None:
                      f"server on this host); for one elsewhere, list its address in --{option}")
 
 
-def _write_pidfile(config: Config) -> None:
-    if not config.pidfile:
-        return
+def _check_pidfile(config: Config) -> None:
+    """Before binding and daemonizing (the error then reaches the terminal): a pidfile naming a running master is
+    never taken over, the running server could no longer be stopped through it (and our vacuum would remove it)."""
     from wsgistack.control import running_master
 
-    other = running_master(config.pidfile)
-    if other is not None and other != os.getpid():
-        # Taken over, the running server could no longer be stopped through it (and our vacuum would remove it)
+    other = running_master(config.pidfile) if config.pidfile else None
+    if other is not None:
         raise ConfigError(f"{config.pidfile!r} names a running wsgistack master (pid {other}): stop it first "
                           f"(wsgistack --stop {config.pidfile}), or give this one another pidfile", option="pidfile",
                           **config.where("pidfile"))
+
+
+def _write_pidfile(config: Config) -> None:
+    if not config.pidfile:
+        return
     try:
         with open(config.pidfile, "w") as handle:
             handle.write(f"{os.getpid()}\n")

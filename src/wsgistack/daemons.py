@@ -153,18 +153,38 @@ class Daemons:
 
     @staticmethod
     def _signal(process: subprocess.Popen, sig: int) -> None:
-        """To the command's whole process group: `cd x && celery ...` runs under a /bin/sh of its own."""
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
+        """To the command and what it started: `cd x && celery ...` runs celery under a /bin/sh of its own."""
+        for pid in [process.pid, *_descendants(process.pid)]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 def start_command(command: str) -> subprocess.Popen:
-    """A command of the master's (daemons, cron) in `/bin/sh -c`: its environment and log, no stdin, none of
-    its sockets, a process group of its own (signalled whole, see Daemons._signal). OSError if it cannot be
-    started."""
-    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+    """A command of the master's (daemons, cron) in `/bin/sh -c`: its environment, log and process group (a
+    kill of the server's group reaches it), no stdin, none of its sockets. OSError if it cannot be started."""
+    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs (from /proc), deepest last."""
+    found, queue = [], [pid]
+    while queue and len(found) < 1000:
+        parent = queue.pop(0)
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children") as handle:
+                    children = [int(child) for child in handle.read().split()]
+            except OSError:
+                continue
+            found += children
+            queue += children
+    return found
 
 
 def note_reaped(process: subprocess.Popen, status: int) -> None:

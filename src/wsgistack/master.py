@@ -82,6 +82,7 @@ class WorkerProcess:
     stopping: bool = False
     kill_at: float = 0.0      # a draining worker still alive then is killed
     release_at: float = 0.0   # its slot is given up: told to stop once past this and the slot's queue is empty
+    refill: bool = False      # started in a slot emptied during a failed reload (its code may not start either)
 
 
 class Master:
@@ -470,6 +471,11 @@ class Master:
             return
         if not worker.ready:
             message = worker.error or f"worker {worker.number} could not start ({how})"
+            if worker.refill and any(w.ready and not w.stopping for w in self.workers.values()):
+                # The code on disk that failed the reload fails here too: the old workers serve on, this slot
+                # stays empty until a reload brings code that starts.
+                log.error("%s; its slot stays empty while the other workers serve (a reload fills it)", message)
+                return
             if self.reloading:
                 self._abandon_reload(message)
                 return
@@ -793,7 +799,7 @@ class Master:
             for number in range(1, self.wanted + 1):
                 if number not in serving:
                     log.info("worker %d starts again in its slot, emptied during the failed reload", number)
-                    self.spawn(number)
+                    self.spawn(number).refill = True
         self.wanted_before_reload = None
         self.replaced = []
         self.reloading = False

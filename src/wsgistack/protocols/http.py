@@ -492,6 +492,13 @@ class HttpConnection(Connection):
             self._reject(400, str(exc))
             self._run_pending()
 
+    def _close(self) -> None:
+        if self.stream_paused:          # the app answered without reading the whole upload: the linger drops it
+            self.stream_paused = False
+            if not self.reading_paused:
+                self.transport.resume_reading()
+        super()._close()
+
     def _resume_stream(self) -> None:
         if self.stream_paused and not self.closed:
             self.stream_paused = False
