@@ -50,38 +50,33 @@ def _environment_options(environ: Mapping[str, str]) -> list[tuple[str, str]]:
 
 def _apply_environment(config: Config, environ: Mapping[str, str], *, strict: bool, warn) -> None:
     for name, value in _environment_options(environ):
-        where = f"environment variable UWSGI_{name.upper().replace('-', '_')}"
-        if name == "ini" or name in IGNORED_OPTIONS:
-            continue
-        if name in UNSUPPORTED_OPTIONS:
-            raise ConfigError(f"not supported: {UNSUPPORTED_OPTIONS[name]}", option=name, file=where)
-        spec = OPTIONS.get(name)
-        if spec is None:
-            error = ConfigError("unknown option", option=name, file=where)
-            if strict:
-                raise error
-            warn(f"wsgistack: warning: {error} (ignored)")
-            continue
-        apply_setting(config, spec, value, file=where)
+        if name != "ini":           # read with the ini files
+            _apply_named(config, name, value, strict, warn,
+                         file=f"environment variable UWSGI_{name.upper().replace('-', '_')}")
 
 
 def _apply_ini(config: Config, entries, *, strict: bool, warn) -> None:
     for entry in entries:
-        if entry.key in IGNORED_OPTIONS:
-            continue
-        if entry.key in UNSUPPORTED_OPTIONS:
-            raise ConfigError(f"not supported: {UNSUPPORTED_OPTIONS[entry.key]}", option=entry.key, file=entry.file,
-                              line=entry.line)
-        spec = OPTIONS.get(entry.key)
-        if spec is None:
-            error = ConfigError("unknown option", option=entry.key, file=entry.file, line=entry.line)
-            if strict:
-                raise error
-            warn(f"wsgistack: warning: {error} (ignored)")
-            continue
-        if spec.name == "ini":      # includes were already expanded by the reader
-            continue
-        apply_setting(config, spec, entry.value, file=entry.file, line=entry.line)
+        if entry.key != "ini":      # includes were already expanded by the reader
+            _apply_named(config, entry.key, entry.value, strict, warn, file=entry.file, line=entry.line)
+
+
+def _apply_named(config: Config, name: str, value: str, strict: bool, warn, *, file: str,
+                 line: int | None = None) -> None:
+    """One setting from a file or the environment, by uWSGI's name: ignored, refused, unknown, or applied."""
+    if name in IGNORED_OPTIONS:
+        return
+    if name in UNSUPPORTED_OPTIONS:
+        raise ConfigError(f"not supported: {UNSUPPORTED_OPTIONS[name]}", option=name, file=file, line=line)
+    spec = OPTIONS.get(name)
+    if spec is None:
+        error = ConfigError("unknown option", option=name, file=file, line=line)
+        if strict:
+            raise error
+        warn(f"wsgistack: warning: {error} (ignored)")
+        return
+    if spec.name != "ini":
+        apply_setting(config, spec, value, file=file, line=line)
 
 
 def _apply_socket_timeouts(config: Config) -> None:
