@@ -1257,7 +1257,7 @@ def test_a_reload_asked_during_a_reload_follows_it(start_server, tmp_path):
     app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
     server = start_server("--pidfile", str(pidfile), "-p", "2", app=str(app))
     serving(server, 2)
-    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=2))
+    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=5))     # long enough for a second --reload to start
     first: dict = {}
     reloading = threading.Thread(target=lambda: first.update(result=run_cli("--reload", pidfile)))
     reloading.start()
