@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import APPS, free_port, wait_for_port, wait_for_unix_socket
+from conftest import APPS, free_port, wait_for_port, wait_for_unix_socket, wait_until
 from wsgistack.protocols.fastcgi_codec import (ProtocolStatus, RecordType, Role, decode_name_value_pairs,
                                                encode_abort_request, encode_begin_request, encode_get_values,
                                                encode_params, encode_stdin)
@@ -516,7 +516,8 @@ def test_a_peer_that_takes_no_answers_is_read_no_more(start_fastcgi):
     """Management records answered into a socket nobody reads: the worker stops reading the peer, so the answers
     cannot fill its memory (a flood of FCGI_GET_VALUES grew a worker by 10 MB a second)."""
     server, port = start_fastcgi()
-    worker = server.workers()[0]
+    worker, = wait_until(server.workers, what="the worker")
+    assert ask(port, 1, "/")[0] == 200                    # ready: its memory is that of a serving worker
 
     def resident() -> int:
         return int(next(line for line in open(f"/proc/{worker}/status") if line.startswith("VmRSS")).split()[1])

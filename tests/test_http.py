@@ -514,7 +514,8 @@ def test_a_client_that_pipelines_and_never_reads_cannot_fill_the_workers_memory(
     sending 3000 requests for 64 KiB answers and reading none once grew a worker by ~150 MB (190 MB of
     answers for 110 kB sent); now the worker stops taking requests while the client's socket is full."""
     server = start_server("--threads", threads)
-    worker = server.workers()[0]
+    worker, = wait_until(server.workers, what="the worker")
+    assert server.get("/")[0] == 200               # ready: its memory is that of a serving worker
     before = _resident_kib(worker)
     request = b"GET /big?size=65536 HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.socket() as sock:
@@ -584,7 +585,8 @@ def test_an_upload_faster_than_the_app_reads_waits_for_it(start_server, threads)
     """An Expect: 100-continue body streams to the app as it reads: past a read-ahead of 1 MB the worker stops
     reading the client (it once buffered a 2 GB upload in memory as fast as it came)."""
     server = start_server("--threads", threads, app="extra.py")
-    worker = server.workers()[0]
+    worker, = wait_until(server.workers, what="the worker")
+    assert server.get("/")[0] == 200               # ready: its memory is that of a serving worker
     before = _resident_kib(worker)
     size = 40 << 20
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
@@ -607,7 +609,7 @@ def test_the_temp_file_of_an_upload_cut_short_is_closed_at_once(start_server):
     """A body spooled to a temp file (past --post-buffering) whose client went away: the file goes with the
     connection, not when the garbage collector gets to it (40 such uploads once held 150 MB of /tmp)."""
     server = start_server("--post-buffering", "65536")
-    worker = server.workers()[0]
+    worker, = wait_until(server.workers, what="the worker")
 
     def spooled() -> list[str]:
         targets = []
