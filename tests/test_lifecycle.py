@@ -1262,7 +1262,9 @@ def test_a_reload_asked_during_a_reload_follows_it(start_server, tmp_path):
     reloading = threading.Thread(target=lambda: first.update(result=run_cli("--reload", pidfile)))
     reloading.start()
     server.wait_log("SIGHUP: reloading")
-    app.write_text(SLOW_IMPORT_APP.format(version="v3", delay=0))
+    staged = tmp_path / "app.py.new"       # replaced whole: the first reload's workers may be reading app.py now
+    staged.write_text(SLOW_IMPORT_APP.format(version="v3", delay=0))
+    os.replace(staged, app)
     second = run_cli("--reload", pidfile)
     reloading.join(60)
     assert first["result"].returncode == 0, first["result"].stderr
