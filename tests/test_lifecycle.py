@@ -1321,7 +1321,8 @@ def test_a_worker_that_exits_with_status_3_after_serving_is_replaced(start_serve
 
 
 def test_harakiri_answers_every_overdue_request(start_server):
-    """With --threads, each request past the limit gets its 504 and its log line, not only the first one."""
+    """With --threads, each request past the limit gets its 504 and its log line, not only the first one, however
+    far apart they started (the worker retires after the first, and waits for the others' own deadlines)."""
     server = start_server("--harakiri", "2", "-p", "1", "--threads", "4")
     serving(server, 1)
     answers: list = []
@@ -1335,10 +1336,45 @@ def test_harakiri_answers_every_overdue_request(start_server):
     clients = [threading.Thread(target=stuck) for _ in range(3)]
     for client in clients:
         client.start()
+        time.sleep(0.3)              # apart: the first is overdue while the others are not yet
     for client in clients:
         client.join(40)
     assert answers == [504, 504, 504]
     assert server.wait_log("HARAKIRI").count("HARAKIRI: GET /sleep?t=30") == 3
+    assert server.stop() == 0
+
+
+def test_harakiri_lets_the_other_threads_finish_their_requests(start_server, tmp_path):
+    """The stuck thread's worker goes, but a request another of its threads runs finishes first, as with a
+    recycled worker (uWSGI and gunicorn kill the worker, and that request with it); the successor starts at once."""
+    server = start_server("--harakiri", "6", "-p", "1", "--threads", "4")
+    (old,) = serving(server, 1)
+    release = tmp_path / "release"
+    results: dict = {}
+
+    def fetch(name, path):
+        try:
+            results[name] = get(server.port, path, timeout=30)
+        except Exception as exc:     # noqa: BLE001
+            results[name] = repr(exc)
+
+    stuck = threading.Thread(target=fetch, args=("stuck", "/sleep?t=30"))
+    stuck.start()
+    time.sleep(3)                    # the innocent request's own deadline comes 3 s after the stuck one's
+    innocent = threading.Thread(target=fetch, args=("innocent", f"/until?f={release}&t=20"))
+    innocent.start()
+    server.wait_log("HARAKIRI: GET /sleep?t=30", timeout=15)
+    stuck.join(10)
+    assert results["stuck"][0] == 504
+    assert "innocent" not in results
+    wait_until(lambda: set(server.workers()) - {old}, timeout=10, what="the successor, while the old worker drains")
+    release.touch()
+    innocent.join(10)
+    assert results["innocent"] == (200, b"waited")
+    wait_until(lambda: not alive(old), timeout=10, what="the old worker gone once drained")
+    assert re.search(rf"\(pid {old}\) retiring: a request ran past --harakiri 6", server.log())
+    assert server.log().count("HARAKIRI") == 1
+    assert get(server.port, "/pid")[0] == 200
     assert server.stop() == 0
 
 
@@ -1440,10 +1476,27 @@ def test_a_failed_reload_keeps_serving_when_an_old_worker_died_meanwhile(start_s
     server.wait_log("SIGHUP: reloading")
     victim = min(old)
     os.kill(victim, signal.SIGKILL)
+    # Sent while the slot has no worker: some of them queue in its socket, which no worker accepts from.
+    waiting = [socket.create_connection(("127.0.0.1", server.port), timeout=15) for _ in range(12)]
+    for sock in waiting:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     server.wait_log("reload failed, still serving the previous generation", timeout=20)
     server.wait_log("its slot stays empty while the other workers serve", timeout=20)
     assert server.proc.poll() is None
-    assert get(server.port, "/")[1].endswith(b" v1")
+    # Each one is answered (by the other worker, or turned away with a 503), none left waiting for a reload.
+    for sock in waiting:
+        with sock:
+            assert sock.recv(65536).split(b" ", 2)[1] in (b"200", b"503")
+    (survivor,) = old - {victim}
+    # New connections go to the serving worker only: none to the empty slot's socket (where they would wait).
+    for _ in range(20):
+        assert get(server.port, "/", timeout=5)[1] == f"{survivor} v1".encode()
+    # A reload with code that starts fills the slot again, and it gets connections.
+    app.write_text(SLOW_IMPORT_APP.format(version="v3", delay=0))
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_log("reload complete", timeout=20)
+    answered = {get(server.port, "/", timeout=5)[1] for _ in range(40)}
+    assert {body.split()[1] for body in answered} == {b"v3"} and len(answered) == 2
     assert server.stop() == 0
 
 

@@ -1,9 +1,11 @@
 """--harakiri: a request running longer than the limit ends its worker, visibly.
 
 A watchdog thread in the worker sees the overdue request (timed by app_clock.py), logs it with the
-Python stack of the thread running it, answers 504 if nothing was sent yet, and kills the worker; the
-master logs the death and starts a replacement while the other workers keep serving. Only time spent
-in app code counts: an inline stream paused for a slow client is not the app's fault.
+Python stack of the thread running it and answers 504 if nothing was sent yet. A stuck thread cannot be
+stopped, so the worker goes: at once when the stuck thread is the loop's (nothing else can run), else it
+retires, as a recycled worker does: the master starts its successor at once, and the requests its other
+threads are running finish first (each under the same limit) rather than die with it. Only time spent in
+app code counts: an inline stream paused for a slow client is not the app's fault.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -22,10 +26,12 @@ log = logging.getLogger("wsgistack")
 
 
 class Harakiri:
-    def __init__(self, limit: float, worker_number: int, clock: AppClock):
+    def __init__(self, limit: float, worker, clock: AppClock):
         self.limit = limit
-        self.worker_number = worker_number
+        self.worker = worker
         self.clock = clock
+        self.answered: dict[int, object] = {}   # the exchanges answered (by id: an exchange may define __eq__)
+        self.loop_thread = threading.get_ident()
         threading.Thread(target=self._watch, name="harakiri", daemon=True).start()
 
     def _watch(self) -> None:
@@ -33,12 +39,23 @@ class Harakiri:
             time.sleep(min(0.5, self.limit / 4))
             now = time.monotonic()
             overdue = [(ident, exchange, now - started)
-                       for ident, (started, exchange) in list(self.clock.running.items()) if now - started > self.limit]
+                       for ident, (started, exchange) in list(self.clock.running.items())
+                       if now - started > self.limit and id(exchange) not in self.answered]
             if overdue:
                 self._fire(overdue)
 
     def _fire(self, overdue: list) -> None:
         """Log and answer every overdue request (each gets its 504, not only the first), then end the worker."""
+        self._answer(overdue)
+        for handler in log.handlers:
+            handler.flush()
+        if not self.worker.threaded or any(ident == self.loop_thread for ident, _, _ in overdue):
+            os.kill(os.getpid(), signal.SIGKILL)        # the loop or the only app thread is stuck: nothing else
+        conns = [exchange.conn for _, exchange, _ in overdue]
+        self.worker.loop.call_soon_threadsafe(self.worker.abandon, conns,
+                                              f"a request ran past --harakiri {_seconds(self.limit)}")
+
+    def _answer(self, overdue: list) -> None:
         frames = sys._current_frames()
         for ident, exchange, duration in overdue:
             environ = exchange.environ
@@ -46,26 +63,31 @@ class Harakiri:
             stack = "".join(traceback.format_stack(frame)) if frame is not None else "(stack not available)\n"
             log.error("HARAKIRI: %s %s ran %.1f s (limit --harakiri %s) in worker %d (pid %d); "
                       "the stuck thread's stack:\n%s", environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
-                      duration, _seconds(self.limit), self.worker_number, os.getpid(), stack.rstrip())
-            if not exchange.head_sent:
-                _answer_504(exchange.conn)
-        for handler in log.handlers:
-            handler.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+                      duration, _seconds(self.limit), self.worker.number, os.getpid(), stack.rstrip())
+            self.answered[id(exchange)] = exchange
+            _end(exchange.conn, None if exchange.head_sent else
+                 exchange.conn.error_response(504, "the request took too long (harakiri)"))
 
 
-def _answer_504(conn) -> None:
-    """Best effort, from this thread: the loop thread may be the one that is stuck."""
+def _end(conn, answer: bytes | None) -> None:
+    """Send the 504 and end the connection for the client now: whatever its stuck thread does later fails.
+    Best effort, from this thread: the loop thread may be the one that is stuck. An answer cut short (its
+    head was sent) ends with a reset when the worker exits: a FIN would make a close-delimited body look whole."""
     try:
         fd = os.dup(conn.transport.get_extra_info("socket").fileno())
     except (AttributeError, OSError):
         return
+    sock = socket.socket(fileno=fd)
     try:
-        os.write(fd, conn.error_response(504, "the request took too long (harakiri)"))
+        if answer is None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            os.write(fd, answer)        # the socket is the loop's, non-blocking; a short answer fits its buffer
+            sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
     finally:
-        os.close(fd)
+        sock.close()
 
 
 def _seconds(value: float) -> str:

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Callable
 
 from wsgistack import __version__, stats
@@ -34,6 +35,7 @@ from wsgistack.memory import memory
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
+from wsgistack.protocols.http import http_error_response
 from wsgistack.reuseport import queued_connections, steer
 from wsgistack.stats import StatsServer
 from wsgistack.worker import worker_main
@@ -48,6 +50,7 @@ RESPAWN_INTERVAL = 1.0       # a slot whose workers die this soon after their st
 # A slot given up: its socket gets no new connections from now on, but a handshake the kernel began
 # for it before still ends in its queue (an RTT later); its worker goes on accepting for this long.
 SLOT_SETTLE = 1.0
+TURN_AWAY_BATCH = 64         # connections an empty slot's queue is relieved of per pass of the master's loop
 
 
 def hold_signals() -> None:
@@ -126,6 +129,9 @@ class Master:
         self.reuseport_groups: dict[str, list[socket.socket]] = {
             address.text: [sock] for sock, address in listeners if not self.shared(address)}
         self.steered: set[str] = set()
+        # Slots left without a worker until a reload fills them (their code on disk does not start, see
+        # _abandon_reload): steered clear of new connections, and what queued in them is turned away.
+        self.empty_slots: set[int] = set()
         # Bound now, before cli.py drops privileges (--uid): the kernel lets only the same user join a port.
         for number in range(2, self.wanted + 1):
             self.slot_listeners(number)
@@ -177,6 +183,8 @@ class Master:
             self._respawn_due()
             if releasing:
                 self._release_given_up()
+            if self.empty_slots:
+                self._turn_away_queued()
             self._kill_overdue()
             if time.monotonic() >= self.next_second:
                 self.next_second = time.monotonic() + 1.0
@@ -293,7 +301,8 @@ class Master:
         """New connections only to the slots that keep a worker (numbers up to --processes). False if the
         kernel cannot be told (a slot given up then loses what queues in it between its worker's stop and
         its close, as before)."""
-        kept = {sock for number, pairs in self.slots.items() if number <= self.wanted for sock, _ in pairs}
+        kept = {sock for number, pairs in self.slots.items() if number <= self.wanted and number not in self.empty_slots
+                for sock, _ in pairs}
         for text, group in self.reuseport_groups.items():
             indexes = [index for index, sock in enumerate(group) if sock in kept]
             if len(indexes) == len(group) and text not in self.steered:
@@ -332,8 +341,30 @@ class Master:
             self._mark_stopping(worker)
             self._signal(worker, signal.SIGTERM)
 
+    def _turn_away_queued(self) -> None:
+        """Connections in an empty slot's queue (since before it was steered clear, or where the kernel cannot
+        be told) get a 503 (HTTP) or are closed, rather than a wait for the next reload."""
+        serving = {sock for number, pairs in self.slots.items() if number not in self.empty_slots for sock, _ in pairs}
+        for number in self.empty_slots:
+            for sock, address in self.slots.get(number, []):
+                if self.shared(address) or sock in serving:
+                    continue
+                try:
+                    waiting = queued_connections(sock)
+                except OSError:
+                    continue
+                for _ in range(min(waiting, TURN_AWAY_BATCH)):
+                    try:
+                        conn, _ = sock.accept()
+                    except OSError:
+                        break
+                    _turn_away(conn, address.protocol == "http")
+
     def spawn(self, number: int) -> WorkerProcess:
         listeners = self.slot_listeners(number)
+        if number in self.empty_slots:
+            self.empty_slots.discard(number)
+            self._steer()               # new connections for it again: they wait in its queue while it starts
         if number in self.slot_requests:
             self.respawns[number] = self.respawns.get(number, 0) + 1
         else:
@@ -475,6 +506,8 @@ class Master:
                 # The code on disk that failed the reload fails here too: the old workers serve on, this slot
                 # stays empty until a reload brings code that starts.
                 log.error("%s; its slot stays empty while the other workers serve (a reload fills it)", message)
+                self.empty_slots.add(worker.number)
+                self._steer()
                 return
             if self.reloading:
                 self._abandon_reload(message)
@@ -808,6 +841,23 @@ class Master:
         self._title()
         sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
         self._reload_again()
+
+
+def _turn_away(conn: socket.socket, http: bool) -> None:
+    """Best effort, never blocking the master: the request is read first (closing over unread bytes would
+    be a reset, which can destroy the answer), then the 503 goes out with the FIN."""
+    with conn:
+        conn.setblocking(False)
+        try:
+            try:
+                conn.recv(65536)
+            except BlockingIOError:
+                pass                    # nothing sent yet
+            if http:
+                date = f"Date: {formatdate(usegmt=True)}\r\n".encode()
+                conn.send(http_error_response(503, "no worker in this slot (the code on disk does not start)", date))
+        except OSError:
+            pass
 
 
 class Touches:

@@ -136,7 +136,7 @@ class Worker:
             self.counters = RequestCounters()
         self.times_requests = self.access_log is not None or self.counters is not None
         if self.config.harakiri:
-            self.harakiri = Harakiri(self.config.harakiri, self.number, self.app_clock)
+            self.harakiri = Harakiri(self.config.harakiri, self, self.app_clock)
         self._tick()                     # the Date header exists before the first connection
         self.loop.run_until_complete(self._listen())
         # Plain handlers, not loop.add_signal_handler(): uvloop only dispatches signals while it runs, and
@@ -391,6 +391,15 @@ class Worker:
             return
         self._report(f"retiring {reason}")
         self.stop_gracefully()
+
+    def abandon(self, conns: list[Connection], reason: str) -> None:
+        """--harakiri answered these connections; their threads stay stuck in the app. The worker retires
+        without waiting for them: what its other threads run finishes first."""
+        for conn in conns:
+            self.connections.discard(conn)
+        self.retire(reason)
+        if not self.connections:
+            self._stop_when_drained()
 
     def stop_gracefully(self) -> None:
         """Stop accepting (the other workers and the successor still do), finish what was read, then exit."""

@@ -74,6 +74,12 @@ def application(environ, start_response):
         time.sleep(float(_qs(environ, "t", "1")))
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return [b"slept"]
+    if path == "/until":            # returns once the test creates file f (at most t seconds)
+        deadline = time.monotonic() + float(_qs(environ, "t", "10"))
+        while not os.path.exists(_qs(environ, "f", "")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "6")])
+        return [b"waited"]
     if path == "/error":
         raise RuntimeError("boom: this traceback belongs in the error log only")
     if path == "/error-after-start":
