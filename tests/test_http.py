@@ -638,3 +638,13 @@ def test_an_upload_the_app_does_not_read_still_gets_its_answer(start_server):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 401 ") and answer.endswith(b"denied")
+
+
+def test_port_zero_is_served_on_the_port_the_kernel_chose_and_the_log_names_it(start_server):
+    """`http = :0` (a port picked by the kernel, handy in tests and containers): the startup line names the port."""
+    server = start_server("--http", "127.0.0.1:0", "-p", "2", listen=False, wait=False)
+    log = server.wait_log("serving http on 127.0.0.1:0 (port ", timeout=15)
+    port = int(re.search(r"127\.0\.0\.1:0 \(port (\d+)\)", log)[1])
+    assert port != 0
+    for _ in range(6):
+        assert get(port, "/pid").status == 200

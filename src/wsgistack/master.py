@@ -159,7 +159,8 @@ class Master:
         for number in range(2, self.wanted + 1):
             self.spawn(number)
         self.booted = True
-        addresses = ", ".join(f"{a.protocol} on {a.text}" for _, a in self.listeners)
+        addresses = ", ".join(f"{a.protocol} on {a.text}" + (f" (port {sock.getsockname()[1]})" if a.port == 0 else "")
+                              for sock, a in self.listeners)
         status = f"serving {addresses} with {self.wanted} processes x {self.config.threads} threads"
         if self.cheaper:
             status += (f" (cheaper, {self.cheaper.name}: {self.cheaper.minimum} to {self.cheaper.maximum} "
