@@ -103,3 +103,22 @@ def test_daemons_die_with_the_servers_process_group(start_server, tmp_path):
     daemon, = wait_until(lambda: started_pids(pids), what="the daemon started")
     os.killpg(server.pid, signal.SIGKILL)
     wait_until(lambda: not alive(daemon), what="the daemon gone with the group")
+
+
+def test_a_daemons_output_follows_the_log_when_it_is_rotated(start_server, tmp_path):
+    """Celery beside the workers, the log rotated: its lines go to the new file too (a daemon holding the file
+    itself went on writing to the renamed one for ever), whole lines, and its last ones are not lost on stop."""
+    logfile, backup, trigger = tmp_path / "app.log", tmp_path / "app.log.old", tmp_path / "rotate"
+    server = start_server("--logto", str(logfile), "--touch-logrotate", str(trigger), "--log-backupname", str(backup),
+                          "--attach-daemon", "trap 'echo daemon stopped; exit 0' TERM; i=0; "
+                          "while :; do i=$((i+1)); echo tick $i; sleep 0.1; done")
+    wait_until(lambda: "tick 3\n" in logfile.read_text(), what="the daemon's lines in the log")
+    trigger.touch()
+    wait_until(lambda: "log rotated" in logfile.read_text(), what="the rotation")
+    size = backup.stat().st_size
+    wait_until(lambda: logfile.read_text().count("tick") >= 5, what="the daemon's lines in the new file")
+    assert backup.stat().st_size == size
+    assert server.stop() == 0
+    assert "daemon stopped\n" in logfile.read_text()
+    ticks = [line for line in (backup.read_text() + logfile.read_text()).splitlines() if line.startswith("tick")]
+    assert ticks == [f"tick {n}" for n in range(1, len(ticks) + 1)]      # each line whole, none lost

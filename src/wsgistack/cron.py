@@ -59,7 +59,8 @@ def parse_job(value: str, unique: bool) -> CronJob:
 
 
 class Cron:
-    def __init__(self, jobs: list[str], unique_jobs: list[str]):
+    def __init__(self, jobs: list[str], unique_jobs: list[str], output: int | None = None):
+        self.output = output          # the runs' stdout and stderr (a LogRelay's pipe); None: the master's
         self.jobs = [parse_job(value, False) for value in jobs] + [parse_job(value, True) for value in unique_jobs]
         self.minute_seen = int(time.time() // 60)      # jobs are due from the next minute on
         self.earlier_runs: list[subprocess.Popen] = []  # runs of the jobs of a configuration before a reload
@@ -78,7 +79,7 @@ class Cron:
                 log.info("cron: %r still runs, not started again (unique-cron)", job.command)
                 continue
             try:
-                job.runs.append(start_command(job.command))
+                job.runs.append(start_command(job.command, self.output))
             except OSError as exc:
                 log.error("cron: cannot start %r: %s", job.command, exc.strerror or exc)
                 continue

@@ -1,8 +1,8 @@
 """--attach-daemon: commands the master runs beside the workers (a Celery worker, a queue consumer), as uWSGI's;
 --smart-attach-daemon: services governed by their pidfile (memcached, redis), which outlive the server.
 
-Each command runs in `/bin/sh -c`, with the master's environment and log, no stdin and none of the server's
-sockets. An attached daemon that ends is started again: at once if it ran for a while, else after a growing
+Each command runs in `/bin/sh -c`, with the master's environment and log (through log_relay.py when the
+log is a file), no stdin and none of the server's sockets. An attached daemon that ends is started again: at once if it ran for a while, else after a growing
 pause (1, 2, 4 ... 30 s), so a command that cannot start does not spin. A reload restarts them (they run the
 new code, as the workers do); a stop sends them SIGTERM, and SIGKILL to those still there after the grace
 period. A smart daemon is started when the pid in its pidfile is not a running process, looked at every few
@@ -55,7 +55,8 @@ def smart_daemons(values: list[str]) -> list[SmartDaemon]:
 
 
 class Daemons:
-    def __init__(self, commands: list[str], smart: list[str] = ()):
+    def __init__(self, commands: list[str], smart: list[str] = (), output: int | None = None):
+        self.output = output          # attached daemons' stdout and stderr (a LogRelay's pipe); None: the master's
         self.daemons = [Daemon(command) for command in commands]
         self.smart = smart_daemons(list(smart))          # checked by cli.py
         self.leaving: list[tuple[str, subprocess.Popen]] = []    # told to stop (reload, stop), not yet reaped
@@ -87,7 +88,7 @@ class Daemons:
 
     def _start(self, daemon: Daemon) -> None:
         try:
-            daemon.process = start_command(daemon.command)
+            daemon.process = start_command(daemon.command, self.output)
         except OSError as exc:
             log.error("cannot start daemon %r: %s", daemon.command, exc.strerror or exc)
             daemon.start_at = time.monotonic() + MAX_PAUSE
@@ -161,10 +162,11 @@ class Daemons:
                 pass
 
 
-def start_command(command: str) -> subprocess.Popen:
-    """A command of the master's (daemons, cron) in `/bin/sh -c`: its environment, log and process group (a
-    kill of the server's group reaches it), no stdin, none of its sockets. OSError if it cannot be started."""
-    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, close_fds=True)
+def start_command(command: str, output: int | None = None) -> subprocess.Popen:
+    """A command of the master's (daemons, cron) in `/bin/sh -c`: its environment, log (or `output`) and process
+    group (a kill of the server's group reaches it), no stdin, none of its sockets. OSError if it cannot start."""
+    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                            close_fds=True)
 
 
 def _descendants(pid: int) -> list[int]:

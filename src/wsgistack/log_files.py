@@ -66,6 +66,11 @@ def request_log_fd() -> int:
     return _request_log[1] if _request_log is not None else 2
 
 
+def log_is_a_file() -> bool:
+    """stdout and stderr append to a file of ours (rotated and reopened by path)."""
+    return _log_path is not None
+
+
 def log_size() -> int:
     return os.fstat(2).st_size if _log_path is not None else 0
 

@@ -31,6 +31,7 @@ from wsgistack.daemon import READY, report
 from wsgistack.daemons import Daemons
 from wsgistack.hooks import run_hooks
 from wsgistack.log_files import log_size, reopen_log_if_moved, rotate_log
+from wsgistack.log_relay import log_relay
 from wsgistack.memory import memory
 from wsgistack.notify import sd_notify
 from wsgistack.proctitle import set_title
@@ -116,8 +117,11 @@ class Master:
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_second = 0.0                 # the loop's once-a-second checks (memory limits, --cheaper)
-        self.daemons = Daemons(config.attach_daemon, config.smart_attach_daemon)
-        self.cron = Cron(config.cron, config.unique_cron)
+        # Smart daemons outlive the master: they keep the log file itself (a relay would die with the master).
+        self.log_relay = log_relay()
+        output = self.log_relay.write_fd if self.log_relay is not None else None
+        self.daemons = Daemons(config.attach_daemon, config.smart_attach_daemon, output)
+        self.cron = Cron(config.cron, config.unique_cron, output)
         self.signal_meanings: dict[int, str] = {}     # --hook-master-start unix_signal: signal -> handler name
         self.respawns: dict[int, int] = {}        # worker slot -> workers started in it after the first
         self.slot_requests: dict[int, int] = {}   # worker slot -> requests its workers served before the current one
@@ -195,6 +199,8 @@ class Master:
             self.daemons.kill_overdue()
             if not self.stopping:
                 self.cron.run_due()
+        if self.log_relay is not None:
+            self.log_relay.pump()          # the daemons' last words
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
 
@@ -225,10 +231,14 @@ class Master:
 
     def _wait(self, timeout: float) -> None:
         watched = [self.wake_r, self.status_r] + ([self.stats] if self.stats is not None else [])
+        if self.log_relay is not None:
+            watched.append(self.log_relay.read_fd)
         try:
             readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             return
+        if self.log_relay is not None and self.log_relay.read_fd in readable:
+            self.log_relay.pump()
         if self.stats is not None and self.stats in readable:
             self._read_status()           # the workers' latest figures first
             self.stats.answer(stats.document(self))
@@ -393,6 +403,8 @@ class Master:
                 os.close(fd)
             if self.stats is not None:
                 self.stats.sock.close()
+            if self.log_relay is not None:
+                self.log_relay.close_in_child()
             # Other slots' sockets must not live on in this worker: a slot given up (SIGTTOU) would stay
             # in the port's SO_REUSEPORT group, and connections the kernel sends there would never be accepted.
             own = {sock.fileno() for sock, _ in listeners}
