@@ -890,6 +890,22 @@ def test_stop_command_waits_and_reports(start_server, tmp_path):
     assert server.proc.wait(5) == 0
 
 
+def test_relative_pid_and_log_files_are_in_the_start_directory_not_the_chdir(start_server, tmp_path):
+    """As uWSGI, which opens them before its chdir: `uwsgi --stop uwsgi.pid`, run where the server was started,
+    finds the pidfile (it was written into the --chdir directory, and the stop said "no pidfile")."""
+    deploy, code = tmp_path / "deploy", tmp_path / "code"
+    deploy.mkdir()
+    code.mkdir()
+    server = start_server("--chdir", str(code), "--pidfile", "run.pid", "--logto", "app.log", cwd=deploy)
+    assert get(server.port, "/pid")[0] == 200
+    assert (deploy / "run.pid").read_text().strip() == str(server.pid)
+    wait_until(lambda: "GET /pid" in (deploy / "app.log").read_text(), what="the access line in deploy/app.log")
+    assert not (code / "run.pid").exists() and not (code / "app.log").exists()
+    result = run_cli("--stop", "run.pid", cwd=deploy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert server.proc.wait(5) == 0
+
+
 def test_reload_command_waits_and_reports(start_server, tmp_path):
     pidfile = tmp_path / "server.pid"
     server = start_server("--pidfile", str(pidfile), "-p", "2")

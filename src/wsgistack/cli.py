@@ -157,6 +157,7 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
     hold_signals()
     run_hooks(config, "asap")
     _apply_limits(config)
+    start_dir = _files_from_start_dir(config)
     _apply_environment(config)
     check_feature_options(config)
     warnings = [] if warnings is None else warnings
@@ -186,7 +187,7 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
         except OSError as exc:
             raise ConfigError(f"cannot write {config.daemonize!r}: {exc.strerror}", option="daemonize",
                               **config.where("daemonize")) from None
-    log_file, request_log_file = logger_files(config)
+    log_file, request_log_file = logger_files(config, start_dir)
     for option, path, open_log in (("logger", log_file, redirect_output), ("logto", config.logto, redirect_output),
                                    ("req-logger", request_log_file, open_request_log)):
         if not path or (option == "logto" and (log_file or config.daemonize)):
@@ -214,6 +215,15 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
     finally:
         if config.vacuum:
             _vacuum(config, listeners, stats_server)
+
+
+def _files_from_start_dir(config: Config) -> str:
+    """Relative pid and log files mean the directory the server was started in, not its --chdir: uWSGI opens
+    them before it changes directory, and `wsgistack --stop uwsgi.pid` is run from there."""
+    for name in ("pidfile", "daemonize", "logto"):
+        if getattr(config, name):
+            setattr(config, name, os.path.abspath(getattr(config, name)))
+    return os.getcwd()
 
 
 def _apply_environment(config: Config) -> None:

@@ -18,9 +18,9 @@ _log_path: str | None = None                  # where stdout and stderr append, 
 _request_log: tuple[str, int] | None = None   # --req-logger file:PATH: (absolute path, descriptor)
 
 
-def logger_files(config: Config) -> tuple[str | None, str | None]:
-    """(the general log file, the access log file) that --logger and --req-logger name; ConfigError for a
-    logger wsgistack has not (only file:PATH, and stdio, the default, are)."""
+def logger_files(config: Config, start_dir: str = "") -> tuple[str | None, str | None]:
+    """(the general log file, the access log file) that --logger and --req-logger name, relative ones from
+    `start_dir`; ConfigError for a logger wsgistack has not (only file:PATH, and stdio, the default, are)."""
     files: dict[str, str | None] = {}
     for option in ("logger", "req-logger"):
         files[option] = None
@@ -34,7 +34,7 @@ def logger_files(config: Config) -> tuple[str | None, str | None]:
                                   option=option, **where)
             if files[option] is not None:
                 raise ConfigError("one log file only", option=option, **where)
-            files[option] = target
+            files[option] = os.path.join(start_dir, target)
     return files["logger"], files["req-logger"]
 
 
