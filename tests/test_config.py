@@ -312,6 +312,20 @@ def test_placeholders_hold_across_files_and_from_the_command_line(tmp_path):
     assert load(base, site, "-S", "name=other").module == "other.wsgi"
 
 
+def test_set_sets_the_option_it_names_as_well_as_the_placeholder(tmp_path):
+    """uWSGI's --set/-S/`set` is "set a placeholder or an option": `--set processes=2` runs 2 workers (it set only
+    the placeholder); set-placeholder stays a placeholder only, and a name that is no option is a placeholder."""
+    config = load("--set", "http=127.0.0.1:8000", "-S", "processes=2", "--set", "site=x", "--module", "app")
+    assert (config.http, config.processes) == (["127.0.0.1:8000"], 2)
+    ini = write(tmp_path / "app.ini", BASE + "set = threads=4\nset = env=FROM_SET=1\nset-placeholder = processes=7\n"
+                                             "set = site=mysite\nchdir = /srv/%(site)\n")
+    config = load(ini)
+    assert (config.threads, config.env, config.processes, config.chdir) == (4, ["FROM_SET=1"], 1, "/srv/mysite")
+    bad = write(tmp_path / "bad.ini", BASE + "set = processes=many\n")
+    with pytest.raises(ConfigError, match=r"bad.ini:4: option 'processes': expected"):
+        load(bad)
+
+
 def test_uwsgi_environment_variables_are_options(tmp_path):
     """UWSGI_PROCESSES=4 as uWSGI reads it (containers set options this way); ini files and flags win."""
     ini = write(tmp_path / "app.ini", BASE + "threads = 2\n")

@@ -37,7 +37,10 @@ def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stde
     for ini_file in ini_specs:
         apply_setting(config, OPTIONS["ini"], ini_file)
     for flag in parsed.flags:
-        apply_setting(config, flag.spec, flag.value, flag=flag.flag)
+        if flag.flag in ("--set", "-S"):
+            _apply_set(config, str(flag.value), strict, warn, file=flag.flag)
+        else:
+            apply_setting(config, flag.spec, flag.value, flag=flag.flag)
     _validate(config)
     return config
 
@@ -57,8 +60,19 @@ def _apply_environment(config: Config, environ: Mapping[str, str], *, strict: bo
 
 def _apply_ini(config: Config, entries, *, strict: bool, warn) -> None:
     for entry in entries:
-        if entry.key != "ini":      # includes were already expanded by the reader
+        if entry.key == "set":
+            _apply_set(config, entry.value, strict, warn, file=entry.file, line=entry.line)
+        elif entry.key != "ini":    # includes were already expanded by the reader
             _apply_named(config, entry.key, entry.value, strict, warn, file=entry.file, line=entry.line)
+
+
+def _apply_set(config: Config, assignment: str, strict: bool, warn, *, file: str, line: int | None = None) -> None:
+    """`set NAME=VALUE` (--set, -S): a placeholder (the ini reader took it as one), and the option NAME when there is
+    one, as uWSGI's "set a placeholder or an option" (`--set processes=4`). Other names are placeholders only."""
+    name, _, value = assignment.partition("=")
+    name = name.strip()
+    if name in OPTIONS or name in IGNORED_OPTIONS or name in UNSUPPORTED_OPTIONS:
+        _apply_named(config, name, value, strict, warn, file=file, line=line)
 
 
 def _apply_named(config: Config, name: str, value: str, strict: bool, warn, *, file: str,

@@ -154,6 +154,8 @@ class _Reader:
                 self._include(value, path, number, (*chain, link))
             elif key in _PLACEHOLDER_KEYS:
                 self.set_placeholder(value, key, path, number)
+                if key == "set":        # uWSGI's `set` is an option too when NAME is one (set-placeholder is not)
+                    self.entries.append(IniEntry(key, value, path, number))
             else:
                 self.entries.append(IniEntry(key, value, path, number))
 

@@ -267,7 +267,8 @@ class Config:
                             metavar="FILE")
     strict: bool = option(False, "unknown options are errors instead of warnings")
     set_placeholder: list[str] = option([], "a placeholder for the ini files' %(NAME), set before they are read "
-                                            "(uWSGI's; in an ini file, for the lines after it and the files after it)",
+                                            "(uWSGI's; in an ini file, for the lines after it and the files after it); "
+                                            "--set, -S and `set` also set the option NAME, if there is one",
                                         aliases=("set-ph", "set", "S"), metavar="NAME=VALUE")
     protocol: str = option("uwsgi", "what the --socket sockets speak: uwsgi, http or fastcgi (uWSGI's)",
                            metavar="PROTOCOL")
