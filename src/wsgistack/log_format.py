@@ -51,8 +51,9 @@ class LoggedRequest:
     request_number: int
 
 
-def _environ(key: str, default: str = "") -> Callable[[LoggedRequest], str]:
-    return lambda request: log_safe(str(request.environ.get(key, default)))
+def _environ(key: str, default: str = "-") -> Callable[[LoggedRequest], str]:
+    """A request variable; missing or empty, `default`: "-" as uWSGI writes it (log parsers expect a field there)."""
+    return lambda request: log_safe(str(request.environ.get(key) or default))
 
 
 def _head_size(request: LoggedRequest) -> int:
