@@ -307,10 +307,16 @@ def test_post_buffering_spools_big_bodies(start_server):
 # --- logging ---
 
 def test_access_log_line(server):
+    """uWSGI's line, field for field: log pipelines parse it with patterns written for uWSGI."""
     get(server.port, "/")
-    line = next(line for line in server.wait_log("GET / =>").splitlines() if "GET / =>" in line)
-    assert "=> generated 13 bytes" in line and "(HTTP/1.1 200)" in line
-    assert "127.0.0.1" in line and "[pid: " in line
+    get(server.port, "/")
+    line = next(line for line in server.wait_log("req: 2/2").splitlines() if "req: 2/2" in line)
+    pattern = (r"\[pid: (\d+)\|app: 0\|req: 2/2\] 127\.0\.0\.1 \(\) \{\d+ vars in \d+ bytes\} "
+               r"\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] GET / => generated 13 bytes in \d+ msecs "
+               r"\(HTTP/1\.1 200\) 2 headers in 65 bytes \(1 switches on core 0\)")
+    match = re.fullmatch(pattern, line)
+    assert match, line
+    assert int(match[1]) in server.workers()
 
 
 def test_disable_logging_keeps_the_error_log(start_server):

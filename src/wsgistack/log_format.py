@@ -56,9 +56,13 @@ def _environ(key: str, default: str = "-") -> Callable[[LoggedRequest], str]:
     return lambda request: log_safe(str(request.environ.get(key) or default))
 
 
+def head_size(status_line: str, headers) -> int:
+    """The bytes of a response head as uWSGI counts them (its hsize): status line and the app's header fields."""
+    return len(status_line) + 13 + sum(len(name) + len(value) + 4 for name, value in headers) if headers else 0
+
+
 def _head_size(request: LoggedRequest) -> int:
-    return (len(request.status_line) + 13 + sum(len(name) + len(value) + 4 for name, value in request.headers)
-            if request.headers else 0)
+    return head_size(request.status_line, request.headers)
 
 
 def _memory(field: int, divisor: int = 1) -> Callable[[LoggedRequest], int]:

@@ -14,7 +14,7 @@ import time
 
 from wsgistack.config import ConfigError
 from wsgistack.log_files import request_log_fd
-from wsgistack.log_format import LoggedRequest, compile_format, log_safe
+from wsgistack.log_format import LoggedRequest, compile_format, head_size, log_safe
 from wsgistack.memory import memory
 
 
@@ -73,8 +73,10 @@ def check_log_format(config) -> None:
 
 
 class AccessLog:
-    """uWSGI's request line: [pid: P|worker: W|req: N] ADDR () [DATE] METHOD URI => generated B bytes
-    in T msecs (PROTOCOL STATUS); or the line of --logformat (log_format.py)."""
+    """uWSGI's request line, field for field (the grok and fluentd patterns written for it match):
+    [pid: P|app: 0|req: N/N] ADDR () {V vars in B bytes} [DATE] METHOD URI => generated B bytes in T msecs
+    (PROTOCOL STATUS) H headers in B bytes (1 switches on core 0); or the line of --logformat (log_format.py).
+    Where uWSGI counts across workers (the second N), this is the worker's count: there is no shared counter."""
 
     def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None,
                  memory_report: bool = False, forwarded_for: bool = False):
@@ -85,7 +87,7 @@ class AccessLog:
         self.memory_report = memory_report
         self.memory = ""                 # --memory-report's prefix, read once a second
         self.worker_number = worker_number
-        self.prefix_pid = f"[pid: {os.getpid()}|worker: {worker_number}|req: "
+        self.prefix_pid = f"[pid: {os.getpid()}|app: 0|req: "
         self.lines: list[str] = []
         self.flush_scheduled = False
         self.stamp_second = 0
@@ -112,9 +114,17 @@ class AccessLog:
             if self.forwarded_for and "HTTP_X_FORWARDED_FOR" in environ:
                 address = environ["HTTP_X_FORWARDED_FOR"].partition(",")[0].strip()
             request = log_safe(f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']}")   # no forged lines
-            line = (f"{self.memory}{self.prefix_pid}{count}] {log_safe(address)} () [{self.stamp}] "
-                    f"{request} => generated {body_bytes} bytes in "
-                    f"{msecs} msecs ({log_safe(environ['SERVER_PROTOCOL'])} {status})\n")
+            variables = variables_size = 0
+            for key, value in environ.items():      # the request's CGI variables, sized as a uwsgi packet
+                if type(value) is str and not key.startswith("wsgi."):
+                    variables += 1
+                    variables_size += len(key) + len(value) + 4
+            headers = exchange.headers or ()
+            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {log_safe(address)} () "
+                    f"{{{variables} vars in {variables_size} bytes}} [{self.stamp}] "
+                    f"{request} => generated {body_bytes} bytes in {msecs} msecs "
+                    f"({log_safe(environ['SERVER_PROTOCOL'])} {status}) {len(headers)} headers in "
+                    f"{head_size(exchange.status or '', headers)} bytes (1 switches on core 0)\n")
         if on_thread:
             _write(line.encode("utf-8", "replace"))
             return
