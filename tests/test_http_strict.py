@@ -585,7 +585,6 @@ def dump_port(serve) -> int:
     (b"/a%2Fb", "/a/b", ""),
     (b"/caf%C3%A9", "/caf\u00c3\u00a9", ""),           # the decoded bytes, as latin-1 (PEP 3333)
     (b"/%FFx", "/\u00ffx", ""),                         # (an encoded NUL is a 400: REQUEST_LINE)
-    (b"/a%zz%", "/a%zz%", ""),                          # invalid escapes stay as sent
     (b"/p?q=%20&r=a%2Fb", "/p", "q=%20&r=a%2Fb"),       # the query string stays raw
     (b"/p?", "/p", ""),
     (b"/p??a", "/p", "?a"),
@@ -605,11 +604,48 @@ def test_target_is_percent_decoded_but_not_normalized(dump_port, target, path, q
 @pytest.mark.parametrize("target, host", [
     (b"http://example.com/x?y=1", "example.com"),
     (b"http://example.com:8080/x", "example.com:8080"),
+    (b"http://[::1]:8080/x", "[::1]:8080"),             # an IPv6 literal keeps its brackets, as in Host
     (b"/x", "t"),
 ])
 def test_absolute_form_authority_replaces_host(dump_port, target, host):
     environ = environ_of(dump_port, target)
     assert environ["HTTP_HOST"] == host
+
+
+# --- found by a differential review against nginx (each failed before) ---
+
+@pytest.mark.parametrize("target", [b"http://a..b/x", b"http://../x", b"http://a%2fb/x"])
+def test_an_absolute_form_authority_is_checked_as_host_is(port, target):
+    """It replaces Host, so it gets Host's rules: the app built its links from `a..b`."""
+    assert_rejected(port, request(target), 400)
+
+
+@pytest.mark.parametrize("target", [b"/a%zz", b"/a%", b"/a%4", b"/a%%30", b"/ok/%G1"])
+def test_a_percent_not_followed_by_two_hex_digits_is_a_400(port, target):
+    """As nginx: /a%zz and /a%25zz both reached the app as PATH_INFO /a%zz, which no rule could tell apart."""
+    assert_rejected(port, request(target), 400)
+
+
+def test_an_http09_request_is_answered_at_once(serve):
+    """`GET /` and a newline is a whole HTTP/0.9 request: a 400 now, not a 408 after the header timeout."""
+    reply = exchange(serve(*SLOW), b"GET /\r\n", timeout=1.5)
+    assert reply.closed and reply.statuses == [400], reply
+    assert b"HTTP/0.9" in reply.data
+    reply = exchange(serve(*SLOW), b"GET /", b"\n", pause=0.2, timeout=1.5)     # the line ending on its own
+    assert reply.closed and reply.statuses == [400], reply
+
+
+@pytest.mark.parametrize("body", [
+    b"5 \r\nhello\r\n0\r\n\r\n",                            # whitespace after a bare size
+    b"5\r\nhello\r\n0\r\nno colon\x00\r\n\r\n",              # a trailer that is no field
+    b"5\r\nhello\r\n0\r\nX: a\r\n folded\r\n\r\n",            # obs-fold in a trailer
+    b"5\r\nhello\r\n0\r\n" + b"X: %s\r\n" % (b"v" * 8000) * 5 + b"\r\n",   # trailers past the head limit
+])
+def test_an_upgrade_requests_body_is_framed_as_strictly_as_any(port, body):
+    """llhttp leaves an Upgrade request's body to us: its chunked framing was laxer than llhttp's."""
+    headers = b"Transfer-Encoding: chunked\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+    reply = exchange(port, request(b"/echo", headers, body, b"POST"))
+    assert reply.statuses in ([400], [431]) and reply.closed, reply
 
 
 def test_options_asterisk_on_the_basic_app(port):

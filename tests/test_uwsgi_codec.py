@@ -355,8 +355,24 @@ def test_chunk_size_line_at_the_length_limit_is_accepted():
 
 
 def test_chunk_extension_after_whitespace_is_accepted():
-    _, body, _ = parse([chunked_request(b"3 ;a=b\r\nabc\r\n0\r\n\r\n")])
+    """RFC 9112 7.1.1: whitespace (BWS) around the extension's ";" and "="; none after a bare size."""
+    for line in (b"3 ;a=b", b"3; a = b", b'3;a="x y";c'):
+        _, body, _ = parse([chunked_request(line + b"\r\nabc\r\n0\r\n\r\n")])
+        assert body == b"abc"
+    for line in (b"3 ", b"3;", b"3;a=b c", b"3;a=\x00", b"3;a b"):
+        with pytest.raises(UwsgiProtocolError, match="invalid chunk-size line"):
+            parse([chunked_request(line + b"\r\nabc\r\n0\r\n\r\n")])
+
+
+def test_trailer_fields_are_checked_and_bounded():
+    _, body, _ = parse([chunked_request(b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nY:\r\n\r\n")])
     assert body == b"abc"
+    for trailer in (b"no colon", b"X: a\x00b", b" X: folded", b"X : a"):
+        with pytest.raises(UwsgiProtocolError, match="invalid trailer field"):
+            parse([chunked_request(b"3\r\nabc\r\n0\r\n" + trailer + b"\r\n\r\n")])
+    many = b"".join(b"X-%d: %s\r\n" % (n, b"v" * 100) for n in range(400))
+    with pytest.raises(UwsgiProtocolError, match="trailer section larger than"):
+        parse([chunked_request(b"3\r\nabc\r\n0\r\n" + many + b"\r\n")])
 
 
 def test_incomplete_chunked_body_waits_for_data():

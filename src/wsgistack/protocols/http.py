@@ -51,6 +51,7 @@ def _environ_key(name: bytes) -> str:
 
 # RFC 9110 7.2 (RFC 3986 3.2.2): a reg-name or an IP literal, then an optional port. Checked once per value.
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:[0-9]*)?")
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _valid_hosts: set[str] = set()
 _MAX_VALID_HOSTS = 1024
 
@@ -192,7 +193,12 @@ class HttpConnection(Connection):
                 # llhttp knows HTTP/0.9 to 2.0; any other version is well-formed, but not ours (RFC 9110 15.6.6)
                 self._reject(505 if detail == "Invalid HTTP version" else 400, detail)
         else:
-            if self.in_head:
+            if (self.in_head and data[-1:] == b"\n" and self.url and not self.headers
+                    and self.parser.get_http_version() == "0.0"):
+                # The request line ended with no version: HTTP/0.9, whose client sends nothing more (llhttp
+                # would wait for header fields until the header timeout).
+                self._reject(400, "HTTP/0.9 is not supported")
+            elif self.in_head:
                 self.head_bound += len(data)     # all of it: bytes buffered inside llhttp/httptools too
                 # Unparsed bytes count too (a field still arriving). A request that ended in this read
                 # leaves only what was parsed of its successor: the read also held earlier requests.
@@ -299,6 +305,8 @@ class HttpConnection(Connection):
         elif host not in _valid_hosts:
             _check_host(host)
         if target_host is not None:
+            if target_host not in _valid_hosts:
+                _check_host(target_host)        # it replaces Host: the same rules
             environ["HTTP_HOST"] = target_host
         if method == "CONNECT":
             raise Reject(501, "CONNECT is not supported: this is no proxy")
@@ -410,12 +418,16 @@ class HttpConnection(Connection):
             if parsed.userinfo:
                 raise Reject(400, "user information in the request target")    # RFC 9110 4.2.4
             path, query = parsed.path or b"/", parsed.query or b""
-            # absolute-form: the target's authority replaces Host (RFC 9112, section 3.2.2)
-            host = (parsed.host + (b":%d" % parsed.port if parsed.port else b"")).decode("latin-1")
+            # absolute-form: the target's authority replaces Host (RFC 9112, section 3.2.2); an IPv6 literal
+            # keeps its brackets, as in a Host header
+            literal = b"[%s]" % parsed.host if b":" in parsed.host else parsed.host
+            host = (literal + (b":%d" % parsed.port if parsed.port else b"")).decode("latin-1")
         if b"#" in path:
             path = path.partition(b"#")[0]
         if b"#" in query:
             query = query.partition(b"#")[0]
+        if b"%" in path and _BAD_ESCAPE.search(path):
+            raise Reject(400, "a % in the path not followed by two hex digits")     # as nginx: ambiguous otherwise
         path_info = environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
         if "\0" in path_info:
             raise Reject(400, "NUL in the path")

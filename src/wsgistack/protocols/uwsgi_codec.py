@@ -48,7 +48,14 @@ _HTTP_REQUEST_PREFIXES = frozenset((method + " ").encode("ascii")[:4] for method
 
 _HEADER = struct.Struct("<BHB")  # modifier1, datasize (le16), modifier2
 _STRING_SIZE = struct.Struct("<H")
-_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(;[^\r\n]*)?")
+# RFC 9112 7.1.1: extensions are tokens with token or quoted-string values, whitespace only around ";" and "="
+# (BWS); trailer fields are fields (RFC 9110 5.1, 5.5), the section bounded.
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = rb'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|"
+                              + _QUOTED + rb"))?)*")
+_TRAILER_FIELD = re.compile(_TOKEN + rb":[ \t]*[^\x00-\x08\x0a-\x1f\x7f]*")
+MAX_TRAILER_SECTION = 32768     # as --limit-request-head's default
 _MAX_CHUNK_SIZE_DIGITS = 16  # 16 hex digits already exceed MAX_CONTENT_LENGTH; more is garbage
 
 
@@ -320,6 +327,7 @@ class _ChunkedBody:
     def __init__(self):
         self._step = self._read_size_line
         self._remaining = 0
+        self._trailer_bytes = 0
 
     def next_event(self, buffer: bytearray):
         return self._step(buffer)
@@ -365,6 +373,11 @@ class _ChunkedBody:
             if not line:
                 return EndOfBody()
             # A trailer field: accepted and dropped, WSGI has nowhere to put it.
+            self._trailer_bytes += len(line) + 2
+            if self._trailer_bytes > MAX_TRAILER_SECTION:
+                raise UwsgiProtocolError(f"chunked body: trailer section larger than {MAX_TRAILER_SECTION} bytes")
+            if not _TRAILER_FIELD.fullmatch(line):
+                raise UwsgiProtocolError(f"chunked body: invalid trailer field {line[:40]!r}")
         return NEED_DATA
 
 
