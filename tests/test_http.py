@@ -109,7 +109,7 @@ def test_clients_that_stop_reading_do_not_hold_the_app_threads(start_server, thr
         started = time.monotonic()
         assert get(server.port, "/").status == 200
         assert time.monotonic() - started < 8
-        log = server.wait_log("took nothing of an answer for 2 s (--send-timeout)")
+        log = server.wait_log("took nothing of an answer for over 2 s (--send-timeout)")
         wait_until(lambda: server.log().count("--send-timeout") == 3, what="all 3 stalled clients closed")
         wait_until(lambda: close_log.read_text().count("closed stalled") == 2, what="close() ran for both")
     finally:
@@ -610,20 +610,81 @@ def test_the_temp_file_of_an_upload_cut_short_is_closed_at_once(start_server):
     connection, not when the garbage collector gets to it (40 such uploads once held 150 MB of /tmp)."""
     server = start_server("--post-buffering", "65536")
     worker, = wait_until(server.workers, what="the worker")
-
-    def spooled() -> list[str]:
-        targets = []
-        for fd in os.listdir(f"/proc/{worker}/fd"):
-            try:
-                targets.append(os.readlink(f"/proc/{worker}/fd/{fd}"))
-            except FileNotFoundError:
-                pass                    # closed meanwhile
-        return [target for target in targets if target.startswith(tempfile.gettempdir() + "/#")]    # unnamed
-
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4000000\r\n\r\n" + b"y" * 1_000_000)
-        wait_until(spooled, what="the body spooled")
-    wait_until(lambda: not spooled(), timeout=5, what="the temp file closed")
+        wait_until(lambda: spooled_files(worker), what="the body spooled")
+    wait_until(lambda: not spooled_files(worker), timeout=5, what="the temp file closed")
+
+
+def spooled_files(worker: int) -> list[str]:
+    """The worker's open unnamed temp files (request bodies past --post-buffering)."""
+    targets = []
+    for fd in os.listdir(f"/proc/{worker}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{worker}/fd/{fd}"))
+        except FileNotFoundError:
+            pass                        # closed meanwhile
+    return [target for target in targets if target.startswith(tempfile.gettempdir() + "/#")]
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_request_body_is_freed_once_answered(start_server, threads):
+    """The temp file of a spooled upload is closed with its answer, not when the client's next request (or the
+    garbage collector) comes: 40 sequential 25 MB uploads once held 650 MB of /tmp."""
+    server = start_server("--post-buffering", "65536", "--threads", threads)
+    worker, = wait_until(server.workers, what="the worker")
+    with RawConnection(server.port) as conn:         # kept open, idle after its answer
+        conn.request("POST", "/echo-len", {"Content-Length": "300000"}, b"y" * 300_000)
+        assert conn.read_response().body.startswith(b"300000 ")
+        wait_until(lambda: not spooled_files(worker), timeout=5, what="the temp file closed after the answer")
+
+
+def test_a_closed_answer_the_client_does_not_take_is_given_up_after_the_send_timeout(start_server):
+    """`Connection: close` (or HTTP/1.0) and a client that reads nothing of a big answer: the connection was
+    never timed out once closed, its descriptor and buffered answer held for good (nginx: send_timeout)."""
+    server = start_server("--send-timeout", "1")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    with sock:
+        sock.sendall(b"GET /big?size=20000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        server.wait_log("took nothing of an answer for over 1 s (--send-timeout)", timeout=10)
+    assert server.get("/")[0] == 200
+
+
+def test_a_slow_steady_reader_of_one_big_body_is_not_cut(start_server):
+    """--send-timeout counts between two successive writes (nginx), not until the app's one big chunk is sent:
+    a client reading 2.5 MB/s of a 12 MB one-piece answer (Django's HttpResponse) was cut after a few MB."""
+    server = start_server("--send-timeout", "1")
+    body = os.urandom(12 << 20)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(10)
+    with sock:                          # kept alive: the connection is not closing, its answer is paused
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        received = bytearray()
+        deadline = time.monotonic() + 60
+        while not received.endswith(body) and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            time.sleep(0.025)
+    assert received.endswith(body) and len(received) - len(body) < 1000, len(received)
+    assert "--send-timeout" not in server.log()
+
+
+def test_a_one_second_header_timeout_is_never_under_a_second(start_server):
+    """Timeouts are counted in the worker's once-a-second sweeps, and the first sweep can come at once: a head
+    sent in two pieces 0.6 s apart got a 408 under --header-timeout 1 about every other time."""
+    server = start_server("--header-timeout", "1")
+    for _ in range(5):
+        with RawConnection(server.port) as conn:
+            conn.send(b"GET /pid HTTP/1.1\r\n")
+            time.sleep(0.6)
+            conn.send(b"Host: x\r\n\r\n")
+            assert conn.read_response().status == 200
 
 
 def test_an_upload_the_app_does_not_read_still_gets_its_answer(start_server):

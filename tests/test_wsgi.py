@@ -422,8 +422,8 @@ def test_log_x_forwarded_for_shows_the_client_behind_a_proxy(start_server):
     conn.getresponse().read()
     conn.close()
     log = server.wait_log("GET /direct =>")
-    assert "] 203.0.113.7 () [" in log.split("GET /via-proxy")[0].splitlines()[-1]
-    assert "] 127.0.0.1 () [" in log.split("GET /direct")[0].splitlines()[-1]
+    assert "] 203.0.113.7 () {" in log.split("GET /via-proxy")[0].splitlines()[-1]
+    assert "] 127.0.0.1 () {" in log.split("GET /direct")[0].splitlines()[-1]
 
 
 def test_memory_report_starts_each_line_with_the_workers_memory(start_server):

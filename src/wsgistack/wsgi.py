@@ -98,6 +98,7 @@ class Exchange:
     threaded = False                 # runs on an app thread (else inline, on the loop thread)
     started = 0.0                    # monotonic time the request reached the app, for the access log
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
+    body = None                      # the request's whole body (memory, temp file): closed once answered
     overflowed = False               # the app went past its Content-Length
     # `Server: wsgistack` unless the app names one: on the HTTP socket. Behind nginx (uwsgi, FastCGI) the answer
     # is nginx's, which names itself (or not: server_tokens), as uWSGI's are.

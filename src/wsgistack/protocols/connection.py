@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from time import monotonic
 
+from wsgistack.body import StreamingInput
 from wsgistack.wsgi import Exchange
 
 log = logging.getLogger("wsgistack")
@@ -69,6 +70,13 @@ def _reset(transport) -> None:
     transport.abort()
 
 
+def _close_input(body) -> None:
+    try:
+        body.close()
+    except OSError:                     # a temp file on a failing disk: the answer was sent all the same
+        log.exception("closing a request body failed")
+
+
 class Connection(asyncio.Protocol):
     """Subclasses provide `error_response(status, detail) -> bytes` in their protocol's framing."""
 
@@ -85,6 +93,7 @@ class Connection(asyncio.Protocol):
     owned_by_thread = False
     deferred: Exchange | None = None     # the request the owning thread runs once parsing returned
     send_stalled = 0                     # seconds an answer waited on a client that took none of it
+    unsent_before = 0                    # bytes of answers the client had not taken at the last tick
     # A draining worker says `Connection: close` with its last answer; a protocol that cannot say it
     # (FastCGI) keeps the connection while the peer uses it, and closes it once idle (tick()).
     drains_when_idle = False
@@ -138,7 +147,10 @@ class Connection(asyncio.Protocol):
         """Hand one request to the app; False if the app is held by a helper thread (it waits in line)."""
         if self.closed:
             return False
-        environ, is_head, http11, keep_alive, stream = request
+        # body: the request's wsgi.input when it has one: a StreamingInput (Expect: 100-continue, the app runs
+        # while it arrives) or the whole body (memory or temp file, closed with the exchange)
+        environ, is_head, http11, keep_alive, body = request
+        stream = body if type(body) is StreamingInput else None
         worker = self.worker
         app = worker.app
         responder = None
@@ -159,6 +171,8 @@ class Connection(asyncio.Protocol):
         if self.closing or (worker.stopping and not self.drains_when_idle):
             keep_alive = False               # closing or draining: the last response on this connection
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
+        if body is not None and stream is None:
+            exchange.body = body
         if worker.times_requests:
             exchange.started = monotonic()
         if threaded:
@@ -192,6 +206,8 @@ class Connection(asyncio.Protocol):
     def exchange_done(self, exchange: Exchange) -> None:
         """Called on the loop thread when a response is complete (or abandoned)."""
         self.active = None
+        if exchange.body is not None:
+            _close_input(exchange.body)     # memory or temp file go with the request, not with the connection
         self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
         worker = self.worker
         worker.request_done(exchange, self.owned_by_thread)
@@ -249,16 +265,22 @@ class Connection(asyncio.Protocol):
 
     def send_stall_tick(self) -> bool:
         """--send-timeout, from tick(): True when the connection was just aborted because the client took nothing
-        of an answer for that long (nginx's send_timeout). Until then an app thread streaming to it waits, so a
-        client that stops reading must not hold one for ever."""
-        if not (self.write_paused or self.file_sender is not None):
-            self.send_stalled = 0
-            return False
+        of an answer for that long (nginx's send_timeout: between two successive writes, so a slow client that
+        keeps reading is never cut). Until then an app thread streaming to it waits, so a client that stops
+        reading must not hold one for ever; nor may it hold a closed connection's answer and descriptor."""
+        if self.file_sender is None:        # (a sendfile's progress resets the count itself)
+            unsent = self.transport.get_write_buffer_size()
+            progress = unsent < self.unsent_before
+            self.unsent_before = unsent
+            if not unsent or progress:
+                self.send_stalled = 0
+                return False
         self.send_stalled += 1
-        if self.send_stalled < self.worker.config.send_timeout:
+        # `>`: ticks are whole wall-clock seconds (the first may come at once), so this is (T, T + 1] seconds.
+        if self.send_stalled <= self.worker.config.send_timeout:
             return False
-        log.info("%s took nothing of an answer for %d s (--send-timeout): connection closed",
-                 self.conn_environ.get("REMOTE_ADDR", "the client"), self.send_stalled)
+        log.info("%s took nothing of an answer for over %d s (--send-timeout): connection closed",
+                 self.conn_environ.get("REMOTE_ADDR", "the client"), self.worker.config.send_timeout)
         if self.file_sender is not None:
             self.file_sender.cancel()
         else:

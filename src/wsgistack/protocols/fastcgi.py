@@ -173,9 +173,9 @@ class FastCGIConnection(GatewayConnection):
             if declared is not None and int(declared) != received:
                 self._protocol_error(f"STDIN carried {received} bytes of a body whose CONTENT_LENGTH is {declared}")
                 return
-            self._close_body(environ)
+            body = self._close_body(environ)
             # http11=False: the Exchange never chunks; the body ends with END_REQUEST (CgiExchange._head).
-            self._dispatch((environ, environ["REQUEST_METHOD"] == "HEAD", False, self.keep_conn, None))
+            self._dispatch((environ, environ["REQUEST_METHOD"] == "HEAD", False, self.keep_conn, body))
         elif kind is codec.Params:
             self._params(event.environ)
         elif kind is codec.BeginRequest:

@@ -156,17 +156,18 @@ class GatewayConnection(Connection):
         self.body.append(data)
         return True
 
-    def _close_body(self, environ: dict) -> None:
-        """The whole body is here: it becomes wsgi.input."""
+    def _close_body(self, environ: dict):
+        """The whole body is here: it becomes wsgi.input (returned, None for no body: closed with the exchange)."""
         body, self.body = self.body, None
         if body is None or not body.size:
             environ["wsgi.input"] = EMPTY_INPUT
-            return
-        environ["wsgi.input"] = body.as_input()
+            return None
+        body_input = environ["wsgi.input"] = body.as_input()
         if "CONTENT_LENGTH" not in environ:
             # A body that came chunked: its length is known now, and apps such as Django read
             # exactly CONTENT_LENGTH bytes (nginx sets it the same way when it de-chunks a body).
             environ["CONTENT_LENGTH"] = str(body.size)
+        return body_input
 
     def _dispatch(self, request: tuple) -> None:
         self.waiting = WAITING_NOTHING
@@ -201,17 +202,19 @@ class GatewayConnection(Connection):
         # --header-timeout counts from its first byte, as nginx's client_header_timeout.
         self.head_ticks = self.head_ticks + 1 if self.waiting == WAITING_HEAD else 0
         if self.closed:
-            self.linger_tick()
+            if not self.send_stall_tick():
+                self.linger_tick()
             return
         if self.send_stall_tick() or self.active is not None or self.pending or self.waiting == WAITING_NOTHING:
             return
+        # `>`: ticks are whole wall-clock seconds (the first may come at once), so a limit T means (T, T + 1] s.
         config = self.worker.config
         if self.waiting == WAITING_IDLE:
             limit = config.keepalive_timeout if self.served else config.header_timeout
-            if self.ticks >= limit or (self.worker.stopping and self.ticks >= 2):
+            if self.ticks > limit or (self.worker.stopping and self.ticks >= 2):
                 self._close()
         elif self.waiting == WAITING_BODY:
-            if self.ticks >= config.body_timeout:
+            if self.ticks > config.body_timeout:
                 self._protocol_error("request body stalled (--body-timeout)")
-        elif max(self.ticks, self.head_ticks) >= config.header_timeout:
+        elif max(self.ticks, self.head_ticks) > config.header_timeout:
             self._protocol_error("no complete request head in time (--header-timeout)")

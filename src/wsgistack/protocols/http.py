@@ -389,8 +389,10 @@ class HttpConnection(Connection):
             self.streaming = None
             return
         request = self.request
+        self.request = None               # the body is the exchange's from now on, freed with it
         if self.body is not None:
-            request[0]["wsgi.input"] = self.body.as_input()
+            body_input = request[0]["wsgi.input"] = self.body.as_input()
+            request = (*request[:4], body_input)
             self.body = None
         if self.active is None and not self.pending and not self.write_paused:
             self._start(request)          # the usual case: straight to the app, no queue
@@ -537,14 +539,15 @@ class HttpConnection(Connection):
     def tick(self) -> None:
         self.ticks += 1
         if self.closed:
-            self.linger_tick()
+            if not self.send_stall_tick():
+                self.linger_tick()
             return
         config = self.worker.config
         if self.streaming is not None and self.streaming.waiting:
             # Expect: 100-continue: an app thread reads the body as it comes; a client that stops sending
             # must not hold it for ever (--body-timeout, as for any body).
             self.body_stalled += 1
-            if self.body_stalled >= config.body_timeout:
+            if self.body_stalled > config.body_timeout:
                 self._reject(408, "request body stalled")
             return
         self.body_stalled = 0
@@ -552,11 +555,11 @@ class HttpConnection(Connection):
             return
         if self.in_head:
             self.head_age += 1
-            if self.head_age >= config.header_timeout:
+            if self.head_age > config.header_timeout:      # `>`: see the keep-alive check below
                 self._reject(408, "request head not received in time")
                 self._run_pending()
         elif self.in_body and self.streaming is None:
-            if self.ticks >= config.body_timeout:
+            if self.ticks > config.body_timeout:
                 self._reject(408, "request body stalled")
                 self._run_pending()
         elif self.ticks > config.keepalive_timeout or (self.worker.stopping and self.ticks >= 2):
@@ -570,4 +573,5 @@ class HttpConnection(Connection):
             self.body.close()
             self.body = None
         super().connection_lost(exc)
+        self.parser = None               # it holds this connection: a cycle the GC would have to find
 

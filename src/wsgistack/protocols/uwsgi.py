@@ -120,10 +120,10 @@ class UwsgiConnection(GatewayConnection):
         # the response can be immediate, saving nginx's uwsgi module a FIN round trip per request.
         self.read_all = True
         environ, self.environ = self.environ, None
-        self._close_body(environ)
+        body = self._close_body(environ)
         # http11=False, keep_alive=False: the Exchange then never chunks, says `Connection: close`, and a
         # body without Content-Length ends with the connection, which is how nginx's uwsgi module reads it.
-        self._dispatch((environ, environ["REQUEST_METHOD"] == "HEAD", False, False, None))
+        self._dispatch((environ, environ["REQUEST_METHOD"] == "HEAD", False, False, body))
 
     # --- answering ---
     def error_response(self, status: int, detail: str) -> bytes:
