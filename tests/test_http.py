@@ -709,3 +709,32 @@ def test_port_zero_is_served_on_the_port_the_kernel_chose_and_the_log_names_it(s
     assert port != 0
     for _ in range(6):
         assert get(port, "/pid").status == 200
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_half_close_after_pipelined_requests_still_gets_every_answer(start_server, threads):
+    """shutdown(SHUT_WR) after the requests means "no more requests", not "fewer answers": with app threads (or an
+    Expect upload on its own thread) only the first two were answered, the rest dropped without a word. nginx answers
+    all of them."""
+    server = start_server("--threads", threads)
+    upload = (b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello")
+    for first in (b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n", upload):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(first + b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data) if code != b"100"]
+        assert statuses == [200] * 4, data
+
+
+def test_no_answer_follows_an_answer_cut_short_on_a_pipelined_connection(server):
+    """An app error after the head went out ends the answer with the connection; the next pipelined request is
+    left unanswered (the client retries it) rather than answered into the cut body, where it would be read as body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /error-after-start HTTP/1.1\r\nHost: x\r\n\r\nGET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1 ") == 1, data

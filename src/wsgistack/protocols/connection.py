@@ -168,7 +168,7 @@ class Connection(asyncio.Protocol):
             return False
         if worker.compression is not None:
             app = worker.compression.wrap(app, environ)
-        if self.closing or (worker.stopping and not self.drains_when_idle):
+        if self.closing or (self.peer_closed and not self.pending) or (worker.stopping and not self.drains_when_idle):
             keep_alive = False               # closing or draining: the last response on this connection
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
         if body is not None and stream is None:
@@ -213,7 +213,7 @@ class Connection(asyncio.Protocol):
         worker.request_done(exchange, self.owned_by_thread)
         if exchange.threaded and not worker.threaded:
             worker.app_released()
-        if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
+        if not exchange.keep_alive or self.closed or ((self.closing or self.peer_closed) and not self.pending):
             self._close()
         elif self.pending and not self.batching:
             self.batching = True
@@ -240,12 +240,16 @@ class Connection(asyncio.Protocol):
             self._flush()
 
     def abort_after_response(self) -> None:
+        """The answer under way can only end with the connection: pipelined requests after it are dropped unanswered
+        (a client retries those), as an answer written after a cut one would be read as part of it."""
         self.closing = True
+        self.pending.clear()
 
     def reset_after_response(self) -> None:
         """A body that ends with the connection was cut short: close with a TCP reset, as a FIN would tell the
         peer (nginx, a cache) that the body is whole."""
-        self.closing = self.reset = True
+        self.abort_after_response()
+        self.reset = True
 
     def _close(self) -> None:
         """Lingering close, as nginx: send FIN after what is buffered, but keep reading (and dropping)

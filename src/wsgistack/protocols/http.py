@@ -235,10 +235,11 @@ class HttpConnection(Connection):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
-        # A client that half-closes after its request still gets the answer, then we close.
+        # A client that half-closes after its requests still gets their answers (all of them: a half-close
+        # means no more requests, not fewer answers), then we close.
         if self.closed:
             return False                # the end of a lingering close
-        self.closing = self.peer_closed = True
+        self.peer_closed = True
         if self.in_head or self.in_body:
             if self.streaming is not None:
                 self.streaming.end(failed=True)
