@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import APPS, WSGISTACK, failed_start, free_port
+from conftest import APPS, WSGISTACK, failed_start, free_port, wait_until
 from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
 
 FILE_BYTES = (APPS / "basic.py").read_bytes()
@@ -576,3 +576,43 @@ def test_an_interim_status_from_the_app_is_a_500(server, code):
         conn.request("GET", f"/status?code={code}")
         assert conn.read_response().status == 500
     server.wait_log("invalid status")
+
+
+APP_THREAD_OF_CLOSE = '''
+import threading
+
+def application(environ, start_response):
+    ran_on = threading.current_thread().name
+
+    class Recorded:                      # a file whose close() notes the thread it runs on (Django's FileResponse
+        def __init__(self):              # closes its database connections there: request_finished)
+            self.file = open(__file__, "rb")
+        def read(self, size=-1):
+            return self.file.read(size)
+        def fileno(self):
+            return self.file.fileno()
+        def tell(self):
+            return self.file.tell()
+        def close(self):
+            self.file.close()
+            with open(environ["QUERY_STRING"], "a") as log:
+                log.write(f"{ran_on} {threading.current_thread().name}\\n")
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return environ["wsgi.file_wrapper"](Recorded())
+'''
+
+
+def test_a_file_wrappers_close_runs_on_the_requests_thread(start_server, tmp_path):
+    """The loop sends the file, but close() runs on the thread that ran the request, as under uWSGI and gunicorn:
+    on the loop's thread, Django's request_finished found no database connection to close, and each app thread
+    kept one open (up to --threads per worker)."""
+    app, notes = tmp_path / "app.py", tmp_path / "closes"
+    app.write_text(APP_THREAD_OF_CLOSE)
+    server = start_server("--threads", "4", app=str(app))
+    for _ in range(4):
+        status, _, body = server.get(f"/?{notes}")
+        assert status == 200 and body == APP_THREAD_OF_CLOSE.encode()
+    pairs = [line.split() for line in wait_until(lambda: notes.exists() and notes.read_text().count("\n") == 4 and
+                                                  notes.read_text(), what="four closes").splitlines()]
+    assert all(ran_on == closed_on and ran_on.startswith("app-") for ran_on, closed_on in pairs), pairs

@@ -99,6 +99,7 @@ class Exchange:
     started = 0.0                    # monotonic time the request reached the app, for the access log
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
     body = None                      # the request's whole body (memory, temp file): closed once answered
+    sent_fd = None                   # a file_wrapper's descriptor duplicated for the loop's sendfile (threads)
     overflowed = False               # the app went past its Content-Length
     # `Server: wsgistack` unless the app names one: on the HTTP socket. Behind nginx (uwsgi, FastCGI) the answer
     # is nginx's, which names itself (or not: server_tokens), as uWSGI's are.
@@ -335,7 +336,16 @@ class Exchange:
         self.remaining -= count
         if self.threaded:
             # The loop sends it, and finishes the exchange: the thread is free for other requests at once (it
-            # waited for the whole transfer, at a slow client's pace, for hours).
+            # waited for the whole transfer, at a slow client's pace, for hours). The response's close() runs here
+            # first, on the request's thread, as under uWSGI and gunicorn: Django's request_finished closes this
+            # thread's database connections (on the loop's thread it found none, and they stayed open). The loop
+            # sends from a duplicate of the descriptor, which that close() leaves open.
+            try:
+                fd = self.sent_fd = os.dup(fd)
+            except OSError:
+                pass                        # no descriptor left: close() then runs on the loop, after the send
+            else:
+                self._close_iterable()
             self.conn.leave_thread()
             self.conn.from_thread(self.conn.send_file, head, fd, offset, count, self._file_sent)
         else:
@@ -344,7 +354,12 @@ class Exchange:
     def _file_sent(self, unsent: int) -> None:
         """The sendfile ended, `unsent` bytes short of the count if the client went away or the file shrank."""
         self.body_bytes -= unsent           # the access log and --stats count what was sent
-        self._finish()
+        if self.sent_fd is not None:
+            os.close(self.sent_fd)
+            self.sent_fd = None
+            self._hand_back()               # its close() ran already, on the request's thread
+        else:
+            self._finish()
 
     def _fail(self, exc: BaseException) -> None:
         environ = self.environ
@@ -388,6 +403,10 @@ class Exchange:
             self.finished = True
         else:
             self._close_iterable()
+        self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Check the length promise, and give the connection back for its next request."""
         if self.remaining and not self.conn.closed and not self.no_body:
             log.error("%s %s: app sent %d bytes less than its Content-Length; connection closed",
                       self.environ["REQUEST_METHOD"], self.environ["REQUEST_URI"], self.remaining)
