@@ -220,6 +220,16 @@ def test_repeated_name_keeps_the_last_value():
     assert decode_name_value_pairs(raw, "test") == {"A": "3", "B": "2"}
 
 
+def test_a_header_sent_twice_is_joined():
+    """nginx's fastcgi_pass sends two X-Forwarded-For lines as two pairs of one name: both count (RFC 3875 4.1.18),
+    as on the HTTP socket; cookies are joined with "; ". (The last one alone reached the app.)"""
+    pairs = ({"HTTP_X_DUP": "a"}, {"HTTP_COOKIE": "a=1"}, {"B": "2"}, {"HTTP_X_DUP": "b" * 200},
+             {"HTTP_COOKIE": "b=2"})
+    raw = b"".join(encode_name_value_pairs(pair) for pair in pairs)
+    assert decode_name_value_pairs(raw, "test") == {"HTTP_X_DUP": "a, " + "b" * 200, "HTTP_COOKIE": "a=1; b=2",
+                                                    "B": "2"}
+
+
 @pytest.mark.parametrize("raw, fragment", [
     (bytes([1]), "length at offset 1 is cut off"),
     (bytes([0x80, 0, 0]), "length at offset 0 is cut off"),

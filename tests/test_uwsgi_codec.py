@@ -148,9 +148,9 @@ def test_empty_values_are_kept():
     assert request.environ == {"QUERY_STRING": "", "HTTPS": ""}
 
 
-def test_duplicate_var_keeps_the_last_value():
-    request, _, _ = parse([packet(vars_block([(b"HTTP_X", b"first"), (b"A", b"1"), (b"HTTP_X", b"second")]))])
-    assert request.environ == {"HTTP_X": "second", "A": "1"}
+def test_a_duplicate_var_that_is_no_header_keeps_the_last_value():
+    request, _, _ = parse([packet(vars_block([(b"X", b"first"), (b"A", b"1"), (b"X", b"second")]))])
+    assert request.environ == {"X": "second", "A": "1"}
 
 
 def test_content_length_wins_over_transfer_encoding():
@@ -216,6 +216,15 @@ def test_dynamic_app_vars_cover_the_code_loading_and_interpreter_vars():
     assert {"UWSGI_SCRIPT", "UWSGI_MODULE", "UWSGI_CALLABLE", "UWSGI_FILE", "UWSGI_PYHOME", "UWSGI_CHDIR",
             "UWSGI_SETENV", "UWSGI_APPID", "UWSGI_HOME", "UWSGI_POSTFILE"} <= DYNAMIC_APP_VARS
     assert "UWSGI_SCHEME" not in DYNAMIC_APP_VARS
+
+
+def test_a_header_sent_twice_is_joined():
+    """nginx's uwsgi_pass sends two X-Forwarded-For lines as two vars of one name: both count (RFC 3875 4.1.18), as
+    on the HTTP socket; cookies are joined with "; ". (uWSGI keeps the last one; so did we.)"""
+    block = vars_block([(b"HTTP_X_DUP", b"a"), (b"HTTP_COOKIE", b"a=1"), (b"PATH_INFO", b"/"),
+                        (b"HTTP_X_DUP", b"b"), (b"HTTP_COOKIE", b"b=2"), (b"PATH_INFO", b"/x")])
+    request, _, _ = parse([packet(block)])
+    assert request.environ == {"HTTP_X_DUP": "a, b", "HTTP_COOKIE": "a=1; b=2", "PATH_INFO": "/x"}
 
 
 def test_repeated_dynamic_var_is_reported_once():

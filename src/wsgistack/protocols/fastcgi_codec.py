@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
-from .uwsgi_codec import NEED_DATA, Sentinel, looks_like_http
+from .uwsgi_codec import NEED_DATA, Sentinel, join_repeated_headers, looks_like_http
 
 FCGI_VERSION_1 = 1
 FCGI_KEEP_CONN = 1          # BEGIN_REQUEST flags bit: nginx sets it with `fastcgi_keep_conn on`
@@ -310,7 +310,8 @@ def _bad_version_message(first_bytes: bytes, version: int) -> str:
 
 
 def decode_name_value_pairs(data: bytes, what: str, *, drop_wsgi_names: bool = False) -> dict[str, str]:
-    """Decode FastCGI name-value pairs (latin-1). Names must be non-empty; a repeated name keeps its last value.
+    """Decode FastCGI name-value pairs (latin-1). Names must be non-empty; a header nginx sends twice (two HTTP_*
+    pairs of one name) is joined, as by uwsgi_codec; another repeated name keeps its last value.
     `drop_wsgi_names`: leave out wsgi.* names (in a request's PARAMS: those keys are the WSGI server's).
 
     Hot path (every request's PARAMS), as uwsgi_codec._decode_vars: one flat loop over the data decoded once
@@ -321,9 +322,10 @@ def decode_name_value_pairs(data: bytes, what: str, *, drop_wsgi_names: bool = F
     pairs: dict[str, str] = {}
     text = data.decode("latin-1")
     size = len(data)
-    position = 0
+    position = count = 0
     try:
         while position < size:
+            count += 1
             name_length = data[position]
             if name_length < 0x80:
                 position += 1
@@ -342,6 +344,8 @@ def decode_name_value_pairs(data: bytes, what: str, *, drop_wsgi_names: bool = F
         _check_pairs(data, what)
     if position != size or "" in pairs:
         _check_pairs(data, what)
+    if count != len(pairs):
+        join_repeated_headers(pairs, _each_pair(data, text, what))
     if drop_wsgi_names and "wsgi." in text:     # rare (or such text in a value): look at the names
         for name in [name for name in pairs if name.startswith("wsgi.")]:
             del pairs[name]
@@ -370,6 +374,23 @@ def _read_length(data: bytes, position: int, what: str) -> tuple[int, int]:
     if position < len(data) and data[position] < 0x80:
         return data[position], position + 1
     return _read_long_length(data, position, what)
+
+
+def _each_pair(data: bytes, text: str, what: str):
+    """The (name, value) pairs of well-formed data, in order (the slow path: repeated names)."""
+    position = 0
+    while position < len(data):
+        lengths = []
+        for _ in range(2):
+            if data[position] < 0x80:
+                lengths.append(data[position])
+                position += 1
+            else:
+                length, position = _read_long_length(data, position, what)
+                lengths.append(length)
+        name_end = position + lengths[0]
+        yield text[position:name_end], text[name_end:name_end + lengths[1]]
+        position = name_end + lengths[1]
 
 
 def _read_long_length(data: bytes, position: int, what: str) -> tuple[int, int]:

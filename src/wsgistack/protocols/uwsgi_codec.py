@@ -202,8 +202,8 @@ class UwsgiRequestParser:
 
 
 def _decode_vars(block: bytes) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Decode [le16 keysize, key, le16 value size, value]*. A repeated key keeps its last value (uWSGI appends both
-    to its var vector, then builds the Python environ dict in order, so the last one wins there too).
+    """Decode [le16 keysize, key, le16 value size, value]*. A header nginx sends twice (two X-Forwarded-For lines)
+    comes as two vars of one name: joined, as RFC 3875 4.1.18 and our HTTP socket do (uWSGI kept the last one).
     Dropped: the dynamic-app vars (returned, to be logged) and wsgi.* names (the server's own keys).
 
     Hot path (one call per request behind nginx): one flat loop over the block decoded once (latin-1 maps
@@ -214,20 +214,44 @@ def _decode_vars(block: bytes) -> tuple[dict[str, str], tuple[str, ...]]:
     environ: dict[str, str] = {}
     text = block.decode("latin-1")
     end = len(block)
-    position = 0
+    position = count = 0
     try:
         while position < end:
             key_end = position + 2 + (block[position] | block[position + 1] << 8)
             value_end = key_end + 2 + (block[key_end] | block[key_end + 1] << 8)
             environ[text[position + 2:key_end]] = text[key_end + 2:value_end]
             position = value_end
+            count += 1
     except IndexError:
         _check_vars(block)
     if position != end or "" in environ:
         _check_vars(block)
+    if count != len(environ):
+        join_repeated_headers(environ, _pairs(block))
     if "UWSGI_" in text or "wsgi." in text:     # rare (or such text in a value): look at the names
         return _drop_reserved_vars(environ)
     return environ, ()
+
+
+def _pairs(block: bytes):
+    """The (name, value) vars of a well-formed block, in order (the slow path: repeated names)."""
+    position = 0
+    while position < len(block):
+        key_end = position + 2 + int.from_bytes(block[position:position + 2], "little")
+        value_end = key_end + 2 + int.from_bytes(block[key_end:key_end + 2], "little")
+        yield block[position + 2:key_end].decode("latin-1"), block[key_end + 2:value_end].decode("latin-1")
+        position = value_end
+
+
+def join_repeated_headers(environ: dict[str, str], pairs) -> None:
+    """A request header sent more than once, as HTTP_* vars of one name: one value, joined with ", " ("; " for
+    cookies), as our HTTP socket joins repeated fields. Other repeated names keep their last value."""
+    seen: dict[str, list[str]] = {}
+    for name, value in pairs:
+        seen.setdefault(name, []).append(value)
+    for name, values in seen.items():
+        if len(values) > 1 and name.startswith("HTTP_"):
+            environ[name] = ("; " if name == "HTTP_COOKIE" else ", ").join(values)
 
 
 def _drop_reserved_vars(environ: dict[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
