@@ -8,11 +8,13 @@ import dataclasses
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import APPS, WSGISTACK, free_port
+from wsgistack.app_loader import load_app, prepare_import_path
 from wsgistack.config import Config, ConfigError, load_config, parse_argv
 from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS
 
@@ -371,6 +373,8 @@ def test_other_config_formats_say_so():
     (["--listen", "99999999999999999999"], "option '--listen': 99999999999999999999 is too large"),
     (["--max-fd", "3000000000"], "option '--max-fd': 3000000000 is too large"),
     (["--harakiri", "\u00b2"], "option '--harakiri': expected a non-negative integer"),
+    (["--limit-post", str(2**63)], f"option '--limit-post': {2**63} is too large (at most {2**63 - 1})"),
+    (["--log-maxsize", "1e12"], "option '--log-maxsize': expected a non-negative integer"),
 ])
 def test_numbers_out_of_range_are_config_errors(flags, complaint):
     with pytest.raises(ConfigError, match=re.escape(complaint)):
@@ -392,3 +396,118 @@ def test_control_commands_check_their_numbers(tmp_path):
 def test_a_list_option_without_a_value_is_an_error(tmp_path, key):
     with pytest.raises(ConfigError, match=rf"app.ini:4: option '{key}': needs a value"):
         load(write(tmp_path / "app.ini", BASE + f"{key} =\n"))
+
+
+# --- a differential review against uWSGI 2.0.31 (each failed before) ---
+
+def test_ini_placeholders_see_the_environment_and_the_flags_before_the_file(tmp_path):
+    """uWSGI reads its UWSGI_* variables, then argv in order, an --ini in place: `%(processes)` in a.ini sees
+    `--processes 2` before it. A flag after the file still wins for the option itself, and one the files never
+    set is seen once all is read."""
+    ini = write(tmp_path / "a.ini", BASE + "env = P=%(processes)\nenv = H=%(harakiri)\nenv = W=%(workers)\n"
+                                           "env = T=%(threads)\nenv = C=%(chdir)\n")
+    argv = ["--processes", "2", "--workers", "5", "--chdir", "/x", "--ini", str(ini), "--processes", "3",
+            "--threads", "4"]
+    config = load_config(parse_argv(argv), warn=pytest.fail, environ={"UWSGI_HARAKIRI": "30"})
+    assert config.env == ["P=2", "H=30", "W=5", "T=4", "C=/x"]
+    assert (config.processes, config.chdir) == (3, "/x")
+    short = write(tmp_path / "short.ini", BASE + "env = P=%(processes)\n")
+    assert load("-p", "6", short).env == ["P=6"]         # a short flag sets its long name, as uWSGI's -p
+
+
+def test_ini_placeholders_see_the_flags_between_files_after_the_first_file(tmp_path):
+    first = write(tmp_path / "a.ini", BASE + "processes = 2\n")
+    second = write(tmp_path / "b.ini", "[uwsgi]\nenv = P=%(processes)\n")
+    assert load(first, second).env == ["P=2"]
+    assert load(first, "--processes", "4", second).env == ["P=4"]
+
+
+def test_a_placeholder_nothing_sets_is_kept_with_a_warning_naming_file_and_line(tmp_path):
+    """uWSGI keeps an unknown %(name) as written, silently: a typo then runs as a literal path. A log format's
+    %(method) is the access log's variable, no mistake."""
+    ini = write(tmp_path / "a.ini", BASE + "env = X=%(nosuch)\nlogformat = %(method) %(uri)\n"
+                                           "set-placeholder = dir=%(threads)/x\nthreads = 2\nchdir = %(dir)\n")
+    warnings: list[str] = []
+    config = load(ini, warnings=warnings)
+    assert (config.env, config.logformat, config.chdir) == (["X=%(nosuch)"], "%(method) %(uri)", "%(threads)/x")
+    assert warnings == [
+        f"wsgistack: warning: {ini}:4: option 'env': %(nosuch): no such option or placeholder (kept as written)",
+        f"wsgistack: warning: {ini}:6: option 'set-placeholder': %(threads): set only after this line "
+        "(kept as written)"]
+
+
+def test_pythonpath_glob_adds_every_match_sorted(tmp_path, monkeypatch):
+    """uWSGI's pythonpath is a "directory (or glob)"; a glob matching nothing is kept, as a missing directory is."""
+    for name in ("b", "a", "c"):
+        (tmp_path / "lib" / name).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["/base"])
+    config = load("--http", ":8000", "--module", "app", "--pythonpath", "lib/[ab]", "--pythonpath",
+                  f"{tmp_path}/none/*", "--pythonpath", f"{tmp_path}/lib/c")
+    prepare_import_path(config)
+    lib = tmp_path / "lib"
+    assert sys.path == [str(tmp_path), str(lib / "a"), str(lib / "b"), f"{tmp_path}/none/*", str(lib / "c"), "/base"]
+
+
+def test_byte_sizes_may_pass_2_gib():
+    """A 3 GB upload limit is a byte size, not a count: off_t's range, not the kernel's int."""
+    config = load("--http", ":8000", "--module", "app", "--limit-post", "3221225472", "--post-buffering",
+                  str(2**40), "--log-maxsize", str(2**63 - 1), "--log-big", "00004294967296")
+    assert (config.limit_post, config.post_buffering, config.log_maxsize, config.log_big) == (
+        3221225472, 2**40, 2**63 - 1, 2**32)
+    with pytest.raises(ConfigError, match=re.escape(f"option '--listen': {2**31} is too large (at most {2**31 - 1})")):
+        load("--http", ":8000", "--module", "app", "--listen", str(2**31))
+
+
+def test_buffer_size_raises_the_http_head_limits_not_set_themselves(tmp_path):
+    """`buffer-size = 32768` is how uWSGI's users let a 20 kB cookie through (its http-socket takes it)."""
+    def limits(config):
+        return config.limit_request_line, config.limit_request_field_size, config.limit_request_head
+
+    base = ["--http", ":8000", "--module", "app"]
+    assert limits(load(*base)) == (8190, 8190, 32768)
+    assert limits(load(*base, "--buffer-size", "1024")) == (8190, 8190, 32768)      # never lowered
+    assert limits(load(*base, "-b", "65535")) == (65535, 65535, 65535)
+    ini = write(tmp_path / "a.ini", BASE + "buffer-size = 32768\nlimit-request-field-size = 10000\n")
+    assert limits(load(ini)) == (32768, 10000, 32768)
+    assert limits(load(ini, "--limit-request-head", "0")) == (32768, 10000, 0)       # 0: no limit, as given
+
+
+@pytest.mark.parametrize("flag", ["--log-master", "--threaded-logger", "--so-keepalive", "--http-auto-chunked",
+                                  "--close-on-exec", "--log-reopen", "--memory-report"])
+def test_harmless_uwsgi_options_of_production_inis_are_accepted_as_flags(flag):
+    load("--http", ":8000", "--module", "app", flag, "--post-buffering-bufsize", "65536", "--strict")
+
+
+@pytest.mark.parametrize("name, reason, what_to_do", [
+    ("master-fifo", "uWSGI's master FIFO is not built in", "(SIGHUP reloads, SIGTERM stops, SIGTTIN/SIGTTOU add or "
+                    "remove a worker, SIGUSR1 logs their status), or run `wsgistack --reload PIDFILE`"),
+    ("http-websockets", "WebSockets are not supported", "send the WebSocket path to an ASGI server"),
+])
+def test_uwsgi_options_we_cannot_honour_are_refused_with_what_to_do(tmp_path, name, reason, what_to_do):
+    with pytest.raises(ConfigError, match=re.escape(f"app.ini:4: option '{name}': not supported: {reason}")) as error:
+        load(write(tmp_path / "app.ini", BASE + f"{name} = /tmp/fifo\n"))
+    assert what_to_do in str(error.value)
+    with pytest.raises(ConfigError, match=re.escape(f"option '--{name}': not supported: {reason}")):
+        parse_argv([f"--{name}"])
+
+
+def test_uwsgi_variants_of_daemonize_pidfile_and_logto_are_the_same_options(tmp_path):
+    """An init script's `daemonize2`/`pidfile2` must not leave the server in the foreground without a pidfile."""
+    config = load("--http", ":8000", "--module", "app", "--daemonize2", "/var/log/a.log", "--pidfile2", "/run/a.pid",
+                  "--logto2", "/var/log/b.log", "--touch-chain-reload", "/srv/reload")
+    assert (config.daemonize, config.pidfile, config.logto, config.touch_reload) == (
+        "/var/log/a.log", "/run/a.pid", "/var/log/b.log", ["/srv/reload"])
+    for key in ("safe-pidfile", "safe-pidfile2"):
+        assert load(write(tmp_path / "a.ini", BASE + f"{key} = /run/{key}.pid\n")).pidfile == f"/run/{key}.pid"
+
+
+def test_pyargv_sets_the_apps_sys_argv(tmp_path, monkeypatch):
+    """As uWSGI's: the program's name, then the value split at spaces and tabs, without quoting."""
+    app = write(tmp_path / "argv_app.py", "import sys\n\ndef application(environ, start_response):\n    pass\n\n"
+                                          "application.argv = list(sys.argv)\n")
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/wsgistack", "--ini", "x.ini"])
+    config = load("--http", ":8000", "--wsgi-file", app, "--pyargv", "one  two\tthree 'a b'")
+    assert load_app(config).argv == ["/usr/bin/wsgistack", "one", "two", "three", "'a", "b'"]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/wsgistack", "--ini", "x.ini"])      # each worker is a fresh fork
+    assert load_app(load("--http", ":8000", "--wsgi-file", app)).argv == ["/usr/bin/wsgistack", "--ini", "x.ini"]

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from wsgistack.config.errors import ConfigError
-from wsgistack.config.ini import IniEntry, read_ini
+from wsgistack.config.ini import IniEntry, KnownSetting, read_ini, read_ini_files
 
 from seed_configs import SEED_ANNOTATED, SEED_PLAIN
 
@@ -272,6 +272,24 @@ def test_expanded_text_is_not_expanded_again(tmp_path):
     text = "[uwsgi]\nratio = 100%%\nlabel = %(ratio)d\nenv = X=$(RAW)\n"
     entries = read_text(tmp_path, text, environ={"RAW": "%d$(HOME)"})
     assert pairs(entries) == [("ratio", "100%"), ("label", "100%d"), ("env", "X=%d$(HOME)")]
+    # nor when a placeholder of the same line is completed later
+    text = "[uwsgi]\nbase = /srv\nenv = X=$(RAW) %(later)\nlater = 1\n"
+    assert pairs(read_text(tmp_path, text, environ={"RAW": "%(base)"}))[1] == ("env", "X=%(base) 1")
+
+
+def test_settings_from_outside_the_files_are_seen_in_their_place(tmp_path):
+    """Flags and UWSGI_* variables, among the files in uWSGI's reading order: an earlier one is an earlier entry, a
+    later one completes a %(name) once all is read; a name nothing sets is kept and warned about, but in a log
+    format (the access log's %(method))."""
+    first = write(tmp_path, "a.ini", "[uwsgi]\nx = %(p)\n")
+    second = write(tmp_path, "b.ini", "[uwsgi]\ny = %(p) %(late) %(none)\nlogformat = %(method) %(none)\n")
+    warnings: list[str] = []
+    files = read_ini_files([KnownSetting("p", "1"), first, KnownSetting("p", "2"), second, KnownSetting("late", "3")],
+                           environ={}, warn=warnings.append)
+    assert [pairs(entries) for entries in files] == [[("x", "1")],
+                                                     [("y", "2 3 %(none)"), ("logformat", "%(method) %(none)")]]
+    assert warnings == [f"wsgistack: warning: {second}:2: option 'y': %(none): no such option or placeholder "
+                        "(kept as written)"]
 
 
 # --- magic variables -------------------------------------------------------------------------

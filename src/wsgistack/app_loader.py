@@ -6,6 +6,7 @@ ConfigError naming the option and the value; the traceback goes to the error log
 
 from __future__ import annotations
 
+import glob
 import importlib
 import importlib.util
 import os
@@ -24,10 +25,16 @@ def prepare_import_path(config: Config) -> None:
     virtualenv of --home, then the rest."""
     if config.home:
         _add_virtualenv(config)
-    for entry in reversed([os.getcwd(), *config.pythonpath]):
+    for entry in reversed([os.getcwd(), *pythonpath_entries(config.pythonpath)]):
         path = os.path.abspath(entry)
         if path not in sys.path:
             sys.path.insert(0, path)
+
+
+def pythonpath_entries(values: list[str]) -> list[str]:
+    """uWSGI's "directory (or glob)": each --pythonpath value is replaced by its matches, sorted; a value matching
+    nothing is kept as given, as a missing directory is (it may appear later; Python skips it meanwhile)."""
+    return [path for value in values for path in (sorted(glob.glob(value)) or [value])]
 
 
 def _add_virtualenv(config: Config) -> None:
@@ -59,12 +66,20 @@ def choose_app_source(config: Config) -> tuple[str, str, str | None]:
 
 def load_app(config: Config) -> Callable:
     """The app to serve: the main one, or the --mount dispatcher over the mounted ones (and the main one)."""
+    set_app_argv(config)
     main = _load(config, *choose_app_source(config)[:2]) if config.module or config.wsgi_file else None
     if not config.mount:
         assert main is not None       # load_config refuses a config with no app
         return main
     apps = [(mountpoint, _load(config, "mount", app, where)) for mountpoint, app, where in mountpoints(config)]
     return MountedApps(apps, main, config.manage_script_name)
+
+
+def set_app_argv(config: Config) -> None:
+    """--pyargv: the app's sys.argv, as uWSGI sets it: the program's name, then the value split at whitespace.
+    Only a worker's (load_app runs after fork): the master keeps its own for reloads."""
+    if config.pyargv:
+        sys.argv = [sys.argv[0] if sys.argv else "wsgistack", *config.pyargv.split()]
 
 
 def _load(config: Config, option: str, value: str, where: dict | None = None) -> Callable:

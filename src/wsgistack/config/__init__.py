@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from wsgistack.config.args import ParsedArgs, parse_argv
+from wsgistack.config.args import Flag, ParsedArgs, parse_argv
 from wsgistack.config.errors import ConfigError
 from wsgistack.config.model import _TRUE, IGNORED_OPTIONS, OPTIONS, UNSUPPORTED_OPTIONS, Config, apply_setting
+
+if TYPE_CHECKING:
+    from wsgistack.config.ini import KnownSetting
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_argv"]
 
@@ -24,7 +28,7 @@ def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stde
     config = Config()
     ini_specs = [value for name, value in _environment_options(environ) if name == "ini"] + parsed.ini_files
     placeholders = [str(f.value) for f in parsed.flags if f.spec.name == "set-placeholder"]
-    files = read_ini_files([str(spec) for spec in ini_specs], placeholders, environ=environ)
+    files = read_ini_files(_reading_order(parsed, environ), placeholders, environ=environ, warn=warn)
     # `strict` holds for every file whether it comes from a flag or from a file (uWSGI configs set it in
     # the ini); the last setting wins, flags over files, as for any option.
     strict = False
@@ -43,6 +47,36 @@ def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stde
             apply_setting(config, flag.spec, flag.value, flag=flag.flag)
     _validate(config)
     return config
+
+
+def _reading_order(parsed: ParsedArgs, environ: Mapping[str, str]) -> list[str | KnownSetting]:
+    """The ini files among the other settings, in uWSGI's reading order: the UWSGI_* variables (UWSGI_INI's files
+    after the others), then argv as given, each ini file in its place. Only the files' %(option) placeholders
+    follow this order (`--processes 2 --ini a.ini` gives `%(processes)` 2 in a.ini); the values themselves are
+    still applied environment, files, then flags."""
+    from wsgistack.config.ini import KnownSetting
+
+    environment = _environment_options(environ)
+    order: list[str | KnownSetting] = [KnownSetting(name, value) for name, value in environment if name != "ini"]
+    order += [value for name, value in environment if name == "ini"]
+    files_after: dict[int, list[str]] = {}      # how many flags precede them -> ini files
+    positions = parsed.flags_before_ini
+    if len(positions) != len(parsed.ini_files):      # a ParsedArgs built by hand: its files first, none lost
+        positions = [0] * len(parsed.ini_files)
+    for spec, position in zip(parsed.ini_files, positions):
+        files_after.setdefault(position, []).append(str(spec))
+    for index, flag in enumerate(parsed.flags):
+        order += files_after.get(index, [])
+        if flag.spec.name != "set-placeholder":     # -S NAME=VALUE is a placeholder already
+            order.append(KnownSetting(_placeholder_name(flag), "true" if flag.value is True else str(flag.value)))
+    return order + files_after.get(len(parsed.flags), [])
+
+
+def _placeholder_name(flag: Flag) -> str:
+    """The name a flag sets for %(name), as uWSGI's: a long flag's as typed (`--workers`: workers), a short one's
+    long name (`-p`: processes)."""
+    typed = flag.flag.lstrip("-")
+    return typed if len(typed) > 1 and typed in OPTIONS else flag.spec.name
 
 
 def _environment_options(environ: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -105,6 +139,17 @@ def _apply_socket_timeouts(config: Config) -> None:
                 setattr(config, name.replace("-", "_"), seconds)
 
 
+def _apply_buffer_size(config: Config) -> None:
+    """uWSGI's buffer-size bounds a request's whole head on an http-socket too: its users raise it (32768) to let
+    big cookies, JWT headers and long URLs through. So it raises our HTTP limits not set themselves to at least it."""
+    if "buffer-size" not in config.origins:
+        return
+    for name in ("limit-request-line", "limit-request-field-size", "limit-request-head"):
+        attr = name.replace("-", "_")
+        if name not in config.origins:
+            setattr(config, attr, max(getattr(config, attr), config.buffer_size))
+
+
 def _validate(config: Config) -> None:
     if not (config.http or config.socket or config.fastcgi_socket):
         raise ConfigError("nothing to listen on: give --http ADDR, --socket ADDR or --fastcgi-socket ADDR")
@@ -119,6 +164,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"expected an octal mode like 666, got {config.chmod_socket!r}", option="chmod-socket",
                           **config.where("chmod-socket"))
     _apply_socket_timeouts(config)
+    _apply_buffer_size(config)
     for item in config.env:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"expected KEY=VALUE, got {item!r}", option="env", **config.where("env", item))

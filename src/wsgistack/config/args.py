@@ -26,7 +26,12 @@ class Flag:
 class ParsedArgs:
     flags: list[Flag] = field(default_factory=list)
     ini_files: list[str] = field(default_factory=list)   # bare FILE.ini and --ini FILE, in the order given
+    flags_before_ini: list[int] = field(default_factory=list)   # for each ini file, how many flags precede it
     actions: dict[str, str | bool] = field(default_factory=dict)
+
+    def add_ini(self, spec: str) -> None:
+        self.ini_files.append(spec)
+        self.flags_before_ini.append(len(self.flags))
 
 
 def parse_argv(argv: list[str]) -> ParsedArgs:
@@ -37,7 +42,7 @@ def parse_argv(argv: list[str]) -> ParsedArgs:
         i += 1
         if not arg.startswith("-") or arg == "-":
             if _is_ini(arg):
-                parsed.ini_files.append(arg)
+                parsed.add_ini(arg)
                 continue
             raise ConfigError(f"unexpected argument {arg!r} (options start with --; ini files end in .ini)")
         name, has_inline, inline_value = arg.lstrip("-").partition("=")
@@ -66,7 +71,7 @@ def parse_argv(argv: list[str]) -> ParsedArgs:
         else:
             value = inline_value if has_inline else True
         if spec.name == "ini":
-            parsed.ini_files.append(value)
+            parsed.add_ini(value)
             continue
         parsed.flags.append(Flag(spec, value, "--" + name if len(name) > 1 else "-" + name))
     return parsed

@@ -12,7 +12,7 @@ import pwd
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -31,6 +31,8 @@ _PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
 _EXPANSION = re.compile(r"\$\((?P<env>[^)]*)\)|%\((?P<placeholder>[^)]*)\)|@\((?P<file>[^)]*)\)|%(?P<magic>.)")
 # Keys that set a placeholder for the lines and files after them, not an option.
 _PLACEHOLDER_KEYS = ("set-placeholder", "set-ph", "set")
+# Keys whose %(name) are mostly the access log's own variables (%(method), %(uri)): one left as written is no mistake.
+_LOG_FORMAT_KEYS = ("logformat", "log-format")
 _ROOT_FILE_MAGIC = "pdsnecx"   # their upper-case forms name the top-level file, not the current one
 
 
@@ -42,6 +44,22 @@ class IniEntry:
     line: int     # 1-based line number
 
 
+class KnownSetting(NamedTuple):
+    """An option set outside the ini files (a flag, a UWSGI_* variable): a %(name) after it sees it, as uWSGI's."""
+    name: str
+    value: str
+
+
+class _Unresolved(NamedTuple):
+    """A line with a %(name) not known when it was read: the entry to complete once all is read (None: a line that
+    is no entry, used at once), the names, and where."""
+    index: int | None
+    names: tuple[str, ...]
+    key: str
+    file: str
+    line: int
+
+
 class _Site(NamedTuple):
     """Where to point an error about a whole file: the `ini =` line that asked for it, if any."""
     file: str
@@ -49,19 +67,27 @@ class _Site(NamedTuple):
     option: str | None = None
 
 
-def read_ini_files(specs: list[str], placeholders: list[str] = (), *,
-                   environ: Mapping[str, str] | None = None) -> list[list[IniEntry]]:
+def read_ini_files(sources: list[str | KnownSetting], placeholders: list[str] = (), *,
+                   environ: Mapping[str, str] | None = None,
+                   warn: Callable[[str], None] | None = None) -> list[list[IniEntry]]:
     """Each file's entries (see read_ini), read in order by one reader: a placeholder set in a file holds in
-    the files after it, as in uWSGI; `placeholders` (NAME=VALUE, from -S/--set) hold in all of them."""
+    the files after it, as in uWSGI; `placeholders` (NAME=VALUE, from -S/--set) hold in all of them.
+
+    `sources` are the ini files (FILE[:section]) in reading order, among the options set outside them (flags,
+    UWSGI_* variables) in their places: a %(name) sees those before it as earlier entries, those after it once
+    all is read. A %(name) that nothing sets is left as written and, but in a log format, given to `warn`."""
     reader = _Reader(os.environ if environ is None else environ)
     for text in placeholders:
         reader.set_placeholder(text, "set-placeholder", None, None)
     per_file = []
-    for spec in specs:
+    for source in sources:
+        if isinstance(source, KnownSetting):
+            reader.values[source.name] = source.value
+            continue
         start = len(reader.entries)
-        reader.read_root(spec)
+        reader.read_root(source)
         per_file.append(range(start, len(reader.entries)))
-    entries = reader.resolve_forward_placeholders()
+    entries = reader.resolve_forward_placeholders(warn)
     return [entries[span.start:span.stop] for span in per_file]
 
 
@@ -88,7 +114,8 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
                         files read before count), or of a `set-placeholder = name=value` (also
                         `set-ph`, and -S/--set on the command line). A later entry works too (uWSGI
                         resolves placeholders once the whole config is read); an unknown name stays as
-                        written, as in uWSGI (`logformat = %(method)`).
+                        written, as in uWSGI (`logformat = %(method)`), with a warning (see
+                        read_ini_files) but in a log format.
       @(path)           the content of a file (a trailing newline removed; relative to the current
                         directory, as in uWSGI): a secret from /run/secrets, say. Missing: an error.
       %p %s %d %n %e %c  the current file's absolute path, name, directory with trailing slash,
@@ -113,9 +140,10 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
         self.entries: list[IniEntry] = []
+        self.values: dict[str, str] = {}          # the last value of each option read so far, files' or not
         self.placeholders: dict[str, str] = {}    # set-placeholder's
         self.root_magic: dict[str, str] | None = None
-        self.unresolved: set[int] = set()     # indexes of entries with a %(name) not known when read
+        self.unresolved: list[_Unresolved] = []
 
     def read_root(self, spec: str) -> None:
         path, section = _split_spec(spec)
@@ -149,27 +177,39 @@ class _Reader:
 
         for number, text in sections[section]:
             key, value = _parse_entry(text, path, number)
-            value = self._expand(value, key, path, number, magic)
+            missing: list[str] = []
+            value = self._expand(value, key, path, number, magic, missing)
+            # uWSGI's `set` is an option too when NAME is one (set-placeholder is not)
+            is_entry = key != "ini" and (key not in _PLACEHOLDER_KEYS or key == "set")
+            if missing:
+                index = len(self.entries) if is_entry else None
+                self.unresolved.append(_Unresolved(index, tuple(dict.fromkeys(missing)), key, path, number))
             if key == "ini":
                 self._include(value, path, number, (*chain, link))
             elif key in _PLACEHOLDER_KEYS:
                 self.set_placeholder(value, key, path, number)
-                if key == "set":        # uWSGI's `set` is an option too when NAME is one (set-placeholder is not)
-                    self.entries.append(IniEntry(key, value, path, number))
-            else:
+            if is_entry:
                 self.entries.append(IniEntry(key, value, path, number))
+                self.values[key] = value
 
     def _include(self, spec: str, path: str, number: int, chain: tuple[tuple[str, str], ...]) -> None:
         target, section = _split_spec(spec)
         target = os.path.abspath(os.path.join(os.path.dirname(path), target)) if target else path
         self.read_file(target, section, chain, _Site(path, number, "ini"))
 
-    def _expand(self, value: str, key: str, path: str, number: int, magic: dict[str, str]) -> str:
+    def _expand(self, value: str, key: str, path: str, number: int, magic: dict[str, str],
+                missing: list[str]) -> str:
+        """`value` expanded; the names of the %(name) not known yet are added to `missing`."""
         def replace(match: re.Match[str]) -> str:
             if match["env"] is not None:
                 return self._environment_variable(match["env"], key, path, number)
             if match["placeholder"] is not None:
-                return self._placeholder(match["placeholder"], key, path, number)
+                name = match["placeholder"]
+                known = self._placeholder(name)
+                if known is None:
+                    missing.append(name)
+                    return match[0]
+                return known
             if match["file"] is not None:
                 return _file_content(match["file"], key, path, number)
             return magic.get(match["magic"], match[0])
@@ -186,25 +226,31 @@ class _Reader:
             raise ConfigError(f"environment variable {name!r} is not set", option=key, file=path, line=number)
         return value
 
-    def _placeholder(self, name: str, key: str, path: str, number: int) -> str:
+    def _placeholder(self, name: str) -> str | None:
         if name in self.placeholders:
             return self.placeholders[name]
-        for entry in reversed(self.entries):
-            if entry.key == name:
-                return entry.value
-        self.unresolved.add(len(self.entries))     # the entry being read; resolved once all is read
-        return f"%({name})"
+        return self.values.get(name)
 
-    def resolve_forward_placeholders(self) -> list[IniEntry]:
-        last = {entry.key: entry.value for entry in self.entries} | self.placeholders
-
-        def replace(match: re.Match[str]) -> str:
-            return last.get(match[1], match[0])
-
-        for index in self.unresolved:
-            entry = self.entries[index]
-            self.entries[index] = IniEntry(entry.key, _PLACEHOLDER.sub(replace, entry.value), entry.file,
-                                           entry.line)
+    def resolve_forward_placeholders(self, warn: Callable[[str], None] | None = None) -> list[IniEntry]:
+        """Complete the entries whose %(name) came later (in a later line or file, or a flag after the files), and
+        warn about the names nothing sets."""
+        final = self.values | self.placeholders
+        for item in self.unresolved:
+            if item.index is not None:
+                entry = self.entries[item.index]
+                value = _PLACEHOLDER.sub(lambda match: final.get(match[1], match[0]) if match[1] in item.names
+                                         else match[0], entry.value)
+                self.entries[item.index] = IniEntry(entry.key, value, entry.file, entry.line)
+            if warn is None or item.key in _LOG_FORMAT_KEYS:
+                continue
+            for name in item.names:
+                if name in final and item.index is not None:
+                    continue            # completed above
+                # a line that is no entry (ini =, set-placeholder =) was used as it was read
+                problem = "set only after this line" if name in final else "no such option or placeholder"
+                error = ConfigError(f"%({name}): {problem} (kept as written)", option=item.key, file=item.file,
+                                    line=item.line)
+                warn(f"wsgistack: warning: {error}")
         return self.entries
 
 

@@ -34,8 +34,9 @@ class Config:
     fastcgi_socket: list[str] = option([], "listen for FastCGI on ADDR (what nginx's fastcgi_pass talks)", metavar="ADDR")
     listen: int = option(1024, "listen backlog of every socket (uWSGI: 100, gunicorn: 2048; the kernel caps it at somaxconn)",
                          metavar="N")
-    buffer_size: int = option(4096, "max bytes of a uwsgi request's vars block (uWSGI's default 4096, max 65535)",
-                              aliases=("b",), metavar="BYTES")
+    buffer_size: int = option(4096, "max bytes of a uwsgi request's vars block (uWSGI's default 4096, max 65535); "
+                                    "also raises the HTTP limits on the request line, a header field and the head "
+                                    "to at least BYTES, those not set themselves", aliases=("b",), metavar="BYTES")
     uwsgi_allow_from: list[str] = option([], "peers allowed on TCP uwsgi sockets: IPs or CIDR networks "
                                              "(default: loopback only; unix sockets use file permissions)",
                                          metavar="NETWORK")
@@ -57,11 +58,13 @@ class Config:
                                              "SCRIPT_NAME, as the web server sends it, chooses the app)")
     chdir: str = option("", "change to DIR before loading the app", metavar="DIR")
     umask: str = option("", "file mode creation mask of every process, octal (022)", metavar="MODE")
-    pythonpath: list[str] = option([], "add DIR to sys.path (repeatable)", aliases=("pp", "python-path"),
-                                   metavar="DIR")
+    pythonpath: list[str] = option([], "add DIR to sys.path, or every match of a glob (/srv/lib/*), sorted "
+                                       "(repeatable)", aliases=("pp", "python-path"), metavar="DIR")
     home: str = option("", "the app's virtualenv: its site-packages (same Python version) come first on sys.path",
                        aliases=("virtualenv", "venv", "pyhome", "H"), metavar="DIR")
     env: list[str] = option([], "set an environment variable KEY=VALUE (repeatable)", metavar="KEY=VALUE")
+    pyargv: str = option("", "the app's sys.argv: the program's name, then ARGS split at spaces (no quoting, as "
+                             "uWSGI)", metavar="ARGS")
 
     # --- static files, answered before the app (static.py) ---
     static_map: list[str] = option([], "serve URL prefix MOUNT from PATH, a directory or one file (repeatable); "
@@ -138,9 +141,10 @@ class Config:
     cheaper_busyness_verbose: bool = option(False, "busyness: log every cycle's figures")
 
     # --- lifecycle ---
-    pidfile: str = option("", "the master writes its pid to FILE", metavar="FILE")
+    pidfile: str = option("", "the master writes its pid to FILE", metavar="FILE",
+                          aliases=("pidfile2", "safe-pidfile", "safe-pidfile2"))
     daemonize: str = option("", "run in the background, logging to LOGFILE; returns once serving or failed",
-                            metavar="LOGFILE", aliases=("d",))
+                            metavar="LOGFILE", aliases=("d", "daemonize2"))
     vacuum: bool = option(False, "remove the pidfile and unix sockets on exit")
     uid: str = option("", "drop privileges to this user (name or number) after binding", metavar="USER")
     gid: str = option("", "drop privileges to this group (name or number) after binding", metavar="GROUP")
@@ -181,7 +185,8 @@ class Config:
     unique_cron: list[str] = option([], "the same, not started again while its previous run goes on",
                                     metavar="SCHEDULE COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
-                                         "every second; repeatable)", metavar="FILE")
+                                         "every second; repeatable)", aliases=("touch-chain-reload",),
+                                     metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
                                aliases=("worker-reload-mercy",), metavar="SECONDS")
     harakiri: int = option(0, "end a request running longer than SECONDS: log its stack, answer 504, "
@@ -233,7 +238,7 @@ class Config:
                            metavar="MSECS")
     log_big: int = option(0, "with disable-logging: still log answers of BYTES or more (0: off)", metavar="BYTES")
     log_zero: bool = option(False, "with disable-logging: still log answers without a body")
-    logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE")
+    logto: str = option("", "write logs to FILE instead of stderr", metavar="FILE", aliases=("logto2",))
     memory_report: bool = option(False, "start each access log line with the worker's address space and resident "
                                         "memory, as uWSGI does", aliases=("m",))
     logger: list[str] = option([], "where logs go: file:PATH (as --logto) or stdio (stderr, the default); uWSGI's "
@@ -300,6 +305,12 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
                     "this uWSGI subsystem is not built in (run a task queue such as Celery with --attach-daemon)"),
     **dict.fromkeys(("json", "js", "yaml", "yml", "xml", "sqlite3", "ldap"),
                     "wsgistack reads ini files and flags only: write the options as an ini file"),
+    "master-fifo": "uWSGI's master FIFO is not built in: send the master signals instead (SIGHUP reloads, SIGTERM "
+                   "stops, SIGTTIN/SIGTTOU add or remove a worker, SIGUSR1 logs their status), or run "
+                   "`wsgistack --reload PIDFILE` / `wsgistack --stop PIDFILE`",
+    # Upgrade requests are answered as plain HTTP: ignoring it would leave the WebSocket endpoints dead.
+    "http-websockets": "WebSockets are not supported: have nginx send the WebSocket path to an ASGI server "
+                       "(daphne, uvicorn), or remove the option if the app uses no WebSockets",
 }
 
 
@@ -325,6 +336,17 @@ IGNORED_OPTIONS: dict[str, str] = {
     "log-date": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
     "logdate": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
     "log-reopen": "every process reopens a log file moved away within a second, after a reload too",
+    "log-master": "every process appends its log lines to the log itself (O_APPEND), whole lines: no log pipe "
+                  "through the master",
+    "log-master-bufsize": "every process appends its log lines to the log itself: no log pipe through the master",
+    "threaded-logger": "the access log is written in batches, once per event-loop iteration: no logging thread",
+    "so-keepalive": "idle keep-alive connections close after --keepalive-timeout and stalled ones after the "
+                    "header, body and send timeouts, so a peer gone away is dropped without TCP keepalives",
+    "post-buffering-bufsize": "bodies are read as they arrive by the event loop; --post-buffering alone decides "
+                              "memory or temporary file",
+    "http-auto-chunked": "an HTTP/1.1 answer without a length is always sent chunked and kept alive",
+    "close-on-exec": "every socket is close-on-exec already (Python's default): commands the app starts inherit none",
+    "close-on-exec2": "every socket is close-on-exec already (Python's default): commands the app starts inherit none",
     "T": "uWSGI's -T, enable-threads: app threads are always enabled",
     "i": "uWSGI's -i, single-interpreter: one interpreter per worker, always",
 }
@@ -348,6 +370,11 @@ class OptionSpec:
     @property
     def is_list(self) -> bool:
         return self.kind is list
+
+    @property
+    def maximum(self) -> int:
+        """The largest value of an int option: a number of bytes (an upload limit, a log size) may pass 2 GiB."""
+        return MAX_BYTES if self.metavar == "BYTES" else MAX_INT
 
 
 def _build_table() -> dict[str, OptionSpec]:
@@ -379,14 +406,16 @@ def parse_bool(text: str) -> bool:
 
 
 MAX_INT = 2**31 - 1     # what the kernel takes for a backlog, a limit or a timeout
+MAX_BYTES = 2**63 - 1   # a file or body size (off_t)
 
 
-def parse_int(text: str) -> int:
+def parse_int(text: str, maximum: int = MAX_INT) -> int:
     stripped = text.strip()
     if not (stripped.isascii() and stripped.isdigit()):   # no sign, no spaces, no hex, no "²": a count or size
         raise ValueError(f"expected a non-negative integer, got {text!r}")
-    if len(stripped) > 10 or int(stripped) > MAX_INT:
-        raise ValueError(f"{stripped} is too large (at most {MAX_INT})")
+    # the length test first: int() of a huge string of digits is slow (leading zeros add nothing)
+    if len(stripped.lstrip("0")) > len(str(maximum)) or int(stripped) > maximum:
+        raise ValueError(f"{stripped} is too large (at most {maximum})")
     return int(stripped)
 
 
@@ -397,7 +426,7 @@ def apply_setting(config: Config, spec: OptionSpec, value: str | bool, *,
         if spec.kind is bool:
             typed: Any = value if isinstance(value, bool) else parse_bool(value)
         elif spec.kind is int:
-            typed = parse_int(str(value))
+            typed = parse_int(str(value), spec.maximum)
         else:
             typed = str(value)
     except ValueError as exc:
