@@ -738,3 +738,16 @@ def test_no_answer_follows_an_answer_cut_short_on_a_pipelined_connection(server)
         while chunk := sock.recv(65536):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 ") and data.count(b"HTTP/1.1 ") == 1, data
+
+
+def test_a_unix_socket_without_chmod_socket_has_the_umasks_mode(start_server, tmp_path):
+    """As uWSGI: the umask decides (--umask, or the service's). A 0666 default let any local user connect and, on a
+    uwsgi socket, set REMOTE_USER and REMOTE_ADDR."""
+    path = tmp_path / "app.sock"
+    umask = os.umask(0o027)
+    try:
+        start_server("--http", str(path), listen=False, wait=False)
+    finally:
+        os.umask(umask)
+    wait_until(path.exists, what="the socket")
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o750)

@@ -129,7 +129,9 @@ def _bind_unix(address: Address, backlog: int, chmod: str) -> socket.socket:
     path = address.path
     assert path is not None
     _remove_stale_unix_socket(path)
-    return _listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, backlog, chmod or "666")
+    # Without --chmod-socket the umask decides, as in uWSGI: a 666 default let any local user speak uwsgi to
+    # the app and set REMOTE_USER and REMOTE_ADDR as it liked.
+    return _listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, backlog, chmod)
 
 
 def _remove_stale_unix_socket(path: str) -> None:
