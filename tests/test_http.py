@@ -751,3 +751,21 @@ def test_a_unix_socket_without_chmod_socket_has_the_umasks_mode(start_server, tm
         os.umask(umask)
     wait_until(path.exists, what="the socket")
     assert oct(os.stat(path).st_mode & 0o777) == oct(0o750)
+
+
+def test_a_late_sweep_does_not_shorten_the_keep_alive_timeout(start_server):
+    """An inline request across a second boundary delays the worker's once-a-second sweep; the next one came 0.2 s
+    later, and both counted: a --keepalive-timeout 1 connection was closed after 0.3 s idle."""
+    server = start_server("--threads", "1", "--keepalive-timeout", "1")
+    for _ in range(2):
+        deadline = time.monotonic() + 5
+        while not 0.9 <= time.time() % 1 < 0.95 and time.monotonic() < deadline:     # the app runs across x+1.0
+            time.sleep(0.005)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET /sleep?t=0.8 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"slept"):
+                data += sock.recv(4096)
+            answered = time.monotonic()
+            assert sock.recv(4096) == b""
+            assert time.monotonic() - answered > 0.85

@@ -59,6 +59,7 @@ MASTER_DEATH_SIGNAL = signal.SIGRTMIN + 1
 _PR_SET_PDEATHSIG = 1
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
 LOAD_REPORT_INTERVAL = 1.0   # seconds between --cheaper load reports to the master
+SWEEP_GAP = 0.9              # at least this long between two counts of the connections' timeouts
 
 
 class Worker:
@@ -85,6 +86,7 @@ class Worker:
         self.static: StaticFiles | None = None      # static files answered before the app
         self.compression: Compression | None = None  # gzip for the answers
         self.started = time.monotonic()
+        self.last_sweep = 0.0                        # when the connections' timeouts were last counted (_tick)
         self.harakiri: Harakiri | None = None
         self.app_clock: AppClock | None = None       # time in app code, for --harakiri, --cheaper and --stats
         # --stats: bytes sent, app exceptions, average response time (as uWSGI's stats server counts them)
@@ -355,9 +357,14 @@ class Worker:
         now = time.time()
         second = math.floor(now + 0.1)   # a timer firing a little early still belongs to this second
         self.date_header = f"Date: {formatdate(second, usegmt=True)}\r\n".encode()
-        for conn in list(self.connections):
-            if not conn.owned_by_thread:        # an app thread is at work on it: nothing to time out
-                conn.tick()
+        # Every timeout counts these sweeps: they are at least SWEEP_GAP apart, also after a late timer (inline
+        # app code held the loop past a second boundary), whose successor comes sooner to keep Date on time.
+        monotonic_now = time.monotonic()
+        if monotonic_now - self.last_sweep >= SWEEP_GAP:
+            self.last_sweep = monotonic_now
+            for conn in list(self.connections):
+                if not conn.owned_by_thread:        # an app thread is at work on it: nothing to time out
+                    conn.tick()
         self._check_recycle()
         reopen_log_if_moved()            # rotated by the master (--log-maxsize), or moved by logrotate
         if self.stopping and time.monotonic() > self.stop_deadline:
@@ -365,9 +372,7 @@ class Worker:
             self.loop.stop()
         elif os.getppid() != self.master_pid:
             self._master_gone()
-        # Aligned to the next second (the Date header changes on time), and never less than 0.9 s
-        # apart: every timeout counts these sweeps.
-        self.loop.call_later(second + 1 - now, self._tick)
+        self.loop.call_later(second + 1 - now, self._tick)     # aligned: the Date header changes on time
 
     # --- recycling and stopping ---
     def _check_recycle(self) -> None:
