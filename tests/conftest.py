@@ -31,12 +31,20 @@ def _ephemeral_ports() -> tuple[int, int]:
         return 32768, 60999
 
 
+_handed_out: set[int] = set()     # this session's ports: one not bound yet is still free to the kernel
+
+
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
-    can be taken by a client connection's local end before the server binds it ("address in use")."""
+    can be taken by a client connection's local end before the server binds it ("address in use").
+    Never the same one twice in a session: a test asking for several ports before starting anything would
+    otherwise get a repeat now and then."""
     low = _ephemeral_ports()[0]
     for _ in range(200):
         port = random.randint(max(1024, low - 12000), low - 1)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
