@@ -150,7 +150,9 @@ class Connection(asyncio.Protocol):
         # body: the request's wsgi.input when it has one: a StreamingInput (Expect: 100-continue, the app runs
         # while it arrives) or the whole body (memory or temp file, closed with the exchange)
         environ, is_head, http11, keep_alive, body = request
-        stream = body if type(body) is StreamingInput else None
+        stream = None
+        if body is not None and type(body) is StreamingInput:
+            stream, body = body, None
         worker = self.worker
         app = worker.app
         responder = None
@@ -168,10 +170,12 @@ class Connection(asyncio.Protocol):
             return False
         if worker.compression is not None:
             app = worker.compression.wrap(app, environ)
-        if self.closing or (self.peer_closed and not self.pending) or (worker.stopping and not self.drains_when_idle):
-            keep_alive = False               # closing or draining: the last response on this connection
+        # Closing or draining: the last response on this connection. (A client's half-close leaves the requests
+        # it sent before: the last of them says so.)
+        if (self.closing and not (self.pending and self.peer_closed)) or (worker.stopping and not self.drains_when_idle):
+            keep_alive = False
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
-        if body is not None and stream is None:
+        if body is not None:
             exchange.body = body
         if worker.times_requests:
             exchange.started = monotonic()
@@ -213,7 +217,7 @@ class Connection(asyncio.Protocol):
         worker.request_done(exchange, self.owned_by_thread)
         if exchange.threaded and not worker.threaded:
             worker.app_released()
-        if not exchange.keep_alive or self.closed or ((self.closing or self.peer_closed) and not self.pending):
+        if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
             self._close()
         elif self.pending and not self.batching:
             self.batching = True

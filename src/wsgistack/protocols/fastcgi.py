@@ -151,7 +151,7 @@ class FastCGIConnection(GatewayConnection):
         if self.closed:
             return False                # the end of a lingering close
         if self.active is not None or self.pending:
-            self.peer_closed = True     # answer what was asked, then close
+            self.closing = self.peer_closed = True      # answer what was asked, then close
             return True
         if self.codec.state is not codec.ConnectionState.IDLE:
             self._protocol_error("the peer closed the connection in the middle of a request")

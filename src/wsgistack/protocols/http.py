@@ -239,7 +239,7 @@ class HttpConnection(Connection):
         # means no more requests, not fewer answers), then we close.
         if self.closed:
             return False                # the end of a lingering close
-        self.peer_closed = True
+        self.closing = self.peer_closed = True
         if self.in_head or self.in_body:
             if self.streaming is not None:
                 self.streaming.end(failed=True)
