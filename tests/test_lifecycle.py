@@ -1159,8 +1159,12 @@ def test_sd_notify_ready_reloading_stopping(start_server, tmp_path):
         assert f"MAINPID={server.pid}" in ready.split("\n")
         assert re.search(r"^STATUS=serving http on 127.0.0.1:\d+ with 2 processes", ready, re.M), ready
 
+        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         os.kill(server.pid, signal.SIGHUP)
-        receive_until(sock, "RELOADING=1", seen)
+        reloading = dict(line.partition("=")[::2] for line in receive_until(sock, "RELOADING=1", seen).split("\n"))
+        # sd_notify(3): RELOADING=1 comes with the CLOCK_MONOTONIC time in µs (Type=notify-reload relies on it)
+        assert before <= int(reloading["MONOTONIC_USEC"]) <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        assert reloading["STATUS"] == "reloading"
         reloaded = receive_until(sock, "READY=1", seen)
         assert "STATUS=reloaded (generation 2)" in reloaded
         assert "reload complete" in server.log()
@@ -1524,3 +1528,162 @@ def test_a_daemonized_second_server_says_why_it_cannot_have_the_pidfile(tmp_path
                      "--daemonize", tmp_path / "second.log")
     assert result.returncode == 1
     assert f"names a running wsgistack master (pid {first.pid}): stop it first" in result.stderr
+
+
+# --- found by a second review: startup, signals during startup and reloads, sd_notify ---
+
+# An app whose import waits while the file `gate` exists (a slow import, ended by the test), having created `started`.
+GATED_APP = '''\
+import os
+import time
+
+open({started!r}, "a").close()
+while os.path.exists({gate!r}):
+    time.sleep(0.02)
+
+
+def application(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def gated_app(tmp_path: Path, closed: bool) -> tuple[Path, Path, Path]:
+    """(the app, the file its import creates, the gate: remove it to let imports finish)."""
+    app, started, gate = tmp_path / "gated.py", tmp_path / "import-started", tmp_path / "gate"
+    app.write_text(GATED_APP.format(started=str(started), gate=str(gate)))
+    if closed:
+        gate.touch()
+    return app, started, gate
+
+
+def sigterm_pending(pid: int) -> bool:
+    """A SIGTERM sent to the process and not handled yet (blocked meanwhile)."""
+    with open(f"/proc/{pid}/status") as handle:
+        pending = next(int(line.split()[1], 16) for line in handle if line.startswith("ShdPnd:"))
+    return bool(pending & 1 << (signal.SIGTERM - 1))
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-", "2>&-", "<&- >&- 2>&-"])
+@pytest.mark.parametrize("log_option", ["--daemonize", "--logto"])
+def test_a_standard_descriptor_closed_at_start_is_dev_null(tmp_path, daemons, closed, log_option):
+    """As uWSGI, a server started with fd 0, 1 or 2 closed serves: a listening socket took the free descriptor and
+    --daemonize's dup2 closed it (ready, yet nothing listened), or sys.stdout was None and a flush() failed."""
+    port, logfile, pidfile = free_port(), tmp_path / "server.log", tmp_path / "server.pid"
+    daemons.append(pidfile)
+    command = [*WSGISTACK, "--http", f"127.0.0.1:{port}", "--wsgi-file", str(APPS / "basic.py"), "--pidfile",
+               str(pidfile), log_option, str(logfile)]
+    shell = subprocess.Popen(["sh", "-c", f'exec "$@" {closed}', "sh", *command], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        if log_option == "--daemonize":
+            assert shell.wait(60) == 0, logfile.read_text()
+        wait_until(lambda: is_listening(port) or shell.poll() not in (None, 0), timeout=30, what="listening")
+        assert get(port, "/")[0] == 200
+        master = int(pidfile.read_text())
+        assert [os.readlink(f"/proc/{master}/fd/{fd}") for fd in (0, 1, 2)] == ["/dev/null", *[str(logfile)] * 2]
+        result = run_cli("--stop", pidfile)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not is_listening(port) and "Traceback" not in logfile.read_text()
+        if log_option == "--logto":
+            assert shell.wait(15) == 0
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait(5)
+
+
+def test_the_pidfile_names_a_master_known_as_one_while_a_pre_app_hook_runs(start_server, tmp_path):
+    """The pidfile was written before the master's title was set: during a slow --exec-pre-app (a migration),
+    `--stop` said "stale pidfile ... not a wsgistack master", and a second server took the pidfile over."""
+    pidfile, started, gate = tmp_path / "server.pid", tmp_path / "hook-started", tmp_path / "gate"
+    gate.touch()
+    server = start_server("--pidfile", str(pidfile), "--exec-pre-app",
+                          f"touch {started}; while [ -e {gate} ]; do sleep 0.05; done")
+    wait_until(started.exists, what="the pre-app hook running")
+    assert pidfile.read_text().strip() == str(server.pid)
+    second = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", APPS / "basic.py", "--pidfile", pidfile)
+    assert second.returncode == 1 and f"names a running wsgistack master (pid {server.pid})" in second.stderr
+    stopping = subprocess.Popen(WSGISTACK + ["--stop", str(pidfile)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, text=True)
+    wait_until(lambda: sigterm_pending(server.pid) or stopping.poll() is not None, what="--stop's SIGTERM sent")
+    gate.unlink()                  # the hook ends; the master handles the SIGTERM held meanwhile
+    out, err = stopping.communicate(timeout=60)
+    assert stopping.returncode == 0 and out.strip() == f"wsgistack: stopped (master {server.pid})", out + err
+    assert server.proc.wait(5) == 0
+
+
+def test_a_sighup_while_the_first_worker_starts_reloads_once_it_is_ready(start_server, tmp_path):
+    """It was handled at once: the reload started a worker in every slot, then the boot started slots 2..N again,
+    a worker too many for good (3 for -p 2); and systemd got RELOADING=1 before READY=1."""
+    app, started, gate = gated_app(tmp_path, closed=True)
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        server = start_server("-p", "2", app=str(app), env={**os.environ, "NOTIFY_SOCKET": str(path)})
+        wait_until(started.exists, what="worker 1 importing the app")
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("SIGHUP")       # received, the first worker still importing
+        gate.unlink()
+        seen: list[str] = []
+        for field in ("READY=1", "RELOADING=1", "READY=1"):
+            receive_until(sock, field, seen)
+        assert [message.split("\n")[0] for message in seen] == ["READY=1", "RELOADING=1", "READY=1"]
+    server.wait_log("reload complete: generation 2")
+    wait_until(lambda: len(server.workers()) == 2, timeout=20, what="2 workers, the old ones gone")
+    os.kill(server.pid, signal.SIGUSR1)
+    log = server.wait_log(f"status: master {server.pid}, generation 2, 2 workers")
+    assert "SIGHUP while the first worker starts: done once it is ready" in log
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("sig, expected", [(signal.SIGTTIN, 3), (signal.SIGTTOU, 1)])
+def test_sigttin_or_sigttou_during_a_reload_is_done_once_it_is_over(start_server, tmp_path, sig, expected):
+    """They were done at once, among two generations' slot numbers: SIGTTIN started slot 4 next to the old 1..3,
+    leaving slot 3's socket without a worker (a quarter of new connections hung); SIGTTOU steered every connection
+    away from a new worker that then served none."""
+    app, _, gate = gated_app(tmp_path, closed=False)
+    server = start_server("-p", "2", app=str(app))
+    serving(server, 2)
+    os.kill(server.pid, signal.SIGTTIN)
+    old = serving(server, 3)
+    gate.touch()                    # the reload's workers wait in their import
+    os.kill(server.pid, signal.SIGHUP)
+    server.wait_log("SIGHUP: reloading")
+    received = server.log().count(sig.name)
+    os.kill(server.pid, sig)
+    wait_until(lambda: server.log().count(sig.name) > received, what=f"{sig.name} received")
+    gate.unlink()
+
+    def the_new_workers_alone() -> set[int] | None:
+        workers = set(server.workers())
+        return workers if len(workers) == expected and not workers & old else None
+
+    server.wait_log("reload complete: generation 2", timeout=20)
+    workers = wait_until(the_new_workers_alone, timeout=20, what=f"{expected} new workers alone")
+    for _ in range(40):             # each new connection is answered, by one of them
+        status, body = get(server.port, "/pid", timeout=5)
+        assert status == 200 and int(body) in workers
+    # Done after the reload, which set the 2 workers of its configuration.
+    log = server.log()
+    done = "SIGTTIN: one more worker (now 3)" if sig == signal.SIGTTIN else "SIGTTOU: one worker less (now 1)"
+    assert f"{sig.name} during a reload: done once it is over" in log
+    assert log.rfind(done) > log.find("reload complete")
+    assert server.stop() == 0
+
+
+def test_a_touch_while_the_first_worker_starts_is_not_lost(start_server, tmp_path):
+    """The --touch-* files were noted once the first worker was ready: a touch before (or right after its first
+    answer) was taken as the state to compare with, and lost."""
+    app, started, gate = gated_app(tmp_path, closed=True)
+    trigger = tmp_path / "reload-trigger"
+    trigger.touch()
+    os.utime(trigger, ns=(0, 0))
+    server = start_server("--touch-reload", str(trigger), app=str(app))
+    wait_until(started.exists, what="worker 1 importing the app")
+    trigger.touch()
+    gate.unlink()
+    server.wait_log(f"{trigger} touched: reloading", timeout=15)
+    server.wait_log("reload complete: generation 2", timeout=20)
+    assert server.stop() == 0

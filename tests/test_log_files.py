@@ -6,11 +6,18 @@ within a second. A file moved away by logrotate (or deleted) is reopened by ever
 
 from __future__ import annotations
 
+import grp
 import http.client
 import os
+import pwd
 import re
+import shutil
+import signal
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from conftest import failed_start, wait_until
 
@@ -44,7 +51,8 @@ def test_past_log_maxsize_the_log_is_rotated_and_no_line_is_lost(start_server, t
     wait_until(lambda: len(logged_requests(logs)) == 60, what="every request line in some file")
     assert sorted(logged_requests(logs)) == sorted(f"/n?i={index}" for index in range(60))
     backups = [path.name for path in logs.iterdir() if path != logfile]
-    assert backups and all(re.fullmatch(r"app\.log\.\d{10}", name) for name in backups), backups
+    # FILE.<epoch seconds>, and .1, .2, ... after it for more rotations within that second
+    assert backups and all(re.fullmatch(r"app\.log\.\d{10}(\.\d+)?", name) for name in backups), backups
     assert "log rotated:" in logfile.read_text() + "".join((logs / name).read_text() for name in backups)
     assert server.stop() == 0
 
@@ -104,3 +112,98 @@ def test_a_logger_wsgistack_has_not_is_a_startup_error(tmp_path):
     ini, errors = failed_start(tmp_path, "logger = syslog:myapp")
     assert (f"{ini}:4: option 'logger': expected file:PATH or stdio, got 'syslog:myapp' "
             "(no other uWSGI logger is built in)") in errors
+
+
+def test_rotations_within_one_second_keep_every_backup(start_server, tmp_path):
+    """Backups are named FILE.<epoch seconds>: a second rotation within that second was renamed onto the first
+    backup, whose lines were lost. Here a backup of each of the seconds to come exists already: the rotation must
+    take a name of its own, and leave them alone."""
+    logfile, trigger = tmp_path / "app.log", tmp_path / "rotate"
+    trigger.touch()
+    server = start_server("--logto", str(logfile), "--touch-logrotate", str(trigger))
+    now = int(time.time())
+    earlier = {tmp_path / f"app.log.{second}": f"an earlier backup of {second}\n" for second in range(now, now + 120)}
+    for path, text in earlier.items():
+        path.write_text(text)
+    get(server.port, "/n?i=1")
+    wait_until(lambda: "/n?i=1" in logfile.read_text(), what="the first line")
+    trigger.touch()
+    backup, = wait_until(lambda: list(tmp_path.glob("app.log.*.1")), what="a backup with a name of its own")
+    assert re.fullmatch(r"app\.log\.\d{10}\.1", backup.name) and "/n?i=1" in backup.read_text()
+    assert all(path.read_text() == text for path, text in earlier.items())
+    wait_until(lambda: "log rotated: " in logfile.read_text(), what="the rotation said in the new file")
+    assert server.stop() == 0
+
+
+def test_a_log_directory_deleted_and_created_again_gets_a_new_log_not_a_rotation(start_server, tmp_path):
+    """The master's log was then the deleted file, past --log-maxsize: it "rotated" the new file the workers had
+    just started at the path ("log rotated: 1648 bytes moved", an almost empty backup)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logfile = logs / "app.log"
+    server = start_server("--logto", str(logfile), "--log-maxsize", "2000")
+    get(server.port, "/n?i=0")
+    wait_until(lambda: "/n?i=0" in logfile.read_text(), what="the first line")
+    shutil.rmtree(logs)
+    for index in range(1, 30):                     # into the deleted file, past --log-maxsize
+        get(server.port, f"/n?i={index}")
+    logs.mkdir()
+    wait_until(lambda: logfile.exists() and "is a new file" in logfile.read_text(), what="the master in the new file")
+    assert [path.name for path in logs.iterdir()] == ["app.log"]
+    assert "log rotated" not in logfile.read_text()
+    assert server.stop() == 0
+
+
+def test_a_rotation_that_keeps_failing_is_said_once_until_one_succeeds(start_server, tmp_path):
+    """Past --log-maxsize the master tries to rotate on every pass of its loop: a failure was logged every second,
+    for ever."""
+    logfile, backup = tmp_path / "app.log", tmp_path / "backup"
+    backup.mkdir()                                  # a directory where the backup goes: each rename fails
+    server = start_server("--logto", str(logfile), "--log-maxsize", "1000", "--log-backupname", str(backup))
+    for index in range(10):
+        get(server.port, f"/n?i={index}")
+    wait_until(lambda: "cannot rotate the log" in logfile.read_text(), what="the first failure")
+    for count in range(1, 4):                       # each SIGUSR1 is one more pass of the master's loop
+        os.kill(server.pid, signal.SIGUSR1)
+        wait_until(lambda: logfile.read_text().count("status: master") == count, what=f"status {count}")
+    assert logfile.read_text().count("cannot rotate the log") == 1
+    backup.rmdir()
+    wait_until(lambda: "log rotated: " in logfile.read_text(), what="a rotation once it can")
+    assert "can be rotated again" in logfile.read_text() and "cannot rotate" in backup.read_text()
+    backup.unlink()
+    backup.mkdir()                                  # failing again: said again
+    # Requests until the worker writes to the new file (it follows within a second) and fills it past the limit.
+    wait_until(lambda: get(server.port, "/more") or "cannot rotate the log" in logfile.read_text(),
+               what="the failure said again")
+    assert server.stop() == 0
+
+
+def test_log_maxsize_where_the_user_cannot_rotate_is_a_startup_error(tmp_path):
+    """After --uid the master rotates as that user: a log directory it cannot write failed every second, for ever."""
+    if os.geteuid() != 0:
+        pytest.skip("--uid needs root to switch users, and this test does not run as root")
+    logfile = tmp_path / "app.log"                  # tmp_path is root's, mode 700
+    ini, _ = failed_start(tmp_path, "uid = nobody", "gid = nogroup", f"logto = {logfile}", "log-maxsize = 1000")
+    assert (f"{ini}:7: option 'log-maxsize': the log {logfile} could not be rotated: user nobody cannot write its "
+            f"directory {tmp_path}") in logfile.read_text()
+
+
+def test_the_log_is_rotated_after_uid_where_the_user_may_write(start_server):
+    if os.geteuid() != 0:
+        pytest.skip("--uid needs root to switch users, and this test does not run as root")
+    logs = Path(tempfile.mkdtemp(prefix="wsgistack-logs-"))      # not under tmp_path: root's, mode 700
+    try:
+        os.chown(logs, pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+        logfile, trigger = logs / "app.log", logs / "rotate"
+        trigger.touch()
+        server = start_server("--uid", "nobody", "--gid", "nogroup", "--logto", str(logfile), "--touch-logrotate",
+                              str(trigger))
+        get(server.port, "/n?i=1")
+        wait_until(lambda: "/n?i=1" in logfile.read_text(), what="the first line")
+        trigger.touch()
+        wait_until(lambda: "log rotated: " in logfile.read_text(), what="the rotation")
+        backup, = [path for path in logs.iterdir() if path.name.startswith("app.log.")]
+        assert "/n?i=1" in backup.read_text()
+        assert server.stop() == 0
+    finally:
+        shutil.rmtree(logs)

@@ -22,9 +22,10 @@ from wsgistack.cron import parse_job
 from wsgistack.daemon import report
 from wsgistack.daemons import smart_daemons
 from wsgistack.hooks import check_hooks, run_hooks
-from wsgistack.log_files import logger_files, note_log_path, open_request_log, redirect_output
+from wsgistack.log_files import check_log_rotation, logger_files, note_log_path, open_request_log, redirect_output
 from wsgistack.logs import check_log_format, setup_error_log
 from wsgistack.mounts import mountpoints
+from wsgistack.proctitle import set_title
 from wsgistack.static import StaticFiles
 from wsgistack.stats import StatsServer
 from wsgistack.wsgi import added_headers
@@ -32,9 +33,11 @@ from wsgistack.wsgi import added_headers
 # option name -> protocol spoken on the sockets it lists
 LISTEN_OPTIONS = (("http", "http"), ("socket", "uwsgi"), ("fastcgi-socket", "fastcgi"))
 CONTROL_MARGIN = 15.0     # --stop/--reload wait reload-mercy plus this before giving up
+STANDARD_STREAMS = (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    _reopen_closed_standard_streams()
     argv = sys.argv[1:] if argv is None else argv
     try:
         parsed = parse_argv(argv)
@@ -55,6 +58,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wsgistack: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _reopen_closed_standard_streams() -> None:
+    """Descriptors 0-2 closed by whoever started us (`<&-`, `>&-`, `2>&-`) get /dev/null, as in uWSGI: else the
+    first socket bound takes one of them and --daemonize's dup2 onto it closes it (ready, yet nothing listens), and
+    Python left sys.stdout (sys.stderr) None, which the first flush() fails on."""
+    for name, fd, mode in STANDARD_STREAMS:
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)      # the lowest free descriptor: this one, the lower ones being open
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)               # hooks and daemons get it too (os.open's are close-on-exec)
+        if getattr(sys, name) is None:
+            stream = open(fd, mode, buffering=1 if name == "stderr" else -1, closefd=False,
+                          errors="backslashreplace" if name == "stderr" else None)
+            setattr(sys, name, stream)
+            setattr(sys, f"__{name}__", stream)
 
 
 def check_protocol_options(config: Config) -> Config:
@@ -201,10 +224,12 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
         for message in warnings:
             logging.getLogger("wsgistack").warning("%s", message.removeprefix("wsgistack: "))
     master = Master(config, listeners, reload_config, report_fd, stats_server)    # binds every worker slot's socket
+    set_title(config, "master")     # first: `--stop` and a second server know a master by its title
     _write_pidfile(config)          # before dropping privileges, as uWSGI's pidfile
     try:
         run_hooks(config, "as-root")
         _drop_privileges(config)
+        check_log_rotation(config)  # as the user that rotates
         run_hooks(config, "as-user")
         run_hooks(config, "pre-app")
     except ConfigError as exc:

@@ -2,6 +2,11 @@
 the access log's own file (--req-logger file:PATH). The master rotates the first (--log-maxsize,
 --touch-logrotate); every process reopens either once it was moved away (the rotation, logrotate) or deleted.
 
+Rotation renames the file in its directory: the user the server runs as (--uid) must be able to write there, which
+is checked at startup (a server that cannot rotate would let the log grow past --log-maxsize, saying so every
+second). A rotation failing later all the same (the directory's mode changed) is said once, and again only after
+one succeeded.
+
 Process-wide state, as the descriptors are: workers inherit it with them.
 """
 
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import sys
 import time
 
@@ -16,6 +22,7 @@ from wsgistack.config import Config, ConfigError
 
 _log_path: str | None = None                  # where stdout and stderr append, absolute; None: not a file of ours
 _request_log: tuple[str, int] | None = None   # --req-logger file:PATH: (absolute path, descriptor)
+_rotation_failing = False                     # the last rotation failed (and said so): the next failures are not said
 
 
 def logger_files(config: Config, start_dir: str = "") -> tuple[str | None, str | None]:
@@ -75,20 +82,85 @@ def log_size() -> int:
     return os.fstat(2).st_size if _log_path is not None else 0
 
 
+def check_log_rotation(config: Config) -> None:
+    """--log-maxsize, --touch-logrotate: a log whose directory the server's user cannot write could never be rotated
+    (renamed, and a new one created): a startup error naming the option, rather than a log that grows anyway."""
+    option = "log-maxsize" if config.log_maxsize else "touch-logrotate" if config.touch_logrotate else ""
+    if _log_path is None or not option:
+        return
+    directory = os.path.dirname(_log_path)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"the log {_log_path} could not be rotated: user {_user_name()} cannot write its directory "
+                          f"{directory} (give the log a directory that user may write)", option=option,
+                          **config.where(option))
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
 def rotate_log(backup_name: str = "") -> None:
-    """--log-maxsize, --touch-logrotate: the log file is renamed (to `backup_name`, else FILE.<epoch seconds>, as
-    uWSGI names it) and a new one opened here; the workers open it within a second (reopen_log_if_moved)."""
+    """--log-maxsize, --touch-logrotate: the log file is renamed (see _backup_path) and a new one opened here; the
+    workers open it within a second (reopen_log_if_moved). A file at the path that is not the one written to
+    (deleted, or moved away, and created again) holds none of these lines: it is written to, not rotated."""
     if _log_path is None:
         return
-    backup = backup_name or f"{_log_path}.{int(time.time())}"
+    if _moved(_log_path, 2):
+        _reopen_instead_of_rotating()
+        return
+    backup = _backup_path(backup_name)
     size = log_size()
     try:
         os.rename(_log_path, backup)
         redirect_output(_log_path)
     except OSError as exc:
-        logging.getLogger("wsgistack").error("cannot rotate the log %s: %s", _log_path, exc.strerror or exc)
+        _rotation_failed(exc)
         return
+    _rotation_succeeded()
     logging.getLogger("wsgistack").info("log rotated: %d bytes moved to %s", size, backup)
+
+
+def _backup_path(backup_name: str) -> str:
+    """--log-backupname as given: each rotation replaces the previous backup, as in uWSGI (one backup is what it
+    asks for). Else FILE.<epoch seconds> as uWSGI names it, then FILE.<epoch seconds>.1, .2, ... for the rotations
+    within the same second (--log-maxsize is checked on every pass of the master's loop), where uWSGI's rename
+    would replace the earlier backup and lose its lines."""
+    if backup_name:
+        return backup_name
+    first = path = f"{_log_path}.{int(time.time())}"
+    number = 0
+    while os.path.lexists(path):
+        number += 1
+        path = f"{first}.{number}"
+    return path
+
+
+def _reopen_instead_of_rotating() -> None:
+    try:
+        redirect_output(_log_path)
+    except OSError:
+        return              # its directory is gone: go on writing to the old file rather than nowhere
+    logging.getLogger("wsgistack").info("the log %s is a new file (the one written to was deleted or moved away): "
+                                        "writing to it, nothing to rotate", _log_path)
+
+
+def _rotation_failed(exc: OSError) -> None:
+    """Said once: the master tries again on every pass while the log is past --log-maxsize."""
+    global _rotation_failing
+    if not _rotation_failing:
+        logging.getLogger("wsgistack").error("cannot rotate the log %s: %s (said once, until a rotation succeeds)",
+                                             _log_path, exc.strerror or exc)
+    _rotation_failing = True
+
+
+def _rotation_succeeded() -> None:
+    global _rotation_failing
+    if _rotation_failing:
+        logging.getLogger("wsgistack").info("the log %s can be rotated again", _log_path)
+    _rotation_failing = False
 
 
 def reopen_log_if_moved(force: bool = False) -> None:

@@ -33,7 +33,7 @@ from wsgistack.hooks import run_hooks
 from wsgistack.log_files import log_size, reopen_log_if_moved, rotate_log
 from wsgistack.log_relay import log_relay
 from wsgistack.memory import memory
-from wsgistack.notify import sd_notify
+from wsgistack.notify import sd_notify, sd_notify_reloading
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.http import http_error_response
@@ -44,6 +44,8 @@ from wsgistack.worker import worker_main
 log = logging.getLogger("wsgistack")
 
 HANDLED_SIGNALS = ("SIGCHLD", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1")
+# What these handlers do changes the set of workers: asked while that set is being built, they wait (_must_wait).
+RESHAPING = ("hup", "ttin", "ttou")
 FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT before SIGKILL
 KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
 RELOAD_START_TIMEOUT = 60.0  # at least this long (or reload-mercy) for a reload's new workers to be ready
@@ -99,6 +101,7 @@ class Master:
         self.report_fd = report_fd
         self.workers: dict[int, WorkerProcess] = {}
         self.signals: list[int] = []
+        self.held_signals: list[int] = []      # received while they must wait (_must_wait), in their order
         self.stopping = False
         self.exit_code = 0
         self.booted = False
@@ -144,6 +147,7 @@ class Master:
     def run(self) -> int:
         self.pid = os.getpid()
         self._title()
+        self._watch_touches()           # now: a touch while the first worker starts (or right after) counts
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.status_r, self.status_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.status_r, False)
@@ -173,7 +177,7 @@ class Master:
         report(self.report_fd, READY + f" (master {self.pid}) {status}".encode())
         self.report_fd = None
         sd_notify("READY=1", f"STATUS={status}", f"MAINPID={self.pid}")
-        self._watch_touches()
+        self._release_held_signals()    # a SIGHUP during the boot reloads now, after READY=1
         self._run_post_app_hooks()
         self.daemons.start_due()
         while self.workers or self.daemons.running() or not self.stopping:
@@ -251,6 +255,10 @@ class Master:
 
     def _enqueue(self, signum, frame) -> None:
         self.signals.append(signum)
+        self._wake()
+
+    def _wake(self) -> None:
+        """The main loop's wait ends at once."""
         try:
             os.write(self.wake_w, b".")
         except BlockingIOError:
@@ -260,7 +268,31 @@ class Master:
         while self.signals:
             signum = self.signals.pop(0)
             name = self.signal_meanings.get(signum) or signal.Signals(signum).name[3:].lower()
-            getattr(self, f"handle_{name}")()
+            if self._must_wait(signum, name):
+                self.held_signals.append(signum)
+            else:
+                getattr(self, f"handle_{name}")()
+
+    def _must_wait(self, signum: int, name: str) -> bool:
+        """A reload or a worker more or less waits while the workers are being started: slot numbers would be
+        chosen among two sets (the boot's and a reload's, or two generations), leaving a slot with two workers or
+        a slot's socket with none. A SIGHUP during a reload has a meaning of its own (another reload follows)."""
+        if self.stopping or name not in RESHAPING:
+            return False
+        if not self.booted:
+            log.info("%s while the first worker starts: done once it is ready", signal.Signals(signum).name)
+            return True
+        if self.reloading and name != "hup":
+            log.info("%s during a reload: done once it is over", signal.Signals(signum).name)
+            return True
+        return False
+
+    def _release_held_signals(self) -> None:
+        """The signals _must_wait held are handled now, by the main loop, in the order they came."""
+        if self.held_signals:
+            self.signals[:0] = self.held_signals
+            self.held_signals = []
+            self._wake()
 
     # --- workers ---
     @staticmethod
@@ -722,7 +754,7 @@ class Master:
         self.reloading = True
         self._title()                   # "reloading": `--reload` then knows its reload comes after this one
         log.info("SIGHUP: reloading")
-        sd_notify("RELOADING=1")
+        sd_notify_reloading("reloading")
         try:
             config = self.reload_config()
         except ConfigError as exc:
@@ -809,6 +841,7 @@ class Master:
         self.last_reload_failed = False
         self._title()
         sd_notify("READY=1", f"STATUS=reloaded (generation {self.generation})")
+        self._release_held_signals()
         self._reload_again()
 
     def _reload_again(self) -> None:
@@ -853,6 +886,7 @@ class Master:
         self.last_reload_failed = True
         self._title()
         sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
+        self._release_held_signals()
         self._reload_again()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger("wsgistack")
 
@@ -21,3 +22,10 @@ def sd_notify(*fields: str) -> None:
             sock.sendto("\n".join(fields).encode(), address)
     except OSError as exc:
         log.warning("could not notify systemd at %s: %s", address, exc)
+
+
+def sd_notify_reloading(status: str) -> None:
+    """RELOADING=1 with the CLOCK_MONOTONIC time (µs) the reload began, in one message as sd_notify(3) asks: the
+    service manager synchronizes its reload cycles (Type=notify-reload) on that time."""
+    now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    sd_notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", f"STATUS={status}")
