@@ -1308,10 +1308,10 @@ def test_a_stop_during_a_reload_does_not_complete_it(start_server, tmp_path):
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])
-def test_a_stopping_server_refuses_new_connections_at_once(start_server, threads):
-    """Graceful stop: no socket listens any more, the workers' copies included (a worker inside an app call
-    cannot close its own): a new connection is refused at once, which a client or proxy may retry, instead of
-    waiting out the drain and then being reset."""
+def test_a_stopping_server_takes_no_new_connection(start_server, threads):
+    """Graceful stop: no socket takes a new connection any more, the workers' copies included (a worker inside an
+    app call cannot close its own): one is not accepted (its SYN is dropped), and refused once the socket
+    closes, rather than queued behind the drain and then reset."""
     server = start_server("-p", "2", "--threads", threads)
     serving(server, 2)
     slow: dict = {}
@@ -1324,6 +1324,57 @@ def test_a_stopping_server_refuses_new_connections_at_once(start_server, threads
     client.join(20)
     assert refused and slow["response"] == (200, b"slept")
     assert server.proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+def test_a_graceful_stop_answers_the_connections_queued_behind_a_busy_worker(start_server, protocol):
+    """SIGTERM while one inline request runs and more connections wait in the accept queue (the loop is busy):
+    they were reset with their requests sent (nginx: 502, and no retry of a POST); now they are answered, then
+    the server exits, and a connection tried meanwhile is not taken (refused once the socket closes)."""
+    if protocol == "http":
+        server = start_server("--threads", "1")
+        port, ask = server.port, lambda path: get(server.port, path)
+    else:
+        port = free_port()
+        server = start_server("--socket", f"127.0.0.1:{port}", "--threads", "1", listen=False, wait=False)
+        wait_until(lambda: is_listening(port), timeout=15, what="the uwsgi socket")
+        ask = lambda path: uwsgi_get(port, path)            # noqa: E731
+    serving(server, 1) if protocol == "http" else wait_until(server.workers, what="the worker")
+    answers: dict = {}
+
+    def fetch(name: str, path: str) -> None:
+        try:
+            answers[name] = ask(path)[0]
+        except Exception as exc:     # noqa: BLE001
+            answers[name] = repr(exc)
+
+    busy = threading.Thread(target=fetch, args=("busy", "/sleep?t=2"))
+    busy.start()
+    wait_until(lambda: server.workers() and _running_app(server), timeout=10, what="the slow request in the app")
+    queued = [threading.Thread(target=fetch, args=(f"queued-{n}", "/pid")) for n in range(5)]
+    for client in queued:
+        client.start()
+    wait_until(lambda: _accept_queue(port) == 5, timeout=10, what="five connections in the accept queue")
+    os.kill(server.pid, signal.SIGTERM)
+    server.wait_log("SIGTERM: graceful stop")
+    assert not is_listening(port)
+    for client in [busy, *queued]:
+        client.join(30)
+    assert answers == {"busy": 200, **{f"queued-{n}": 200 for n in range(5)}}, answers
+    assert server.proc.wait(20) == 0
+
+
+def _running_app(server) -> bool:
+    """A request is in the app: the worker's only thread is asleep in it (state S, in hrtimer/futex)."""
+    return "GET /sleep" not in server.log() and any(
+        Path(f"/proc/{pid}/wchan").read_text() in ("hrtimer_nanosleep", "do_nanosleep", "futex_wait_queue")
+        for pid in server.workers())
+
+
+def _accept_queue(port: int) -> int:
+    """Connections waiting in the accept queues of the listening sockets on this loopback port (ss -ltn)."""
+    result = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=10)
+    return sum(int(line.split()[1]) for line in result.stdout.splitlines() if line.strip())
 
 
 def test_a_worker_that_exits_with_status_3_after_serving_is_replaced(start_server):

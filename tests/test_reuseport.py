@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from wsgistack.reuseport import queued_connections, steer
+from wsgistack.reuseport import queued_connections, refuse_new_connections, refuses_new_connections, steer
 
 
 @pytest.fixture
@@ -66,3 +66,26 @@ def test_queued_connections_counts_until_accepted(group):
     finally:
         for client in clients:
             client.close()
+
+
+def test_refused_new_connections_leave_the_queued_ones_to_accept(group):
+    """What a stopping master applies: new SYNs dropped (refused once the socket closes), the queue kept intact."""
+    sock = group[0]
+    port = sock.getsockname()[1]
+    steer(sock, [0])
+    queued = connect(port, 2)
+    for client in queued:
+        client.sendall(b"request")
+    assert not refuses_new_connections(sock)
+    refuse_new_connections(sock)
+    assert refuses_new_connections(sock) and not refuses_new_connections(group[1])
+    late = socket.socket()
+    late.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        late.connect(("127.0.0.1", port))
+    for _ in queued:
+        conn, _ = sock.accept()
+        with conn:
+            assert conn.recv(16) == b"request"
+    for client in queued + [late]:
+        client.close()

@@ -37,7 +37,7 @@ from wsgistack.notify import sd_notify, sd_notify_reloading
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.http import http_error_response
-from wsgistack.reuseport import queued_connections, steer
+from wsgistack.reuseport import queued_connections, refuse_new_connections, steer
 from wsgistack.stats import StatsServer
 from wsgistack.worker import worker_main
 
@@ -613,16 +613,9 @@ class Master:
             self.reloading = self.reload_again = False
             self.wanted_before_reload = None
             self.respawn_due.clear()
-            # No socket listens from now on, the workers' copies included (a worker still inside an app call
-            # cannot close its own yet): a new connection is refused at once, which a client or proxy may retry,
-            # rather than queued for the length of the drain and then reset.
             for pairs in self.slots.values():
-                for sock, _ in pairs:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    sock.close()
+                for sock, address in pairs:
+                    _stop_listening(sock, address, graceful=worker_signal == signal.SIGTERM)
             self.daemons.stop(grace)
             for worker in self.workers.values():
                 self._mark_stopping(worker)
@@ -888,6 +881,25 @@ class Master:
         sd_notify("READY=1", "STATUS=reload failed; serving the previous generation")
         self._release_held_signals()
         self._reload_again()
+
+
+def _stop_listening(sock: socket.socket, address: Address, graceful: bool) -> None:
+    """No new connection from now on, the workers' copies of the socket included (a worker still inside an app
+    call cannot close its own yet). On a graceful stop of a TCP socket the kernel drops new SYNs and keeps the
+    queued connections, which the workers accept before they close their copies (worker._close_servers): a
+    client gets its answer, or is refused once the socket closes. Otherwise the socket is shut down: a new
+    connection is refused at once, and what was queued is reset (unix sockets have no such filter)."""
+    try:
+        if graceful and not address.is_unix:
+            refuse_new_connections(sock)
+        else:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    sock.close()
 
 
 def _turn_away(conn: socket.socket, http: bool) -> None:

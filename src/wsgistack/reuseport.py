@@ -46,3 +46,25 @@ def queued_connections(sock: socket.socket) -> int:
     """Connections waiting in a listening TCP socket's accept queue."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     return struct.unpack_from("I", info, _TCPI_UNACKED)[0]
+
+
+SO_ATTACH_FILTER = 26                   # also SO_GET_FILTER: the socket's classic BPF filter
+_DROP = (_RETURN, 0, 0, 0)              # ret #0: the packet is dropped
+
+
+def refuse_new_connections(sock: socket.socket) -> None:
+    """The whole server stops: the kernel drops every new SYN for this listening socket, and leaves the
+    connections already queued in it to be accepted (a shutdown() would reset them, requests sent). A client
+    trying now is refused once the socket closes. Raises OSError where the kernel has no such filter."""
+    instructions = (_Instruction * 1)(_Instruction(*_DROP))
+    header = _Program(1, ctypes.cast(instructions, ctypes.POINTER(_Instruction)))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(header))
+
+
+def refuses_new_connections(sock: socket.socket) -> bool:
+    """True once refuse_new_connections() was applied to the socket (by the master, in any process)."""
+    try:
+        # With a buffer (the kernel writes whole instructions: an int-sized one would overflow)
+        return bool(sock.getsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, 64))
+    except OSError:
+        return False

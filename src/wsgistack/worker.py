@@ -43,6 +43,7 @@ from wsgistack.memory import memory
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
+from wsgistack.reuseport import queued_connections, refuses_new_connections
 from wsgistack.static import StaticFiles
 from wsgistack.wsgi import base_environ
 
@@ -60,6 +61,7 @@ _PR_SET_PDEATHSIG = 1
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
 LOAD_REPORT_INTERVAL = 1.0   # seconds between --cheaper load reports to the master
 SWEEP_GAP = 0.9              # at least this long between two counts of the connections' timeouts
+QUEUE_CHECK = 0.05           # stopping: how often the listening sockets' queues are looked at until empty
 
 
 class Worker:
@@ -73,6 +75,8 @@ class Worker:
         self.threaded = config.threads > 1
         self.connections: set[Connection] = set()
         self.servers: list = []
+        self.closed_servers: set = set()
+        self.accepting = False           # stopping, but taking the connections still queued (_close_servers)
         self.requests = 0
         self.request_numbers = itertools.count(1)     # next() is atomic: app threads count requests too
         self.stopping = False
@@ -309,7 +313,7 @@ class Worker:
         self.loop.call_soon_threadsafe(self._stop_if_drained)
 
     def _stop_if_drained(self) -> None:
-        if not self.connections:
+        if not self.connections and not self.accepting:
             self.loop.stop()
 
     # --- sendfile: zero-copy for wsgi.file_wrapper over a real file ---
@@ -412,11 +416,28 @@ class Worker:
             return
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.config.reload_mercy
-        for server in self.servers:
-            server.close()
         # Connections drain by themselves: responses now say `Connection: close`, and idle ones are
         # closed by their tick() after a second without a request (never mid-request: no resets).
-        if not self.connections:
+        self._close_servers()
+
+    def _close_servers(self) -> None:
+        """Stop accepting. When the whole server stops, the master has had the kernel take no new connection
+        (reuseport.refuse_new_connections) and leaves what is queued to the workers: that is accepted first,
+        as a listening socket's last close resets its queue, requests sent. (On a reload or a recycle the
+        socket lives on: the successor takes what comes.) Checked again until then, within the graceful stop."""
+        open_servers = []
+        for server, (sock, _) in zip(self.servers, self.listeners):
+            if server in self.closed_servers:
+                continue
+            if refuses_new_connections(sock) and _queued(sock) and time.monotonic() < self.stop_deadline:
+                open_servers.append(server)
+            else:
+                server.close()
+                self.closed_servers.add(server)
+        self.accepting = bool(open_servers)
+        if self.accepting:
+            self.loop.call_later(QUEUE_CHECK, self._close_servers)
+        elif not self.connections:
             self._stop_when_drained()
 
     def _master_died(self, signum=None, frame=None) -> None:
@@ -447,6 +468,14 @@ class Worker:
         active = sum(1 for conn in self.connections if conn.active is not None)
         log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
                  self.number, self.requests, len(self.connections), active, memory()[1] / 1048576)
+
+
+def _queued(sock: socket.socket) -> int:
+    """Connections in a listening TCP socket's accept queue (0 for a unix socket: the kernel does not say)."""
+    try:
+        return queued_connections(sock)
+    except OSError:
+        return 0
 
 
 def _cpu_seconds() -> float:
