@@ -1738,3 +1738,13 @@ def test_a_touch_while_the_first_worker_starts_is_not_lost(start_server, tmp_pat
     server.wait_log(f"{trigger} touched: reloading", timeout=15)
     server.wait_log("reload complete: generation 2", timeout=20)
     assert server.stop() == 0
+
+
+def test_usage_errors_say_what_is_wrong(tmp_path):
+    """No arguments: the usage on stderr, status 2 (a pipe reading stdout gets nothing to parse); a directory given as
+    --wsgi-file is named as one (it said "no such file" of a path that exists)."""
+    result = run_cli()
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.startswith("usage: wsgistack")
+    result = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", tmp_path)
+    assert result.returncode == 1
+    assert f"option 'wsgi-file': a directory, not a Python file: '{tmp_path}'" in result.stderr, result.stderr

@@ -114,7 +114,8 @@ def _load(config: Config, option: str, value: str, where: dict | None = None) ->
 
 def _load_file(path: str):
     if not os.path.isfile(path):
-        raise ConfigError(f"no such file {path!r}", option="wsgi-file")
+        what = "a directory, not a Python file" if os.path.isdir(path) else "no such file"
+        raise ConfigError(f"{what}: {path!r}", option="wsgi-file")
     # A stable module name per file, like uWSGI's uwsgi_file_<path>.
     name = "wsgistack_file_" + re.sub(r"\W", "_", os.path.abspath(path))
     spec = importlib.util.spec_from_file_location(name, path)

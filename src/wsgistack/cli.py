@@ -42,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parsed = parse_argv(argv)
         if "help" in parsed.actions or not argv:
+            out = sys.stdout if argv else sys.stderr        # no arguments is a usage error: on stderr, status 2
             try:
-                print(format_help(), flush=True)
+                print(format_help(), file=out, flush=True)
             except BrokenPipeError:          # `wsgistack --help | head`
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
             return 0 if argv else 2
         if "version" in parsed.actions:
             print(f"wsgistack {__version__}")
@@ -300,7 +301,8 @@ def _drop_privileges(config: Config) -> None:
             os.setuid(_user_id(config.uid))
     except KeyError as exc:
         option = "uid" if config.uid else "gid"
-        raise ConfigError(f"no such user or group: {exc}", option=option, **config.where(option)) from None
+        raise ConfigError(f"no such user or group: {exc.args[0] if exc.args else exc}", option=option,
+                          **config.where(option)) from None
     except PermissionError:
         option = "uid" if config.uid else "gid"
         raise ConfigError("changing user or group needs root", option=option, **config.where(option)) from None
