@@ -125,3 +125,22 @@ def test_a_daemons_output_follows_the_log_when_it_is_rotated(start_server, tmp_p
     assert "daemon stopped\n" in logfile.read_text()
     ticks = [line for line in (backup.read_text() + logfile.read_text()).splitlines() if line.startswith("tick")]
     assert ticks == [f"tick {n}" for n in range(1, len(ticks) + 1)]      # each line whole, none lost
+
+
+def test_a_daemons_unfinished_line_is_written_and_its_output_never_blocks_it(start_server, tmp_path):
+    """Through the log relay: a last line without a newline ("fatal: ..." then a hang) shows within seconds, not
+    never; and a daemon writing a lot while the master runs a slow pre-app hook (a migration, on a reload) is not
+    left blocked on a full pipe."""
+    logfile, trigger, done = tmp_path / "app.log", tmp_path / "go", tmp_path / "done"
+    chatty = (f"while [ ! -e {trigger} ]; do sleep 0.05; done; "
+              f"head -c 400000 /dev/zero | tr '\\0' x; echo; touch {done}; sleep 60")
+    server = start_server("--logto", str(logfile), "--exec-pre-app", "sleep 3",
+                          "--attach-daemon", "printf 'fatal: cannot connect to the broker'; sleep 60",
+                          "--attach-daemon", chatty)
+    wait_until(lambda: "fatal: cannot connect to the broker\n" in logfile.read_text(), timeout=10,
+               what="the unfinished line")
+    os.kill(server.pid, signal.SIGHUP)
+    wait_until(lambda: "SIGHUP: reloading" in logfile.read_text(), what="the reload and its hook")
+    trigger.touch()
+    wait_until(done.exists, timeout=2, what="the daemon done writing while the hook runs")
+    assert server.stop() == 0

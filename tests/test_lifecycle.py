@@ -1748,3 +1748,38 @@ def test_usage_errors_say_what_is_wrong(tmp_path):
     result = run_cli("--http", f"127.0.0.1:{free_port()}", "--wsgi-file", tmp_path)
     assert result.returncode == 1
     assert f"option 'wsgi-file': a directory, not a Python file: '{tmp_path}'" in result.stderr, result.stderr
+
+
+def test_a_replacement_that_cannot_start_leaves_its_slot_empty_while_others_serve(start_server, tmp_path):
+    """The code on disk is broken (a deploy half done, a reload that failed) and a worker dies or is recycled: its
+    successor cannot import the app. The other worker serves on, the slot steered clear; the server used to stop."""
+    app = tmp_path / "app.py"
+    app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
+    server = start_server("-p", "2", app=str(app))
+    victim, survivor = sorted(serving(server, 2))
+    app.write_text("raise RuntimeError('broken deploy')\n")
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log("its slot stays empty while the other workers serve", timeout=20)
+    assert server.proc.poll() is None
+    answers = {get(server.port, "/", timeout=10) for _ in range(12)}
+    assert answers == {(200, f"{survivor} v1".encode())}
+
+
+def test_a_graceful_stop_with_nothing_queued_refuses_new_connections_at_once(start_server):
+    """A proxy fails over to another upstream at once on a refused connection: with nothing queued the sockets are
+    shut down at once (a dropped SYN held nginx 11 s, until the busy worker's request ended)."""
+    server = start_server("--threads", "1")
+    serving(server, 1)
+    slow: dict = {}
+    client = threading.Thread(target=lambda: slow.update(response=get(server.port, "/sleep?t=4")))
+    client.start()
+    wait_until(lambda: _running_app(server), timeout=10, what="the slow request in the app")
+    os.kill(server.pid, signal.SIGTERM)
+    server.wait_log("SIGTERM: graceful stop")
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=3).close()
+    assert time.monotonic() - started < 0.5
+    client.join(20)
+    assert slow["response"] == (200, b"slept")
+    assert server.proc.wait(20) == 0

@@ -139,6 +139,8 @@ class Master:
         # Slots left without a worker until a reload fills them (their code on disk does not start, see
         # _abandon_reload): steered clear of new connections, and what queued in them is turned away.
         self.empty_slots: set[int] = set()
+        self.draining_sockets: list[socket.socket] = []    # graceful stop: queued connections still taken
+        self.drain_until = 0.0
         # Bound now, before cli.py drops privileges (--uid): the kernel lets only the same user join a port.
         for number in range(2, self.wanted + 1):
             self.slot_listeners(number)
@@ -182,7 +184,7 @@ class Master:
         self.daemons.start_due()
         while self.workers or self.daemons.running() or not self.stopping:
             releasing = any(worker.release_at for worker in self.workers.values())
-            self._wait(0.05 if releasing else 1.0)
+            self._wait(0.05 if releasing or self.draining_sockets else 1.0)
             self._read_status()         # first: a SIGUSR1 status or a SIGCHLD then sees the latest state
             self._dispatch_signals()
             self._check_touched()
@@ -192,6 +194,8 @@ class Master:
             self._respawn_due()
             if releasing:
                 self._release_given_up()
+            if self.draining_sockets:
+                self._drain_queues()
             if self.empty_slots:
                 self._turn_away_queued()
             self._kill_overdue()
@@ -204,7 +208,7 @@ class Master:
             if not self.stopping:
                 self.cron.run_due()
         if self.log_relay is not None:
-            self.log_relay.pump()          # the daemons' last words
+            self.log_relay.finish()        # the daemons' last words
         log.info("master %d exiting with status %d", self.pid, self.exit_code)
         return self.exit_code
 
@@ -235,14 +239,10 @@ class Master:
 
     def _wait(self, timeout: float) -> None:
         watched = [self.wake_r, self.status_r] + ([self.stats] if self.stats is not None else [])
-        if self.log_relay is not None:
-            watched.append(self.log_relay.read_fd)
         try:
             readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             return
-        if self.log_relay is not None and self.log_relay.read_fd in readable:
-            self.log_relay.pump()
         if self.stats is not None and self.stats in readable:
             self._read_status()           # the workers' latest figures first
             self.stats.answer(stats.document(self))
@@ -383,6 +383,20 @@ class Master:
             worker.release_at = 0.0
             self._mark_stopping(worker)
             self._signal(worker, signal.SIGTERM)
+
+    def _drain_queues(self) -> None:
+        """Graceful stop: a socket whose queue the workers emptied (a worker busy in the app empties its own once
+        that request is done) is shut down, so that new connections are refused at once rather than dropped; at
+        the end of the grace period, whatever is left."""
+        overdue = time.monotonic() > self.drain_until
+        for sock in list(self.draining_sockets):
+            try:
+                queued = queued_connections(sock)
+            except OSError:
+                queued = 0
+            if overdue or not queued:
+                self.draining_sockets.remove(sock)
+                _shut(sock)
 
     def _turn_away_queued(self) -> None:
         """Connections in an empty slot's queue (since before it was steered clear, or where the kernel cannot
@@ -547,9 +561,11 @@ class Master:
             return
         if not worker.ready:
             message = worker.error or f"worker {worker.number} could not start ({how})"
-            if worker.refill and any(w.ready and not w.stopping for w in self.workers.values()):
-                # The code on disk that failed the reload fails here too: the old workers serve on, this slot
-                # stays empty until a reload brings code that starts.
+            if (worker.refill or (self.booted and not self.reloading)) and any(
+                    w.ready and not w.stopping for w in self.workers.values()):
+                # The code on disk (that failed a reload, or was changed without one) does not start: a recycled
+                # or respawned worker's successor fails as the reload's did. The others serve on, this slot
+                # stays empty until a reload brings code that starts (stopping would take the server down).
                 log.error("%s; its slot stays empty while the other workers serve (a reload fills it)", message)
                 self.empty_slots.add(worker.number)
                 self._steer()
@@ -613,9 +629,13 @@ class Master:
             self.reloading = self.reload_again = False
             self.wanted_before_reload = None
             self.respawn_due.clear()
-            for pairs in self.slots.values():
-                for sock, address in pairs:
-                    _stop_listening(sock, address, graceful=worker_signal == signal.SIGTERM)
+            # No socket takes a new connection from now on, the workers' copies included (a worker still inside
+            # an app call cannot close its own yet). A TCP socket with connections queued first only drops new
+            # SYNs while the workers accept what is queued (_drain_queues), within the grace period.
+            graceful = worker_signal == signal.SIGTERM
+            self.draining_sockets = [sock for pairs in self.slots.values() for sock, address in pairs
+                                     if not _stop_listening(sock, address, graceful)]
+            self.drain_until = time.monotonic() + grace
             self.daemons.stop(grace)
             for worker in self.workers.values():
                 self._mark_stopping(worker)
@@ -883,22 +903,26 @@ class Master:
         self._reload_again()
 
 
-def _stop_listening(sock: socket.socket, address: Address, graceful: bool) -> None:
-    """No new connection from now on, the workers' copies of the socket included (a worker still inside an app
-    call cannot close its own yet). On a graceful stop of a TCP socket the kernel drops new SYNs and keeps the
-    queued connections, which the workers accept before they close their copies (worker._close_servers): a
-    client gets its answer, or is refused once the socket closes. Otherwise the socket is shut down: a new
-    connection is refused at once, and what was queued is reset (unix sockets have no such filter)."""
+def _stop_listening(sock: socket.socket, address: Address, graceful: bool) -> bool:
+    """Shut the socket down (a new connection is refused at once, which a client or proxy may retry elsewhere)
+    and close it: True. Or, on a graceful stop of a TCP socket with connections queued, only have the kernel
+    drop new SYNs, so that the workers accept the queued ones (worker._close_servers) instead of their reset:
+    False, the master shuts it down once its queue is empty (_drain_queues)."""
     try:
-        if graceful and not address.is_unix:
+        if graceful and not address.is_unix and queued_connections(sock):
             refuse_new_connections(sock)
-        else:
-            sock.shutdown(socket.SHUT_RDWR)
+            return False
     except OSError:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        pass
+    _shut(sock)
+    return True
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
     sock.close()
 
 
