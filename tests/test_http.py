@@ -11,6 +11,7 @@ import os
 import random
 import re
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -769,3 +770,50 @@ def test_a_late_sweep_does_not_shorten_the_keep_alive_timeout(start_server):
             answered = time.monotonic()
             assert sock.recv(4096) == b""
             assert time.monotonic() - answered > 0.85
+
+
+# --- found by a review of the day's changes (each failed before) ---
+
+def test_an_expect_upload_whose_stream_the_client_cuts_leaves_the_worker_serving(start_server):
+    """--threads 1: an Expect: 100-continue upload (curl sends one for any body over 1 MB) runs on a helper thread;
+    its client gone mid-stream, the loop closed the stream itself, the thread never gave the app back, and the
+    worker answered no request again."""
+    server = start_server("--threads", "1")
+    body = b"u" * 100_000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(expect_head("/stream?n=2000&delay=0.01", len(body)) + body)   # curl's, after its 1 s wait
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")       # the stream has begun
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    for _ in range(3):
+        assert get(server.port, "/pid").status == 200
+
+
+def test_an_expect_uploads_file_answer_does_not_hold_the_app_during_the_send(start_server, tmp_path):
+    """--threads 1: an Expect upload answered with wsgi.file_wrapper: its app is done once the send begins; another
+    request waited for the whole transfer to a slow client (up to --send-timeout)."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"f" * (40 << 20))
+    server = start_server("--threads", "1", app="extra.py")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    with sock:
+        sock.sendall(expect_head(f"/wrap?path={big}", 5) + b"hello")      # then reads nothing of the 40 MB
+        time.sleep(0.5)                                  # the send under way, the client's window full
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/environ/x")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert time.monotonic() - started < 3
+
+
+def test_an_http09_request_after_a_keep_alive_request_is_answered_at_once(start_server):
+    """llhttp keeps the first request's version for the next line: the HTTP/0.9 check looked at that."""
+    server = start_server()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\nGET /\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"400"], data

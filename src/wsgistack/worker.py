@@ -77,6 +77,7 @@ class Worker:
         self.servers: list = []
         self.closed_servers: set = set()
         self.accepting = False           # stopping, but taking the connections still queued (_close_servers)
+        self.serving = False             # the servers were started (a SIGTERM may come before)
         self.requests = 0
         self.request_numbers = itertools.count(1)     # next() is atomic: app threads count requests too
         self.stopping = False
@@ -200,6 +201,7 @@ class Worker:
         asyncio._set_running_loop(None)
         if self.stopping:                # a SIGTERM came first: the servers are closed already
             return
+        self.serving = True
         for server in self.servers:
             self.loop.create_task(server.start_serving())
 
@@ -429,7 +431,8 @@ class Worker:
         for server, (sock, _) in zip(self.servers, self.listeners):
             if server in self.closed_servers:
                 continue
-            if refuses_new_connections(sock) and _queued(sock) and time.monotonic() < self.stop_deadline:
+            if (self.serving and refuses_new_connections(sock) and _queued(sock)
+                    and time.monotonic() < self.stop_deadline):
                 open_servers.append(server)
             else:
                 server.close()

@@ -100,6 +100,7 @@ class Exchange:
     body_stream = None               # a StreamingInput (Expect: 100-continue) still being received
     body = None                      # the request's whole body (memory, temp file): closed once answered
     sent_fd = None                   # a file_wrapper's descriptor duplicated for the loop's sendfile (threads)
+    app_released = False             # --threads 1: a helper-thread exchange gave the app back before its end
     overflowed = False               # the app went past its Content-Length
     # `Server: wsgistack` unless the app names one: on the HTTP socket. Behind nginx (uwsgi, FastCGI) the answer
     # is nginx's, which names itself (or not: server_tokens), as uWSGI's are.
@@ -346,6 +347,11 @@ class Exchange:
                 pass                        # no descriptor left: close() then runs on the loop, after the send
             else:
                 self._close_iterable()
+                if not self.conn.worker.threaded:
+                    # --threads 1, an Expect upload's helper thread: the app is done, other requests may run it
+                    # during the send (they waited for the whole transfer)
+                    self.app_released = True
+                    self.conn.from_thread(self.conn.worker.app_released)
             self.conn.leave_thread()
             self.conn.from_thread(self.conn.send_file, head, fd, offset, count, self._file_sent)
         else:

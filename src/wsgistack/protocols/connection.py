@@ -127,8 +127,8 @@ class Connection(asyncio.Protocol):
             with self.flow:
                 self.flow.notify_all()
         active = self.active
-        if active is not None and not self.worker.threaded and active.iterator is not None:
-            active.abandon()            # a paused inline stream: its close() must still run
+        if active is not None and not active.threaded and active.iterator is not None:
+            active.abandon()            # a paused inline stream: its close() must still run (a thread's runs there)
         self.pending.clear()
         self.worker.connection_closed(self)
 
@@ -215,7 +215,7 @@ class Connection(asyncio.Protocol):
         self.ticks = 0                  # the keep-alive wait starts now, not at the request's last byte
         worker = self.worker
         worker.request_done(exchange, self.owned_by_thread)
-        if exchange.threaded and not worker.threaded:
+        if exchange.threaded and not worker.threaded and not exchange.app_released:
             worker.app_released()
         if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
             self._close()

@@ -193,10 +193,12 @@ class HttpConnection(Connection):
                 # llhttp knows HTTP/0.9 to 2.0; any other version is well-formed, but not ours (RFC 9110 15.6.6)
                 self._reject(505 if detail == "Invalid HTTP version" else 400, detail)
         else:
-            if (self.in_head and data[-1:] == b"\n" and self.url and not self.headers
-                    and self.parser.get_http_version() == "0.0"):
+            if self.in_head and data[-1:] == b"\n" and self.url and not self.headers and (
+                    self.parser.get_http_version() == "0.0" or data.endswith(b" %s\r\n" % self.url)
+                    or data.endswith(b" %s\n" % self.url)):
                 # The request line ended with no version: HTTP/0.9, whose client sends nothing more (llhttp
-                # would wait for header fields until the header timeout).
+                # would wait for header fields until the header timeout). After a first request llhttp keeps
+                # its version: then the line is looked at.
                 self._reject(400, "HTTP/0.9 is not supported")
             elif self.in_head:
                 self.head_bound += len(data)     # all of it: bytes buffered inside llhttp/httptools too
