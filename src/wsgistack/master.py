@@ -37,7 +37,7 @@ from wsgistack.notify import sd_notify, sd_notify_reloading
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.http import http_error_response
-from wsgistack.reuseport import queued_connections, refuse_new_connections, steer
+from wsgistack.reuseport import queue_length, refuse_new_connections, steer
 from wsgistack.stats import StatsServer
 from wsgistack.worker import worker_main
 
@@ -137,7 +137,7 @@ class Master:
             address.text: [sock] for sock, address in listeners if not self.shared(address)}
         self.steered: set[str] = set()
         # Slots left without a worker until a reload fills them (their code on disk does not start, see
-        # _abandon_reload): steered clear of new connections, and what queued in them is turned away.
+        # _worker_exited): steered clear of new connections, and what queued in them is turned away.
         self.empty_slots: set[int] = set()
         self.draining_sockets: list[socket.socket] = []    # graceful stop: queued connections still taken
         self.drain_until = 0.0
@@ -374,10 +374,7 @@ class Master:
         for worker in list(self.workers.values()):
             if not worker.release_at or now < worker.release_at:
                 continue
-            try:
-                queued = sum(queued_connections(sock) for sock, _ in self._own_sockets(worker.number))
-            except OSError:
-                queued = 0
+            queued = sum(queue_length(sock) for sock, _ in self._own_sockets(worker.number))
             if queued and now < worker.release_at + self.config.reload_mercy:
                 continue                 # a busy worker gets to them; bounded by reload-mercy
             worker.release_at = 0.0
@@ -390,11 +387,7 @@ class Master:
         the end of the grace period, whatever is left."""
         overdue = time.monotonic() > self.drain_until
         for sock in list(self.draining_sockets):
-            try:
-                queued = queued_connections(sock)
-            except OSError:
-                queued = 0
-            if overdue or not queued:
+            if overdue or not queue_length(sock):
                 self.draining_sockets.remove(sock)
                 _shut(sock)
 
@@ -406,11 +399,7 @@ class Master:
             for sock, address in self.slots.get(number, []):
                 if self.shared(address) or sock in serving:
                     continue
-                try:
-                    waiting = queued_connections(sock)
-                except OSError:
-                    continue
-                for _ in range(min(waiting, TURN_AWAY_BATCH)):
+                for _ in range(min(queue_length(sock), TURN_AWAY_BATCH)):
                     try:
                         conn, _ = sock.accept()
                     except OSError:
@@ -737,13 +726,7 @@ class Master:
             return 0
         socks = {sock for number, pairs in self.slots.items() if number <= self.wanted
                  for sock, slot_address in pairs if slot_address is address}
-        total = 0
-        for sock in socks:
-            try:
-                total += queued_connections(sock)
-            except OSError:
-                pass
-        return total
+        return sum(queue_length(sock) for sock in socks)
 
     def handle_usr1(self) -> None:
         now = time.monotonic()
@@ -886,7 +869,7 @@ class Master:
             if self.steered:
                 self._steer()
             # An old worker that died or retired meanwhile left its slot to the new generation: give it one now
-            # (if the code on disk cannot start, that is said, and the server stops, rather than serving nothing).
+            # (if the code on disk cannot start, that is said, and the slot stays empty while others serve).
             serving = {w.number for w in self.workers.values() if not w.stopping}
             for number in range(1, self.wanted + 1):
                 if number not in serving:
@@ -908,12 +891,12 @@ def _stop_listening(sock: socket.socket, address: Address, graceful: bool) -> bo
     and close it: True. Or, on a graceful stop of a TCP socket with connections queued, only have the kernel
     drop new SYNs, so that the workers accept the queued ones (worker._close_servers) instead of their reset:
     False, the master shuts it down once its queue is empty (_drain_queues)."""
-    try:
-        if graceful and not address.is_unix and queued_connections(sock):
+    if graceful and not address.is_unix and queue_length(sock):
+        try:
             refuse_new_connections(sock)
             return False
-    except OSError:
-        pass
+        except OSError:
+            pass
     _shut(sock)
     return True
 

@@ -48,6 +48,14 @@ def queued_connections(sock: socket.socket) -> int:
     return struct.unpack_from("I", info, _TCPI_UNACKED)[0]
 
 
+def queue_length(sock: socket.socket) -> int:
+    """queued_connections(), or 0 where the kernel does not say (a unix socket, one closed meanwhile)."""
+    try:
+        return queued_connections(sock)
+    except OSError:
+        return 0
+
+
 SO_ATTACH_FILTER = 26                   # also SO_GET_FILTER: the socket's classic BPF filter
 _DROP = (_RETURN, 0, 0, 0)              # ret #0: the packet is dropped
 

@@ -43,7 +43,7 @@ from wsgistack.memory import memory
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.connection import Connection, add_server_address
-from wsgistack.reuseport import queued_connections, refuses_new_connections
+from wsgistack.reuseport import queue_length, refuses_new_connections
 from wsgistack.static import StaticFiles
 from wsgistack.wsgi import base_environ
 
@@ -427,17 +427,16 @@ class Worker:
         (reuseport.refuse_new_connections) and leaves what is queued to the workers: that is accepted first,
         as a listening socket's last close resets its queue, requests sent. (On a reload or a recycle the
         socket lives on: the successor takes what comes.) Checked again until then, within the graceful stop."""
-        open_servers = []
+        self.accepting = False
         for server, (sock, _) in zip(self.servers, self.listeners):
             if server in self.closed_servers:
                 continue
-            if (self.serving and refuses_new_connections(sock) and _queued(sock)
+            if (self.serving and refuses_new_connections(sock) and queue_length(sock)
                     and time.monotonic() < self.stop_deadline):
-                open_servers.append(server)
+                self.accepting = True
             else:
                 server.close()
                 self.closed_servers.add(server)
-        self.accepting = bool(open_servers)
         if self.accepting:
             self.loop.call_later(QUEUE_CHECK, self._close_servers)
         elif not self.connections:
@@ -471,14 +470,6 @@ class Worker:
         active = sum(1 for conn in self.connections if conn.active is not None)
         log.info("status: worker %d served %d requests; %d connections open, %d requests running; RSS %.0f MB",
                  self.number, self.requests, len(self.connections), active, memory()[1] / 1048576)
-
-
-def _queued(sock: socket.socket) -> int:
-    """Connections in a listening TCP socket's accept queue (0 for a unix socket: the kernel does not say)."""
-    try:
-        return queued_connections(sock)
-    except OSError:
-        return 0
 
 
 def _cpu_seconds() -> float:
