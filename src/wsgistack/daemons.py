@@ -2,8 +2,9 @@
 --smart-attach-daemon: services governed by their pidfile (memcached, redis), which outlive the server.
 
 Each command runs in `/bin/sh -c`, with the master's environment and log (through log_relay.py when the
-log is a file), no stdin and none of the server's sockets. An attached daemon that ends is started again: at once if it ran for a while, else after a growing
-pause (1, 2, 4 ... 30 s), so a command that cannot start does not spin. A reload restarts them (they run the
+log is a file), no stdin and none of the server's sockets. An attached daemon that ends is started again:
+at once if it ran for a while, else after a growing pause (1, 2, 4 ... 30 s), so a command that cannot
+start does not spin. A reload restarts them (they run the
 new code, as the workers do); a stop sends them SIGTERM, and SIGKILL to those still there after the grace
 period. A smart daemon is started when the pid in its pidfile is not a running process, looked at every few
 seconds; reloads and stops leave it alone, as uWSGI's "survives uWSGI stop and reload".

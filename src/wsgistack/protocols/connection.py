@@ -172,7 +172,8 @@ class Connection(asyncio.Protocol):
             app = worker.compression.wrap(app, environ)
         # Closing or draining: the last response on this connection. (A client's half-close leaves the requests
         # it sent before: the last of them says so.)
-        if (self.closing and not (self.pending and self.peer_closed)) or (worker.stopping and not self.drains_when_idle):
+        if ((self.closing and not (self.pending and self.peer_closed))
+                or (worker.stopping and not self.drains_when_idle)):
             keep_alive = False
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
         if body is not None:
