@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 
 from conftest import failed_start, wait_until
 
@@ -60,11 +61,13 @@ def live_pid(pidfile) -> int | None:
 
 def test_a_smart_daemon_is_started_when_its_pidfile_names_no_live_process_and_outlives_the_server(
         start_server, tmp_path):
-    """uWSGI's smart-attach-daemon: a service that daemonizes and writes a pidfile (memcached -d -P, say)."""
+    """uWSGI's smart-attach-daemon: a service that daemonizes and writes a pidfile (memcached -d -P, say). As a
+    real daemon it leaves the server's session (setsid), so the kill of the server's process group that ends every
+    test does not reach it either."""
     pidfile = tmp_path / "service.pid"
     pids = []
     try:
-        server = start_server("--smart-attach-daemon", f"{pidfile} sleep 600 & echo $! > {pidfile}")
+        server = start_server("--smart-attach-daemon", f"{pidfile} setsid sleep 600 & echo $! > {pidfile}")
         pids.append(wait_until(lambda: live_pid(pidfile), what="the service running"))
         os.kill(pids[0], signal.SIGKILL)
         pids.append(wait_until(lambda: live_pid(pidfile) not in (None, pids[0]) and live_pid(pidfile), timeout=15,
@@ -73,6 +76,7 @@ def test_a_smart_daemon_is_started_when_its_pidfile_names_no_live_process_and_ou
         server.wait_log("reload complete: generation 2", timeout=20)
         assert live_pid(pidfile) == pids[1]            # a reload leaves it running
         assert server.stop() == 0
+        time.sleep(0.2)                                # a SIGKILL it got would have taken effect by now
         assert alive(pids[1])                          # and so does a stop
     finally:
         for pid in pids:
