@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 import pytest
 
-from wsgistack.reuseport import queued_connections, refuse_new_connections, refuses_new_connections, steer
+from wsgistack.addresses import bind, parse_address, remove_socket_file
+from wsgistack.reuseport import (queue_length, queued_connections, refuse_new_connections, refuses_new_connections,
+                                 steer)
+from wsgistack.unix_queue import queued_unix_connections
 
 
 @pytest.fixture
@@ -89,3 +93,36 @@ def test_refused_new_connections_leave_the_queued_ones_to_accept(group):
             assert conn.recv(16) == b"request"
     for client in queued + [late]:
         client.close()
+
+
+def test_a_unix_sockets_queue_is_counted_until_accepted(tmp_path):
+    """sock_diag (unix_queue.py) tells a listening unix socket's queue, which TCP_INFO cannot."""
+    path = str(tmp_path / "app.sock")
+    listener = bind(parse_address(path, "http", "http"), 16, "", "http")
+    clients = [socket.socket(socket.AF_UNIX) for _ in range(3)]
+    try:
+        assert queued_unix_connections(listener) == 0
+        for client in clients:
+            client.connect(path)
+        assert queued_unix_connections(listener) == queue_length(listener) == 3
+        listener.accept()[0].close()
+        assert queue_length(listener) == 2
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+
+
+def test_only_the_socket_file_this_server_bound_is_removed(tmp_path):
+    """A graceful stop removes a unix socket's file (no new connection comes) and --vacuum removes it at exit:
+    neither may remove the file a newer server bound at the same path meanwhile."""
+    path = str(tmp_path / "app.sock")
+    ours = bind(parse_address(path, "uwsgi", "socket"), 16, "", "socket")
+    newer = socket.socket(socket.AF_UNIX)
+    try:
+        assert remove_socket_file(path) and not os.path.exists(path)
+        newer.bind(path)
+        assert not remove_socket_file(path) and os.path.exists(path)
+    finally:
+        ours.close()
+        newer.close()

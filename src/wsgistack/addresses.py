@@ -125,13 +125,34 @@ def _tcp_socket(family: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+# unix socket path -> (absolute path, device, inode) of the file this server bound there
+_bound_files: dict[str, tuple[str, int, int]] = {}
+
+
 def _bind_unix(address: Address, backlog: int, chmod: str) -> socket.socket:
     path = address.path
     assert path is not None
     _remove_stale_unix_socket(path)
     # Without --chmod-socket the umask decides, as in uWSGI: a 666 default let any local user speak uwsgi to
     # the app and set REMOTE_USER and REMOTE_ADDR as it liked.
-    return _listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, backlog, chmod)
+    sock = _listen(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), path, backlog, chmod)
+    info = os.stat(path)
+    _bound_files[path] = (os.path.abspath(path), info.st_dev, info.st_ino)
+    return sock
+
+
+def remove_socket_file(path: str) -> bool:
+    """Remove a unix socket's file if it is still the one this server bound (not one a newer server bound there
+    since): True if it was removed. A connect() to the path then fails at once."""
+    absolute, device, inode = _bound_files.get(path, ("", 0, 0))
+    try:
+        info = os.stat(absolute)
+        if (info.st_dev, info.st_ino) != (device, inode):
+            return False
+        os.unlink(absolute)
+    except OSError:
+        return False
+    return True
 
 
 def _remove_stale_unix_socket(path: str) -> None:

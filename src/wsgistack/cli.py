@@ -11,7 +11,7 @@ import resource
 import sys
 
 from wsgistack import __version__
-from wsgistack.addresses import bind, parse_address
+from wsgistack.addresses import bind, parse_address, remove_socket_file
 from wsgistack.app_loader import choose_app_source, prepare_import_path
 from wsgistack.cheaper import Cheaper
 from wsgistack.compression import Compression
@@ -388,8 +388,10 @@ def _apply_limits(config: Config) -> None:
 
 
 def _vacuum(config: Config, listeners, stats_server: StatsServer | None) -> None:
+    for _, address in listeners:
+        if address.is_unix:
+            remove_socket_file(address.path)       # only our own: a newer server may have bound the path since
     paths = [config.pidfile] if config.pidfile and _holds_our_pid(config.pidfile) else []
-    paths += [address.path for _, address in listeners if address.is_unix]
     if stats_server is not None and stats_server.address.is_unix:
         paths.append(stats_server.address.path)
     for path in paths:

@@ -23,7 +23,7 @@ from email.utils import formatdate
 from typing import Callable
 
 from wsgistack import __version__, stats
-from wsgistack.addresses import Address, bind_sibling
+from wsgistack.addresses import Address, bind_sibling, remove_socket_file
 from wsgistack.cheaper import Cheaper, WorkerLoad
 from wsgistack.config import Config, ConfigError
 from wsgistack.cron import Cron
@@ -37,7 +37,7 @@ from wsgistack.notify import sd_notify, sd_notify_reloading
 from wsgistack.proctitle import set_title
 from wsgistack.protocols import connection_class
 from wsgistack.protocols.http import http_error_response
-from wsgistack.reuseport import queue_length, refuse_new_connections, steer
+from wsgistack.reuseport import queue_length, refuse_new_connections, refuses_new_connections, steer
 from wsgistack.stats import StatsServer
 from wsgistack.worker import worker_main
 
@@ -721,9 +721,7 @@ class Master:
         return sum(self.queued(address) for _, address in self.listeners)
 
     def queued(self, address: Address) -> int:
-        """Connections waiting in the accept queues of this address's serving sockets (0 for unix sockets)."""
-        if address.is_unix:
-            return 0
+        """Connections waiting in the accept queues of this address's serving sockets."""
         socks = {sock for number, pairs in self.slots.items() if number <= self.wanted
                  for sock, slot_address in pairs if slot_address is address}
         return sum(queue_length(sock) for sock in socks)
@@ -888,15 +886,19 @@ class Master:
 
 def _stop_listening(sock: socket.socket, address: Address, graceful: bool) -> bool:
     """Shut the socket down (a new connection is refused at once, which a client or proxy may retry elsewhere)
-    and close it: True. Or, on a graceful stop of a TCP socket with connections queued, only have the kernel
-    drop new SYNs, so that the workers accept the queued ones (worker._close_servers) instead of their reset:
-    False, the master shuts it down once its queue is empty (_drain_queues)."""
-    if graceful and not address.is_unix and queue_length(sock):
-        try:
-            refuse_new_connections(sock)
-            return False
-        except OSError:
-            pass
+    and close it: True. Or, on a graceful stop of a socket with connections queued, only make sure no new one
+    comes (the kernel drops new SYNs; a unix socket's file is removed), so that the workers accept the queued ones
+    (worker._close_servers) instead of their reset: False, the master shuts it down once its queue is empty
+    (_drain_queues)."""
+    if graceful and queue_length(sock):
+        if refuses_new_connections(sock):
+            return False                # a shared socket, met in another slot already
+        if not address.is_unix or remove_socket_file(address.path):
+            try:
+                refuse_new_connections(sock)     # on a unix socket, only the mark the workers look for
+                return False
+            except OSError:
+                pass
     _shut(sock)
     return True
 

@@ -13,6 +13,8 @@ import ctypes
 import socket
 import struct
 
+from wsgistack.unix_queue import queued_unix_connections
+
 SO_ATTACH_REUSEPORT_CBPF = 51           # asm-generic/socket.h (x86, arm); not exported by Python's socket
 _LOAD_RANDOM = (0x20, 0, 0, 0xFFFFF000 + 56)     # ld [SKF_AD_OFF + SKF_AD_RANDOM]: a random u32 in A
 _MOD = 0x94                             # BPF_ALU | BPF_MOD | BPF_K
@@ -49,8 +51,11 @@ def queued_connections(sock: socket.socket) -> int:
 
 
 def queue_length(sock: socket.socket) -> int:
-    """queued_connections(), or 0 where the kernel does not say (a unix socket, one closed meanwhile)."""
+    """Connections waiting in a listening socket's accept queue (TCP or unix), or 0 where the kernel does not
+    say (one closed meanwhile, a kernel without sock_diag for unix sockets)."""
     try:
+        if sock.family == socket.AF_UNIX:
+            return queued_unix_connections(sock)
         return queued_connections(sock)
     except OSError:
         return 0
@@ -63,7 +68,8 @@ _DROP = (_RETURN, 0, 0, 0)              # ret #0: the packet is dropped
 def refuse_new_connections(sock: socket.socket) -> None:
     """The whole server stops: the kernel drops every new SYN for this listening socket, and leaves the
     connections already queued in it to be accepted (a shutdown() would reset them, requests sent). A client
-    trying now is refused once the socket closes. Raises OSError where the kernel has no such filter."""
+    trying now is refused once the socket closes. Raises OSError where the kernel has no such filter. (A unix
+    socket's connections are queued without the filter: there it is only a mark, its file is what goes.)"""
     instructions = (_Instruction * 1)(_Instruction(*_DROP))
     header = _Program(1, ctypes.cast(instructions, ctypes.POINTER(_Instruction)))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(header))
