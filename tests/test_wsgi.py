@@ -242,6 +242,17 @@ def test_no_body_statuses(server, code):
         assert after.status == 200 and after.body == b"Hello, World!"
 
 
+def test_a_204_drops_the_apps_content_length(server):
+    """RFC 9110, section 8.6: no Content-Length with a 204 (nginx drops it too); Django's CommonMiddleware sets
+    `Content-Length: 0` on every answer."""
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/status?code=204&length=0")
+        response = conn.read_head()
+        assert response.status == 204 and not response.has("Content-Length"), response.headers
+        conn.request("GET", "/")
+        assert conn.read_response().body == b"Hello, World!"
+
+
 @pytest.mark.parametrize("path, length", [("/", 13), ("/big?size=200000", 200000)])
 def test_app_content_length_is_used(server, path, length):
     response = get(server.port, path)
@@ -616,3 +627,38 @@ def test_a_file_wrappers_close_runs_on_the_requests_thread(start_server, tmp_pat
     pairs = [line.split() for line in wait_until(lambda: notes.exists() and notes.read_text().count("\n") == 4 and
                                                   notes.read_text(), what="four closes").splitlines()]
     assert all(ran_on == closed_on and ran_on.startswith("app-") for ran_on, closed_on in pairs), pairs
+
+
+# --- streams paused for a slow client (inline: resumed by later loop callbacks) ---
+
+@THREAD_MODES
+def test_a_stream_paused_for_a_slow_client_runs_in_one_context(start_server, threads):
+    """A generator that resets at its end a ContextVar set in the app (Flask's stream_with_context) failed with
+    "created in a different Context" once a slow reader had paused it: the body was cut short."""
+    server = start_server("--threads", threads)
+    with RawConnection(server.port) as conn:
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        conn.request("GET", "/ctxvar-stream?blocks=160")
+        time.sleep(1.5)                 # the server's socket fills: the stream pauses, resumed as we read
+        head = conn.read_head()
+        body = conn.read_chunked()
+    assert head.status == 200 and len(body) == 160 * 65536
+    assert "different Context" not in server.log()
+    assert server.stop() == 0
+
+
+@THREAD_MODES
+def test_a_stream_the_client_leaves_is_logged(start_server, tmp_path, threads):
+    """An answer cut short by the client is an access-log line (with what was sent), as under uWSGI: inline, a
+    paused stream's close() ran, but the request went unlogged and uncounted."""
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", threads, env=env)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big?size=40000000&tag=left HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        time.sleep(0.5)
+    wait_file_contains(close_log, "closed left\n")
+    log = server.wait_log("GET /big?size=40000000&tag=left =>")
+    assert re.search(r"GET /big\?size=40000000&tag=left => generated \d+ bytes", log), log
+    assert server.stop() == 0

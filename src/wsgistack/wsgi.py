@@ -102,6 +102,7 @@ class Exchange:
     sent_fd = None                   # a file_wrapper's descriptor duplicated for the loop's sendfile (threads)
     app_released = False             # --threads 1: a helper-thread exchange gave the app back before its end
     overflowed = False               # the app went past its Content-Length
+    context = None                   # inline: the contextvars.Context the app's call and iteration run in
     # `Server: wsgistack` unless the app names one: on the HTTP socket. Behind nginx (uwsgi, FastCGI) the answer
     # is nginx's, which names itself (or not: server_tokens), as uWSGI's are.
     names_server = True
@@ -263,8 +264,10 @@ class Exchange:
                     memo = cached.keep_alive_head = (date, cached.prefix + (b"\r\n" if cached.has_date
                                                                              else date + b"\r\n"))
                 return memo[1]
-        elif known_length is not None and not cached.bodyless:
-            self.remaining = known_length        # HEAD too: the length a GET would get
+        elif known_length is not None and not cached.bodyless and (known_length or not self.is_head):
+            # HEAD too: the length a GET would get, when the app gave that body. An empty one is a framework's
+            # stripped HEAD body (Werkzeug, Bottle, WebOb): its 0 would be false (RFC 9110, section 8.6).
+            self.remaining = known_length
             content_length = known_length
         elif no_body:
             pass
@@ -424,9 +427,13 @@ class Exchange:
             self.conn.exchange_done(self)
 
     def abandon(self) -> None:
-        """The client went away while an inline stream was paused: close the app's iterable."""
+        """The client went away while an inline stream was paused: close the app's iterable (in the answer's
+        context, as its iteration ran)."""
         if not self.finished:
-            self._close_iterable()
+            if self.context is not None:
+                self.context.run(self._close_iterable)
+            else:
+                self._close_iterable()
 
     def _close_iterable(self) -> None:
         """PEP 3333: close() on the app's iterable, always, exactly once."""
@@ -460,6 +467,7 @@ class _Head:
 
 def _serialize_head(status: str, headers: list, names_server: bool) -> tuple[bytes, int | None, bool, bool]:
     """Validate and serialize: (status line + headers, Content-Length, close?, has Date?)."""
+    no_content = status[:3] == "204"        # a 204 carries no Content-Length (RFC 9110, section 8.6), as nginx
     parts = ["HTTP/1.1 ", status, "\r\n"]
     has_server = has_date = wants_close = False
     content_length = None
@@ -477,6 +485,9 @@ def _serialize_head(status: str, headers: list, names_server: bool) -> tuple[byt
             if content_length is not None or not value.isdigit() or not value.isascii():
                 raise ResponseError(f"invalid or repeated Content-Length {value!r}")
             content_length = int(value)
+            if no_content:
+                content_length = None
+                continue
         elif lowered in _HOP_BY_HOP:
             wants_close = wants_close or (lowered == "connection" and "close" in value.lower())
             continue

@@ -1,5 +1,6 @@
 """The test app: one route per behaviour the tests need. Never used in production."""
 
+import contextvars
 import json
 import os
 import sys
@@ -7,6 +8,7 @@ import time
 from urllib.parse import parse_qs
 
 CLOSE_LOG = os.environ.get("WSGISTACK_TEST_CLOSE_LOG")
+REQUEST_VAR = contextvars.ContextVar("request")     # as Flask's request context, for /ctxvar-stream
 
 
 def _qs(environ, name, default):
@@ -134,8 +136,27 @@ def application(environ, start_response):
         return [b"oops"]
     if path == "/status":
         code = _qs(environ, "code", "204")
+        if _qs(environ, "length", ""):      # Django's CommonMiddleware gives every answer one, 204 too
+            start_response(f"{code} Status", [("Content-Type", "text/plain"),
+                                              ("Content-Length", _qs(environ, "length", ""))])
+            return [b""]
         start_response(f"{code} Status", [("Content-Type", "text/plain")])
         return [b"body that must not be sent for 204/304"]
+    if path == "/ctxvar-stream":    # sets a ContextVar in the app and resets it at the stream's end (Flask's
+        token = REQUEST_VAR.set(path)   # stream_with_context): the whole stream must run in one context
+        blocks = int(_qs(environ, "blocks", "96"))
+
+        def generate():
+            try:
+                for _ in range(blocks):
+                    yield b"x" * 65536
+            finally:
+                REQUEST_VAR.reset(token)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return generate()
+    if path == "/head-stripped":    # as Werkzeug, Bottle and WebOb answer HEAD: GET's headers, no body at all
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else iter([b"streamed ", b"body"])
     if path == "/pid":
         body = str(os.getpid()).encode()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])

@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 from collections import deque
+from contextvars import copy_context
 from time import monotonic
 
 from wsgistack.body import StreamingInput
@@ -129,6 +130,7 @@ class Connection(asyncio.Protocol):
         active = self.active
         if active is not None and not active.threaded and active.iterator is not None:
             active.abandon()            # a paused inline stream: its close() must still run (a thread's runs there)
+            self.exchange_done(active)  # and it is counted and logged, as any answer cut short
         self.pending.clear()
         self.worker.connection_closed(self)
 
@@ -191,7 +193,11 @@ class Connection(asyncio.Protocol):
             else:
                 worker.submit(exchange)
         else:
-            exchange.run()
+            # A context of its own, entered again for every later step of this answer (a paused stream resumed by
+            # another callback, its close()): a generator that sets a ContextVar and resets it at its end (Flask's
+            # stream_with_context) must find the same context, which the loop's callbacks do not share.
+            exchange.context = copy_context()
+            exchange.context.run(exchange.run)
         return True
 
     def _run_pending(self) -> None:
@@ -237,7 +243,7 @@ class Connection(asyncio.Protocol):
                 if self.worker.app_busy:
                     self.worker.wait_for_app(self)
                 else:
-                    active.pump()
+                    active.context.run(active.pump)
         elif self.pending:
             self.batching = True
             self._run_pending()
