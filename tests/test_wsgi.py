@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import APPS, WSGISTACK, failed_start, free_port, wait_until
+from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
 from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
 
 FILE_BYTES = (APPS / "basic.py").read_bytes()
@@ -482,6 +483,70 @@ def test_write_to_a_client_gone_away(start_server, tmp_path, flags, outcome):
     assert f"write-on {outcome}" in wait_file_contains(close_log, "write-on", timeout=30)
     assert server.get("/")[0] == 200
     assert server.stop() == 0
+
+
+def test_inline_write_waits_for_a_client_that_does_not_read(start_server, tmp_path):
+    """--threads 1: write() runs on the loop's thread, which cannot send meanwhile: what the socket did not take
+    piled up in memory (26 MB here, for one client that reads nothing). Now write() waits for the socket, as
+    under uWSGI and gunicorn, and --send-timeout ends the wait."""
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", "1", "--send-timeout", "2", env=env)
+    worker, = server.workers()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /write-on?n=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert "write-on raised ConnectionResetError" in wait_file_contains(close_log, "write-on", timeout=30)
+    assert "took nothing of an answer for 2 s (--send-timeout)" in server.log()
+    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{worker}/status").read()).group(1))
+    assert rss_kb < 60_000, rss_kb
+    assert server.get("/")[0] == 200
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+def test_inline_write_to_a_slow_reader_arrives_whole(start_server, protocol):
+    """The waiting write() sends every byte, in order, on either protocol's socket."""
+    if protocol == "http":
+        server = start_server("--threads", "1")
+        port = server.port
+    else:
+        port = free_port()
+        server = start_server("--threads", "1", "--socket", f"127.0.0.1:{port}", listen=False, wait=False)
+        wait_until(lambda: _connects(port), timeout=15, what="the uwsgi socket")
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        if protocol == "http":
+            sock.sendall(b"GET /write-on?n=60 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        else:
+            sock.sendall(encode_uwsgi_request({"REQUEST_METHOD": "GET", "PATH_INFO": "/write-on", "QUERY_STRING": "n=60",
+                                               "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "x"}))
+        time.sleep(1)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    if b"chunked" in head.lower():
+        body = b"".join(decode_chunks(body))
+    assert body == b"x" * 65536 * 60
+    assert server.stop() == 0
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def decode_chunks(data: bytes):
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if not size:
+            return
+        yield data[:size]
+        data = data[size + 2:]
 
 
 def test_wsgi_disable_file_wrapper(start_server):

@@ -146,7 +146,7 @@ class Exchange:
             if not self.head_sent:
                 self._stream(self._head(None))
             if data and not self.no_body:      # HEAD, 1xx, 204, 304: no body; never past Content-Length
-                self._stream(self._frame(self._clip(data)))
+                self._stream(self._frame(self._clip(data)), wait=True)
         except ConnectionResetError:
             if _write_errors_raise:
                 raise
@@ -321,12 +321,16 @@ class Exchange:
         else:
             self.conn.send(data)
 
-    def _stream(self, data: bytes) -> None:
+    def _stream(self, data: bytes, wait: bool = False) -> None:
+        """Send a part of the answer; `wait` (write()): inline, wait for a socket that does not take it at once."""
         if self.threaded:
             self.conn.from_thread_flow(data)
         else:
             conn = self.conn
-            conn.send_now(data)
+            if wait:
+                conn.send_waiting(data)
+            else:
+                conn.send_now(data)
             if conn.transport.is_closing():
                 # The client is gone (the write failed): the loop would learn it only once the app lets go.
                 conn.closed = True

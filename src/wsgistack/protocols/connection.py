@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import select
 import socket
 import struct
 import threading
@@ -324,6 +326,41 @@ class Connection(asyncio.Protocol):
             self._flush()
         if not self.closed:
             self.transport.write(data)
+
+    def send_waiting(self, data: bytes) -> None:
+        """Inline write() (PEP 3333's legacy callable): the app holds the loop, which cannot send what the socket
+        does not take at once until the app returns, so a client reading slowly (or not at all) had the whole
+        answer pile up in memory. It is sent here, waiting for the socket as a blocking server does (uWSGI,
+        gunicorn's sync worker), at most --send-timeout without progress (then the connection is aborted).
+        Bytes already waiting in the transport must leave first: then this one waits there too."""
+        if self.out:
+            self._flush()
+        if self.closed:
+            return
+        transport = self.transport
+        sock = None if transport.get_write_buffer_size() else transport.get_extra_info("socket")
+        if sock is None:
+            transport.write(data)
+            return
+        fd, view, poller = sock.fileno(), memoryview(data), None
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                pass
+            except OSError:
+                transport.abort()           # the client is gone (reset, broken pipe)
+                return
+            if not view:
+                break
+            if poller is None:
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+            if not poller.poll(self.worker.config.send_timeout * 1000):
+                log.info("%s took nothing of an answer for %d s (--send-timeout): connection closed",
+                         self.conn_environ.get("REMOTE_ADDR", "the client"), self.worker.config.send_timeout)
+                transport.abort()
+                return
 
     def _flush(self) -> None:
         if self.out:

@@ -232,6 +232,10 @@ class FastCGIConnection(GatewayConnection):
         if not self.aborted:
             super().send_now(codec.stdout_records(self.request_id, data))
 
+    def send_waiting(self, data: bytes) -> None:
+        if not self.aborted:
+            super().send_waiting(codec.stdout_records(self.request_id, data))
+
     def from_thread_flow(self, data: bytes) -> None:
         if self.aborted:
             raise ConnectionAbortedError("the web server aborted the request")
