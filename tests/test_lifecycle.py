@@ -89,6 +89,14 @@ def successors(server, old: set[int], count: int, timeout: float = 20.0) -> set[
                           timeout=timeout, what=f"{count} new workers alone"))
 
 
+def master_caught_up(server) -> None:
+    """The master logs some things before it does them (a slot steered clear once its worker cannot start): a SIGUSR1
+    status line, which its loop writes only once done with what it was handling, says they are done."""
+    count = server.log().count("status: master ")
+    os.kill(server.pid, signal.SIGUSR1)
+    wait_until(lambda: server.log().count("status: master ") > count, what="the master's status line")
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie, exited but not reaped, counts as gone)."""
     try:
@@ -784,7 +792,7 @@ def test_sigterm_lets_the_request_in_flight_finish(start_server, threads):
 
     client = threading.Thread(target=slow)
     client.start()
-    time.sleep(0.7)
+    wait_until(lambda: _sleeping_in_app(server), timeout=10, interval=0.02, what="the request in the app")
     os.kill(server.pid, signal.SIGTERM)
     client.join(20)
     assert outcome["response"] == (200, b"slept")
@@ -1121,9 +1129,9 @@ def test_sigterm_during_constant_recycling_stops_every_worker(start_server):
                        what=f"load running ({len(load.ok())} ok, errors {load.errors()[:3]})")
             os.kill(server.pid, signal.SIGTERM)
             try:
-                code = server.proc.wait(10)
+                code = server.proc.wait(20)          # a worker left behind holds it --reload-mercy's 60 s
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"still running 10 s after SIGTERM; workers {server.workers()}:\n"
+                raise AssertionError(f"still running 20 s after SIGTERM; workers {server.workers()}:\n"
                                      f"{server.log()[-3000:]}") from None
         finally:
             load.stop()
@@ -1136,7 +1144,8 @@ def test_killed_worker_is_replaced_and_only_its_requests_fail(start_server):
     serving(server, 3)
     load = LoadClient(server.port, "/pid", threads=6).start()
     try:
-        wait_until(lambda: len(load.ok()) > 100, what="load running")
+        # every client thread answered too (a loaded machine may run some late): the worker of each one's connection
+        wait_until(lambda: len(load.ok()) > 100 and {o.thread for o in load.ok()} == set(range(6)), what="load running")
         victims = {}
         for outcome in load.ok():            # the worker each client thread's connection is on
             victims[outcome.thread] = int(outcome.body)
@@ -1234,7 +1243,7 @@ def test_max_requests_under_load_loses_nothing(start_server):
     assert_wrk_clean(report, minimum_requests=2000)
     retired = retirements(server.log())
     assert len(retired) >= report["requests"] // 60 - 8, (len(retired), report["requests"])
-    wait_until(lambda: len(server.workers()) == 4, what="the retiring workers gone, 4 left")
+    wait_until(lambda: len(server.workers()) == 4, timeout=30, what="the retiring workers gone, 4 left")
     assert server.stop() == 0
 
 
@@ -1242,7 +1251,8 @@ def test_sigterm_under_load_answers_every_request_sent_before(start_server):
     server = start_server("-p", "2", "--threads", "4")
     load = LoadClient(server.port, "/sleep?t=0.3", threads=6).start()
     try:
-        wait_until(lambda: len(load.ok()) >= 18, timeout=20, what="load running")
+        wait_until(lambda: len(load.ok()) >= 18 and {o.thread for o in load.ok()} == set(range(6)), timeout=20,
+                   what="load running on every client thread")
         term_at = time.monotonic()
         os.kill(server.pid, signal.SIGTERM)
         code = server.proc.wait(30)
@@ -1306,11 +1316,15 @@ def test_a_reload_asked_during_a_reload_follows_it(start_server, tmp_path):
     app.write_text(SLOW_IMPORT_APP.format(version="v1", delay=0))
     server = start_server("--pidfile", str(pidfile), "-p", "2", app=str(app))
     old = serving(server, 2)
-    app.write_text(SLOW_IMPORT_APP.format(version="v2", delay=5))     # long enough for a second --reload to start
+    importing = tmp_path / "v2-importing"      # created as a worker starts importing v2, which takes 5 s:
+    # long enough for a second --reload to start
+    app.write_text(f"open({str(importing)!r}, 'a').close()\n" + SLOW_IMPORT_APP.format(version="v2", delay=5))
     first: dict = {}
     reloading = threading.Thread(target=lambda: first.update(result=run_cli("--reload", pidfile)))
     reloading.start()
     server.wait_log("SIGHUP: reloading")
+    # Logged before its workers start: one that had not read app.py yet would import v3 and be ready at once.
+    wait_until(importing.exists, what="the first reload's workers importing v2")
     staged = tmp_path / "app.py.new"       # replaced whole: the first reload's workers may be reading app.py now
     staged.write_text(SLOW_IMPORT_APP.format(version="v3", delay=0))
     os.replace(staged, app)
@@ -1347,7 +1361,7 @@ def test_a_stopping_server_takes_no_new_connection(start_server, threads):
     slow: dict = {}
     client = threading.Thread(target=lambda: slow.update(response=get(server.port, "/sleep?t=3")))
     client.start()
-    time.sleep(0.5)
+    wait_until(lambda: _sleeping_in_app(server), timeout=10, interval=0.02, what="the slow request in the app")
     os.kill(server.pid, signal.SIGTERM)
     refused = wait_until(lambda: not is_listening(server.port), timeout=2, interval=0.05,
                          what="the port refusing connections")
@@ -1408,6 +1422,25 @@ def test_a_graceful_stop_answers_the_connections_queued_behind_a_busy_worker(sta
         client.join(30)
     assert answers == {"busy": 200, **{f"queued-{n}": 200 for n in range(5)}}, answers
     assert server.proc.wait(20) == 0
+
+
+def _sleeping_in_app(server) -> bool:
+    """A /sleep request is in the app, whatever --threads: a thread of a worker is asleep (no --harakiri, --cheaper
+    or --stats thread sleeps so there), and its access line is not written yet."""
+    def wchan(pid: int, task: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/task/{task}/wchan").read_text()
+        except OSError:
+            return ""
+
+    def tasks(pid: int) -> list[str]:
+        try:
+            return os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []
+
+    return "GET /sleep" not in server.log() and any(
+        wchan(pid, task) in ("hrtimer_nanosleep", "do_nanosleep") for pid in server.workers() for task in tasks(pid))
 
 
 def _running_app(server) -> bool:
@@ -1516,7 +1549,8 @@ def test_workers_let_the_port_go_when_their_master_is_killed(start_server):
     slow: dict = {}
     client = threading.Thread(target=lambda: slow.update(response=get(server.port, "/sleep?t=6")))
     client.start()
-    time.sleep(0.5)
+    # in the app, not still queued: the workers' shutdown of the port resets what is queued
+    wait_until(lambda: _sleeping_in_app(server), timeout=10, interval=0.02, what="the slow request in the app")
     os.kill(server.pid, signal.SIGKILL)
     server.proc.wait(5)
     wait_until(lambda: not is_listening(server.port), timeout=3, what="the port let go")
@@ -1612,6 +1646,7 @@ def test_a_failed_reload_keeps_serving_when_an_old_worker_died_meanwhile(start_s
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     server.wait_log("reload failed, still serving the previous generation", timeout=20)
     server.wait_log("its slot stays empty while the other workers serve", timeout=20)
+    master_caught_up(server)                 # and steered new connections away from the empty slot
     assert server.proc.poll() is None
     # Each one is answered (by the other worker, or turned away with a 503), none left waiting for a reload.
     for sock in waiting:
@@ -1820,6 +1855,7 @@ def test_a_replacement_that_cannot_start_leaves_its_slot_empty_while_others_serv
     app.write_text("raise RuntimeError('broken deploy')\n")
     os.kill(victim, signal.SIGKILL)
     server.wait_log("its slot stays empty while the other workers serve", timeout=20)
+    master_caught_up(server)                 # and steered new connections away from the empty slot
     assert server.proc.poll() is None
     answers = {get(server.port, "/", timeout=10) for _ in range(12)}
     assert answers == {(200, f"{survivor} v1".encode())}

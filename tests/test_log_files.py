@@ -31,12 +31,39 @@ def get(port: int, path: str) -> None:
         conn.close()
 
 
+def log_text(path: Path) -> str:
+    """A log's text, or "" while there is none: a rotation renames the file, then the master opens the new one."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def logged_requests(directory: Path) -> list[str]:
     """The /n?i=… request lines in every file of the directory (the log and its rotated copies)."""
     found = []
     for path in directory.iterdir():
-        found += re.findall(r"GET (/n\?i=\d+) =>", path.read_text(errors="replace"))
+        found += re.findall(r"GET (/n\?i=\d+) =>", log_text(path))
     return found
+
+
+def writing_to(server, path: Path) -> list[int]:
+    """The server's processes (master, workers) with a descriptor still open on `path`, a log moved away: each
+    reopens the log by its name on its own, a worker in its once-a-second sweep."""
+    holders = []
+    for pid in [server.pid, *server.workers()]:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    holders.append(pid)
+                    break
+            except FileNotFoundError:
+                pass                # closed meanwhile
+    return holders
 
 
 def test_past_log_maxsize_the_log_is_rotated_and_no_line_is_lost(start_server, tmp_path):
@@ -53,7 +80,7 @@ def test_past_log_maxsize_the_log_is_rotated_and_no_line_is_lost(start_server, t
     backups = [path.name for path in logs.iterdir() if path != logfile]
     # FILE.<epoch seconds>, and .1, .2, ... after it for more rotations within that second
     assert backups and all(re.fullmatch(r"app\.log\.\d{10}(\.\d+)?", name) for name in backups), backups
-    assert "log rotated:" in logfile.read_text() + "".join((logs / name).read_text() for name in backups)
+    assert "log rotated:" in log_text(logfile) + "".join(log_text(logs / name) for name in backups)
     assert server.stop() == 0
 
 
@@ -62,12 +89,12 @@ def test_touch_logrotate_with_a_backup_name(start_server, tmp_path):
     server = start_server("--logto", str(logfile), "--touch-logrotate", str(trigger), "--log-backupname",
                           str(backup))
     get(server.port, "/n?i=1")
-    wait_until(lambda: "/n?i=1" in logfile.read_text(), what="the first line")
+    wait_until(lambda: "/n?i=1" in log_text(logfile), what="the first line")
     trigger.touch()
     wait_until(backup.exists, what="the rotated file")
-    time.sleep(1.5)                                # the worker follows within a second
+    wait_until(lambda: not writing_to(server, backup), what="the worker writing to the new file")  # within a second
     get(server.port, "/n?i=2")
-    wait_until(lambda: "/n?i=2" in logfile.read_text(), what="the next line in the new file")
+    wait_until(lambda: "/n?i=2" in log_text(logfile), what="the next line in the new file")
     assert "/n?i=1" in backup.read_text() and "/n?i=1" not in logfile.read_text()
     assert server.stop() == 0
 
@@ -77,16 +104,16 @@ def test_a_log_moved_away_by_logrotate_is_reopened(start_server, tmp_path):
     logfile = tmp_path / "app.log"
     server = start_server("-p", "2", "--logto", str(logfile))
     get(server.port, "/n?i=1")
-    wait_until(lambda: "/n?i=1" in logfile.read_text(), what="the first line")
+    wait_until(lambda: "/n?i=1" in log_text(logfile), what="the first line")
     os.rename(logfile, tmp_path / "app.log.1")
     wait_until(logfile.exists, what="a new log file")
-    time.sleep(1.5)
+    wait_until(lambda: not writing_to(server, tmp_path / "app.log.1"), what="every process writing to the new file")
     for index in range(2, 8):                      # each worker serves some
         get(server.port, f"/n?i={index}")
     wait_until(lambda: len(logged_requests(tmp_path)) == 7, what="7 request lines")
     assert sorted(re.findall(r"GET (/n\?i=\d+)", logfile.read_text())) == [f"/n?i={i}" for i in range(2, 8)]
     os.kill(server.pid, 15)
-    wait_until(lambda: "exiting with status 0" in logfile.read_text(), what="the master's last line in the new file")
+    wait_until(lambda: "exiting with status 0" in log_text(logfile), what="the master's last line in the new file")
 
 
 def test_req_logger_gives_the_access_log_a_file_of_its_own(start_server, tmp_path):
@@ -100,7 +127,7 @@ def test_req_logger_gives_the_access_log_a_file_of_its_own(start_server, tmp_pat
     assert "boom: this traceback" in errors.read_text() and "GET /n?i=1 =>" not in errors.read_text()
     assert "Traceback" not in access.read_text()
     os.rename(access, tmp_path / "access.log.1")
-    time.sleep(1.5)
+    wait_until(lambda: not writing_to(server, tmp_path / "access.log.1"), what="every process writing to a new file")
     for index in range(2, 6):
         get(server.port, f"/n?i={index}")
     wait_until(lambda: access.exists() and "/n?i=5" in access.read_text(), what="a new access file")
@@ -126,12 +153,12 @@ def test_rotations_within_one_second_keep_every_backup(start_server, tmp_path):
     for path, text in earlier.items():
         path.write_text(text)
     get(server.port, "/n?i=1")
-    wait_until(lambda: "/n?i=1" in logfile.read_text(), what="the first line")
+    wait_until(lambda: "/n?i=1" in log_text(logfile), what="the first line")
     trigger.touch()
     backup, = wait_until(lambda: list(tmp_path.glob("app.log.*.1")), what="a backup with a name of its own")
     assert re.fullmatch(r"app\.log\.\d{10}\.1", backup.name) and "/n?i=1" in backup.read_text()
     assert all(path.read_text() == text for path, text in earlier.items())
-    wait_until(lambda: "log rotated: " in logfile.read_text(), what="the rotation said in the new file")
+    wait_until(lambda: "log rotated: " in log_text(logfile), what="the rotation said in the new file")
     assert server.stop() == 0
 
 
@@ -143,12 +170,12 @@ def test_a_log_directory_deleted_and_created_again_gets_a_new_log_not_a_rotation
     logfile = logs / "app.log"
     server = start_server("--logto", str(logfile), "--log-maxsize", "2000")
     get(server.port, "/n?i=0")
-    wait_until(lambda: "/n?i=0" in logfile.read_text(), what="the first line")
+    wait_until(lambda: "/n?i=0" in log_text(logfile), what="the first line")
     shutil.rmtree(logs)
     for index in range(1, 30):                     # into the deleted file, past --log-maxsize
         get(server.port, f"/n?i={index}")
     logs.mkdir()
-    wait_until(lambda: logfile.exists() and "is a new file" in logfile.read_text(), what="the master in the new file")
+    wait_until(lambda: logfile.exists() and "is a new file" in log_text(logfile), what="the master in the new file")
     assert [path.name for path in logs.iterdir()] == ["app.log"]
     assert "log rotated" not in logfile.read_text()
     assert server.stop() == 0
@@ -162,18 +189,18 @@ def test_a_rotation_that_keeps_failing_is_said_once_until_one_succeeds(start_ser
     server = start_server("--logto", str(logfile), "--log-maxsize", "1000", "--log-backupname", str(backup))
     for index in range(10):
         get(server.port, f"/n?i={index}")
-    wait_until(lambda: "cannot rotate the log" in logfile.read_text(), what="the first failure")
+    wait_until(lambda: "cannot rotate the log" in log_text(logfile), what="the first failure")
     for count in range(1, 4):                       # each SIGUSR1 is one more pass of the master's loop
         os.kill(server.pid, signal.SIGUSR1)
-        wait_until(lambda: logfile.read_text().count("status: master") == count, what=f"status {count}")
+        wait_until(lambda: log_text(logfile).count("status: master") == count, what=f"status {count}")
     assert logfile.read_text().count("cannot rotate the log") == 1
     backup.rmdir()
-    wait_until(lambda: "log rotated: " in logfile.read_text(), what="a rotation once it can")
+    wait_until(lambda: "log rotated: " in log_text(logfile), what="a rotation once it can")
     assert "can be rotated again" in logfile.read_text() and "cannot rotate" in backup.read_text()
     backup.unlink()
     backup.mkdir()                                  # failing again: said again
     # Requests until the worker writes to the new file (it follows within a second) and fills it past the limit.
-    wait_until(lambda: get(server.port, "/more") or "cannot rotate the log" in logfile.read_text(),
+    wait_until(lambda: get(server.port, "/more") or "cannot rotate the log" in log_text(logfile),
                what="the failure said again")
     assert server.stop() == 0
 
@@ -199,9 +226,9 @@ def test_the_log_is_rotated_after_uid_where_the_user_may_write(start_server):
         server = start_server("--uid", "nobody", "--gid", "nogroup", "--logto", str(logfile), "--touch-logrotate",
                               str(trigger))
         get(server.port, "/n?i=1")
-        wait_until(lambda: "/n?i=1" in logfile.read_text(), what="the first line")
+        wait_until(lambda: "/n?i=1" in log_text(logfile), what="the first line")
         trigger.touch()
-        wait_until(lambda: "log rotated: " in logfile.read_text(), what="the rotation")
+        wait_until(lambda: "log rotated: " in log_text(logfile), what="the rotation")
         backup, = [path for path in logs.iterdir() if path.name.startswith("app.log.")]
         assert "/n?i=1" in backup.read_text()
         assert server.stop() == 0
