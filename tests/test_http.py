@@ -669,6 +669,36 @@ def test_a_closed_answer_the_client_does_not_take_is_given_up_after_the_send_tim
     assert server.get("/")[0] == 200
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_sendfile_given_up_starts_no_pipelined_request(start_server, tmp_path, threads):
+    """--send-timeout during a sendfile with requests pipelined behind it: the next one started on the aborted
+    connection (uvloop reports the loss a pass later) and held its file and a dup of the socket until the client
+    closed, 2 descriptors per such client for as long as it liked."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "big.bin").write_bytes(b"x" * 270_000)
+    server = start_server("--threads", threads, "--send-timeout", "2", "--static-map", f"/files={files}")
+    assert server.get("/files/big.bin")[0] == 200          # the worker has opened all it keeps open
+    worker, = server.workers()
+    baseline = len(os.listdir(f"/proc/{worker}/fd"))
+    clients = []
+    try:
+        for _ in range(5):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 30)
+            clients.append(sock)
+        wait_until(lambda: server.log().count("(--send-timeout)") == 5, timeout=20, what="5 send timeouts")
+        # the clients still hold their ends: the worker must hold nothing of theirs
+        wait_until(lambda: len(os.listdir(f"/proc/{worker}/fd")) <= baseline, timeout=10,
+                   what=f"the worker back to {baseline} descriptors")
+    finally:
+        for sock in clients:
+            sock.close()
+    assert server.get("/")[0] == 200
+
+
 def test_a_slow_steady_reader_of_one_big_body_is_not_cut(start_server):
     """--send-timeout counts between two successive writes (nginx), not until the app's one big chunk is sent:
     a client reading 2.5 MB/s of a 12 MB one-piece answer (Django's HttpResponse) was cut after a few MB."""

@@ -330,7 +330,12 @@ class Worker:
             self.loop.remove_writer(out_fd)
             os.close(out_fd)
             if not complete and not conn.closed:
-                conn.transport.abort()      # a truncated body can only be signalled by closing
+                # A truncated body can only be signalled by closing. Closed from now on: uvloop tells the protocol
+                # only on a later pass, and meanwhile a pipelined request must not start a send on the dead socket
+                # (its file and a dup of the socket were held until the client closed).
+                conn.abort_after_response()
+                conn.transport.abort()
+                conn.closed = True
             on_done(position[1])
 
         def step() -> None:

@@ -301,6 +301,7 @@ class Connection(asyncio.Protocol):
         if self.file_sender is not None:
             self.file_sender.cancel()
         else:
+            self.abort_after_response()     # nothing pipelined starts before uvloop reports the loss
             self.transport.abort()
         return True
 
