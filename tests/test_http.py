@@ -863,3 +863,76 @@ def test_an_http09_request_after_a_keep_alive_request_is_answered_at_once(start_
         while chunk := sock.recv(65536):
             data += chunk
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"200", b"400"], data
+
+
+# --- --threads 1: the helper thread of Expect uploads (found by a review of the inline mode; each failed before) ---
+
+def test_an_expect_requests_slow_reader_does_not_hold_the_worker(start_server):
+    """--threads 1: the helper thread writing an Expect request's answer to a client that reads nothing held the
+    app (and so the whole worker) until --send-timeout: it lends the app to the loop while it waits, as it does
+    while it waits for the upload's bytes."""
+    server = start_server("--threads", "1", "--send-timeout", "30")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    with sock:
+        sock.sendall(expect_head("/big?size=33554432", 5) + b"hello")          # then reads nothing of it
+        time.sleep(1)
+        started = time.monotonic()
+        assert get(server.port, "/pid").status == 200
+        assert time.monotonic() - started < 3
+
+
+def test_harakiri_does_not_count_the_wait_for_an_expect_upload(start_server):
+    """The app waiting for an Expect upload's bytes is lent to the loop: not app time. A 6 s upload under
+    --harakiri 3 got a 504 and the worker killed (without Expect the loop buffers the body: no harakiri)."""
+    server = start_server("--threads", "1", "--harakiri", "3")
+    piece = b"u" * 6000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(expect_head("/echo", len(piece) * 10))
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        for _ in range(10):
+            sock.sendall(piece)
+            time.sleep(0.6)
+        data = b""
+        while len(data) < len(piece) * 10 or b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert "HARAKIRI" not in server.log()
+
+
+def test_two_expect_requests_never_run_app_code_with_an_inline_one(start_server, tmp_path):
+    """--threads 1 runs one request's app code at a time. An Expect request queued behind a paused stream, and
+    another one's upload on the helper thread: when that one ended, the first ran on the helper thread while the
+    loop ran inline requests."""
+    env, close_log = close_log_env(tmp_path)
+    server = start_server("--threads", "1", env=env, app="extra.py")
+    first = socket.socket()
+    first.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    first.connect(("127.0.0.1", server.port))
+    with first, socket.create_connection(("127.0.0.1", server.port), timeout=10) as second:
+        first.sendall(b"GET /big?size=33554432 HTTP/1.1\r\nHost: x\r\n\r\n"
+                      + expect_head("/span?t=2&tag=S1", 5) + b"hello")     # queued behind the paused stream
+        time.sleep(0.5)
+        second.sendall(expect_head("/span?t=0&tag=S2", 5))
+        assert second.recv(64).startswith(b"HTTP/1.1 100 Continue")        # S2's app waits for its body
+        first.settimeout(10)
+        received = 0
+        while received < 33554432:                                          # the stream ends: S1 may start
+            received += len(first.recv(1 << 20))
+        time.sleep(0.3)
+        second.sendall(b"hello")                                            # S2 ends: S1 runs (2 s)
+        time.sleep(0.5)
+        assert get(server.port, "/span?t=0.5&tag=Z").status == 200
+        wait_file_contains(close_log, "end S1", timeout=15)
+    spans = {}
+    for line in close_log.read_text().split("\n"):
+        if line.startswith(("begin ", "end ")):
+            event, tag, moment = line.split()
+            spans.setdefault(tag, {})[event] = float(moment)
+    overlapping = [(a, b) for a in spans for b in spans if a < b
+                   and spans[a]["begin"] < spans[b]["end"] and spans[b]["begin"] < spans[a]["end"]]
+    assert set(spans) == {"S1", "S2", "Z"} and not overlapping, spans

@@ -1882,3 +1882,70 @@ def test_a_graceful_stop_with_nothing_queued_refuses_new_connections_at_once(sta
     client.join(20)
     assert slow["response"] == (200, b"slept")
     assert server.proc.wait(20) == 0
+
+
+# --- answers under way when a worker stops (found by reviews of the inline mode and of pipelining) ---
+
+def test_an_upload_answered_after_sigterm_says_connection_close(start_server):
+    """An Expect upload still streaming when the stop began: its answer keeps nothing alive (keep-alive was
+    decided when it started, and the connection was then closed idle under a client about to reuse it)."""
+    server = start_server("--threads", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+        os.kill(server.pid, signal.SIGTERM)
+        server.wait_log("SIGTERM: graceful stop")
+        sock.sendall(b"hello")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head = data.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nConnection: close" in head, data
+    assert server.proc.wait(20) == 0
+
+
+def test_a_request_pipelined_behind_a_stream_is_answered_through_a_reload(start_server):
+    """A reload (or a recycle) while an answer streams to a slow reader, a request pipelined behind it: the stream
+    ended as it began (keep-alive), then the connection closed with the request read and never answered."""
+    server = start_server("--threads", "1")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(10)
+    with sock:
+        sock.sendall(b"GET /stream?n=400000&delay=0&tag=first HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("SIGHUP: reloading")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+            time.sleep(0.002)
+    answers = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+    assert answers == [b"200", b"200"], data[-300:]
+    assert data.rpartition(b"HTTP/1.1 200 ")[2].partition(b"\r\n\r\n")[0].count(b"Connection: close") == 1
+    assert server.stop() == 0
+
+
+def test_an_answer_cut_at_the_stop_deadline_ends_with_a_reset(start_server, tmp_path):
+    """--reload-mercy over with an answer still going to a client that reads nothing: a FIN would make a body
+    delimited by the close (HTTP/1.0 here; uwsgi's always) look whole to nginx or a cache. It ends with a reset,
+    its close() runs and it is logged."""
+    close_log = tmp_path / "close.log"
+    server = start_server("--threads", "1", "--reload-mercy", "2",
+                          env={**os.environ, "WSGISTACK_TEST_CLOSE_LOG": str(close_log)})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    with sock:
+        sock.sendall(b"GET /stream?n=5000000&delay=0&tag=cut HTTP/1.0\r\n\r\n")
+        time.sleep(0.5)
+        os.kill(server.pid, signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        sock.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass
+    assert "closed cut" in close_log.read_text()
+    assert re.search(r"GET /stream\?n=5000000&delay=0&tag=cut => generated \d+ bytes", server.log())

@@ -14,6 +14,7 @@ import time
 class AppClock:
     def __init__(self):
         self.running: dict[int, tuple[float, object]] = {}    # thread ident -> (since, exchange)
+        self.paused: dict[int, tuple[float, object]] = {}     # thread ident -> (app seconds so far, exchange)
         self.finished = 0.0          # seconds of app calls that returned
 
     def begin(self, exchange) -> bool:
@@ -23,6 +24,23 @@ class AppClock:
             return False
         self.running[ident] = (time.monotonic(), exchange)
         return True
+
+    def pause(self) -> None:
+        """This thread's request waits on its client with the app lent to the loop (--threads 1): not app time
+        until resume(). Its earlier app time still counts, for --harakiri too."""
+        ident = threading.get_ident()
+        entry = self.running.pop(ident, None)
+        if entry is not None:
+            elapsed = time.monotonic() - entry[0]
+            self.finished += elapsed
+            self.paused[ident] = (elapsed, entry[1])
+
+    def resume(self) -> None:
+        paused = self.paused.pop(threading.get_ident(), None)
+        if paused is not None:
+            elapsed, exchange = paused
+            self.finished -= elapsed             # counted again in the running entry, as if never paused
+            self.running[threading.get_ident()] = (time.monotonic() - elapsed, exchange)
 
     def end(self) -> None:
         entry = self.running.pop(threading.get_ident(), None)

@@ -48,6 +48,7 @@ HANDLED_SIGNALS = ("SIGCHLD", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN
 RESHAPING = ("hup", "ttin", "ttou")
 FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT before SIGKILL
 KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
+STOP_KILL_MARGIN = 2.0       # the same on a graceful stop: its own deadline comes at its next tick, within a second
 RELOAD_START_TIMEOUT = 60.0  # at least this long (or reload-mercy) for a reload's new workers to be ready
 RESPAWN_INTERVAL = 1.0       # a slot whose workers die this soon after their start, twice in a row, waits as long
 # A slot given up: its socket gets no new connections from now on, but a handshake the kernel began
@@ -628,7 +629,9 @@ class Master:
             self.daemons.stop(grace)
             for worker in self.workers.values():
                 self._mark_stopping(worker)
-                worker.kill_at = time.monotonic() + grace
+                # graceful: the worker ends by itself at its deadline, resetting what it could not finish (a FIN
+                # would make a cut body look whole); SIGKILL only for one stuck in app code past that
+                worker.kill_at = time.monotonic() + grace + (STOP_KILL_MARGIN if graceful else 0.0)
                 worker.release_at = 0.0
         self._kill_all(worker_signal)
 

@@ -86,6 +86,7 @@ class Worker:
         self.threads: AppThreads | None = None
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
+        self.helpers = 0                 # --threads 1: helper-thread exchanges not done; one at a time
         self.waiting: list[Connection] = []
         self.streams = 0                 # Expect: 100-continue bodies streaming to the app (may_stream)
         self.static: StaticFiles | None = None      # static files answered before the app
@@ -251,7 +252,30 @@ class Worker:
             self.threads = AppThreads(1, "app-helper")
         if not self.threaded:
             self.app_busy = True
+            self.helpers += 1
         self.threads.submit(exchange.run)
+
+    def helper_done(self) -> None:
+        """--threads 1: a helper-thread exchange gave the app back for good (its end, or its file handed to the
+        loop's sendfile)."""
+        self.helpers -= 1
+        self.app_released()
+
+    def lend_app(self) -> None:
+        """--threads 1, on the helper thread: its request waits for the client (an upload's next bytes, room in the
+        socket for its answer), so the loop may run other requests meanwhile. Not app time (--harakiri, --cheaper),
+        as an inline answer paused for a slow client is not."""
+        if self.app_clock is not None:
+            self.app_clock.pause()
+        self.loop.call_soon_threadsafe(self.app_released)
+
+    def take_app_back(self) -> None:
+        """The helper thread's wait is over: it runs app code again once no inline request does."""
+        granted = threading.Event()
+        self.loop.call_soon_threadsafe(self.reclaim_app, granted.set)
+        granted.wait()
+        if self.app_clock is not None:
+            self.app_clock.resume()
 
     def may_stream(self) -> bool:
         """May an Expect: 100-continue body stream to the app (100 sent once it reads)? An app thread waiting on a
@@ -380,10 +404,23 @@ class Worker:
         reopen_log_if_moved()            # rotated by the master (--log-maxsize), or moved by logrotate
         if self.stopping and time.monotonic() > self.stop_deadline:
             log.warning("graceful stop timed out with %d connections open", len(self.connections))
+            self._cut_answers_under_way()
             self.loop.stop()
         elif os.getppid() != self.master_pid:
             self._master_gone()
         self.loop.call_later(second + 1 - now, self._tick)     # aligned: the Date header changes on time
+
+    def _cut_answers_under_way(self) -> None:
+        """The graceful stop's deadline: answers not done end with a reset at exit (a FIN would make a body
+        delimited by the close, as HTTP/1.0's and uwsgi's are, look whole to nginx or a cache); a paused inline
+        stream's close() runs, and the request is logged."""
+        for conn in list(self.connections):
+            active = conn.active
+            if active is None or conn.closed:
+                continue
+            conn.reset_on_exit()
+            if not active.threaded and active.iterator is not None and not active.finished and not self.app_busy:
+                conn.abandon_at_exit(active)
 
     # --- recycling and stopping ---
     def _check_recycle(self) -> None:
@@ -423,8 +460,9 @@ class Worker:
             return
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.config.reload_mercy
-        # Connections drain by themselves: responses now say `Connection: close`, and idle ones are
-        # closed by their tick() after a second without a request (never mid-request: no resets).
+        # Connections drain by themselves: responses now say `Connection: close` (those under way too, whose head
+        # is not sent yet: Exchange._head), and idle ones are closed by their tick() after a second without a
+        # request (never mid-request: no resets).
         self._close_servers()
 
     def _close_servers(self) -> None:

@@ -255,7 +255,8 @@ class Exchange:
         content_length = cached.content_length
         if content_length is not None:
             self.remaining = content_length
-            if (self.keep_alive and self.http11 and not cached.wants_close and self.body_stream is None):
+            if (self.keep_alive and self.http11 and not cached.wants_close and self.body_stream is None
+                    and not self.conn.worker.stopping):
                 # The usual answer: the app's length, kept alive (its head is memoized for this second;
                 # one tuple, replaced whole, as app threads may read it while another one renews it).
                 date = self.conn.worker.date_header
@@ -282,6 +283,8 @@ class Exchange:
             head += b"Transfer-Encoding: chunked\r\n"
         if cached.wants_close:
             self.keep_alive = False
+        elif self.conn.worker.stopping and not self.conn.drains_when_idle:
+            self.keep_alive = False     # began before the worker started stopping (an upload, an app thread)
         elif self.body_stream is not None and not self.body_stream.complete:
             # Answered before the whole body arrived (a 401 that never read it): what follows on the
             # connection can't be told from the rest of the body, so this response is the last one.
@@ -358,7 +361,7 @@ class Exchange:
                     # --threads 1, an Expect upload's helper thread: the app is done, other requests may run it
                     # during the send (they waited for the whole transfer)
                     self.app_released = True
-                    self.conn.from_thread(self.conn.worker.app_released)
+                    self.conn.from_thread(self.conn.worker.helper_done)
             self.conn.leave_thread()
             self.conn.from_thread(self.conn.send_file, head, fd, offset, count, self._file_sent)
         else:

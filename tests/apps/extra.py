@@ -80,6 +80,15 @@ def application(environ, start_response):
         handle = open(_qs(environ, "path", ""), "rb")
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](handle)
+    if path == "/span":                  # reads its body, sleeps t s; notes when that app code began and ended
+        environ["wsgi.input"].read()
+        with open(CLOSE_LOG, "a") as log:
+            log.write(f"begin {tag} {time.monotonic()}\n")
+        time.sleep(float(_qs(environ, "t", "0")))
+        with open(CLOSE_LOG, "a") as log:
+            log.write(f"end {tag} {time.monotonic()}\n")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
     if path == "/exit":                  # the worker process ends, with the status asked (a C extension's exit())
         os._exit(int(_qs(environ, "code", "3")))
     if path == "/late-write":            # keeps write() and calls it after returning, from another thread

@@ -131,8 +131,12 @@ class Connection(asyncio.Protocol):
                 self.flow.notify_all()
         active = self.active
         if active is not None and not active.threaded and active.iterator is not None:
-            active.abandon()            # a paused inline stream: its close() must still run (a thread's runs there)
-            self.exchange_done(active)  # and it is counted and logged, as any answer cut short
+            # A paused inline stream: its close() must still run (a thread's runs there), once no helper thread
+            # runs app code (--threads 1); then it is counted and logged, as any answer cut short.
+            if self.worker.app_busy:
+                self.worker.wait_for_app(self)
+            else:
+                self._abandon(active)
         self.pending.clear()
         self.worker.connection_closed(self)
 
@@ -168,7 +172,10 @@ class Connection(asyncio.Protocol):
             if responder is not None:
                 app = responder
                 threaded = self.owned_by_thread
-        if not threaded and worker.app_busy and responder is None:
+        # --threads 1: app code runs one request at a time. A helper-thread request also waits for one that lent
+        # the app to the loop while its client is slow (the helper thread is still its).
+        if (not worker.threaded and responder is None
+                and (worker.app_busy or (stream is not None and worker.helpers))):
             self.pending.appendleft(request)
             worker.wait_for_app(self)
             return False
@@ -225,7 +232,7 @@ class Connection(asyncio.Protocol):
         worker = self.worker
         worker.request_done(exchange, self.owned_by_thread)
         if exchange.threaded and not worker.threaded and not exchange.app_released:
-            worker.app_released()
+            worker.helper_done()
         if not exchange.keep_alive or self.closed or (self.closing and not self.pending):
             self._close()
         elif self.pending and not self.batching:
@@ -234,9 +241,33 @@ class Connection(asyncio.Protocol):
             self.batching = False
             self._flush()
 
+    def reset_on_exit(self) -> None:
+        """The worker exits with this answer unfinished: the kernel's close sends a reset, not a FIN."""
+        sock = tcp_socket(self.transport)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+
+    def abandon_at_exit(self, active: Exchange) -> None:
+        self.closed = True              # nothing more is sent: what follows would be read as part of the answer
+        self._abandon(active)
+
+    def _abandon(self, active: Exchange) -> None:
+        active.abandon()
+        self.exchange_done(active)
+
     def kick(self) -> None:
-        """Continue after a wait (slow client drained, app free again): a paused stream or the queue."""
+        """Continue after a wait (slow client drained, app free again): a paused stream or the queue; or, for a
+        connection lost meanwhile, the close() of its paused stream."""
         if self.closed:
+            active = self.active
+            if active is not None and not active.threaded and active.iterator is not None and not active.finished:
+                if self.worker.app_busy:
+                    self.worker.wait_for_app(self)
+                else:
+                    self._abandon(active)
             return
         active = self.active
         if active is not None:
@@ -407,13 +438,27 @@ class Connection(asyncio.Protocol):
                 raise ConnectionResetError("client went away")
             return
         flow = self.flow
+        lent = False
         with flow:
             while (self.write_paused or self.inflight > THREAD_WRITE_AHEAD) and not self.closed:
+                if not lent and self._holds_the_app():
+                    # --threads 1: the client reads slowly (or not at all); the worker's other requests go on
+                    lent = True
+                    self.worker.lend_app()
                 flow.wait(1.0)
-            if self.closed:
-                raise ConnectionResetError("client went away")
-            self.inflight += len(data)
+            closed = self.closed
+            if not closed:
+                self.inflight += len(data)
+        if lent:
+            self.worker.take_app_back()     # outside the lock: the loop may need it to write meanwhile
+        if closed:
+            raise ConnectionResetError("client went away")
         self.loop.call_soon_threadsafe(self._write_from_thread, data)
+
+    def _holds_the_app(self) -> bool:
+        """On the helper thread of --threads 1 (an Expect upload's request), which holds the app while it runs."""
+        active = self.active
+        return not self.worker.threaded and active is not None and not active.app_released
 
     def _write_from_thread(self, data: bytes) -> None:
         if not self.closed:

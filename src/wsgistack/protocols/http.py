@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import threading
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -466,18 +465,9 @@ class HttpConnection(Connection):
         self.in_body = True
         worker, loop = self.worker, self.loop
         worker.stream_started()
-
-        def lend() -> None:
-            loop.call_soon_threadsafe(worker.app_released)
-
-        def reclaim() -> None:
-            granted = threading.Event()
-            loop.call_soon_threadsafe(worker.reclaim_app, granted.set)
-            granted.wait()
-
         # --threads 1: while the app's thread waits on the client, the loop may run other requests (lend/reclaim)
         stream = StreamingInput(lambda: loop.call_soon_threadsafe(self._send_continue), worker.stream_ended,
-                                *((None, None) if worker.threaded else (lend, reclaim)),
+                                *((None, None) if worker.threaded else (worker.lend_app, worker.take_app_back)),
                                 on_drained=lambda: loop.call_soon_threadsafe(self._resume_stream))
         environ["wsgi.input"] = stream
         self.streaming = stream
