@@ -502,6 +502,21 @@ def test_inline_write_waits_for_a_client_that_does_not_read(start_server, tmp_pa
     assert server.get("/")[0] == 200
 
 
+def test_inline_write_waits_also_behind_a_pipelined_answer(start_server):
+    """The answers batched before a write() app's (pipelined requests) leave the same way: they went to the
+    transport first, and write() then found it holding bytes and buffered the rest of its answer too."""
+    server = start_server("--threads", "1", "--send-timeout", "2", app="extra.py")
+    worker, = server.workers()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big-list?size=8000000 HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /write-on?n=400 HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_log("took nothing of an answer for 2 s (--send-timeout)", timeout=20)
+    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{worker}/status").read()).group(1))
+    assert rss_kb < 60_000, rss_kb
+    assert server.get("/")[0] == 200
+
+
 @pytest.mark.parametrize("protocol", ["http", "uwsgi"])
 def test_inline_write_to_a_slow_reader_arrives_whole(start_server, protocol):
     """The waiting write() sends every byte, in order, on either protocol's socket."""

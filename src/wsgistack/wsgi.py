@@ -144,7 +144,7 @@ class Exchange:
             raise ResponseError("write() called after the response was complete")
         try:
             if not self.head_sent:
-                self._stream(self._head(None))
+                self._stream(self._head(None), wait=True)
             if data and not self.no_body:      # HEAD, 1xx, 204, 304: no body; never past Content-Length
                 self._stream(self._frame(self._clip(data)), wait=True)
         except ConnectionResetError:

@@ -72,6 +72,10 @@ def application(environ, start_response):
         block = b"x" * 65536
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
         return Tracked([block] * (size // 65536) + [b"x" * (size % 65536)], _qs(environ, "tag", "big"))
+    if path == "/big-list":         # the whole body at once, as Django's HttpResponse
+        body = b"x" * int(_qs(environ, "size", "1000"))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/sleep":
         time.sleep(float(_qs(environ, "t", "1")))
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])

@@ -364,16 +364,19 @@ class Connection(asyncio.Protocol):
         does not take at once until the app returns, so a client reading slowly (or not at all) had the whole
         answer pile up in memory. It is sent here, waiting for the socket as a blocking server does (uWSGI,
         gunicorn's sync worker), at most --send-timeout without progress (then the connection is aborted).
-        Bytes already waiting in the transport must leave first: then this one waits there too."""
-        if self.out:
-            self._flush()
+        The answers batched before it (pipelined requests) leave the same way, first. Bytes already waiting in the
+        transport must leave first too: then this one waits there (not bounded: the case of a socket that was
+        full before this answer began)."""
         if self.closed:
             return
         transport = self.transport
         sock = None if transport.get_write_buffer_size() else transport.get_extra_info("socket")
         if sock is None:
-            transport.write(data)
+            self.send_now(data)
             return
+        if self.out:
+            data = b"".join([*self.out, data])
+            self.out.clear()
         fd, view, poller = sock.fileno(), memoryview(data), None
         while view:
             try:
