@@ -8,6 +8,7 @@ from wsgistack.wsgi import COALESCE_LIMIT, Exchange
 class StubWorker:
     date_header = b"Date: Sat, 21 Nov 2026 10:00:00 GMT\r\n"
     counters = None
+    stopping = False
 
 
 class StubTransport:
@@ -18,7 +19,7 @@ class StubTransport:
 class StubConnection:
     """Records every write; the exchange runs inline (as with --threads 1)."""
 
-    closed = write_paused = False
+    closed = write_paused = drains_when_idle = False
 
     def __init__(self):
         self.worker = StubWorker()
