@@ -491,7 +491,7 @@ def test_inline_write_waits_for_a_client_that_does_not_read(start_server, tmp_pa
     under uWSGI and gunicorn, and --send-timeout ends the wait."""
     env, close_log = close_log_env(tmp_path)
     server = start_server("--threads", "1", "--send-timeout", "2", env=env)
-    worker, = server.workers()
+    worker, = wait_until(server.workers, what="the worker")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"GET /write-on?n=400 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -506,7 +506,7 @@ def test_inline_write_waits_also_behind_a_pipelined_answer(start_server):
     """The answers batched before a write() app's (pipelined requests) leave the same way: they went to the
     transport first, and write() then found it holding bytes and buffered the rest of its answer too."""
     server = start_server("--threads", "1", "--send-timeout", "2", app="extra.py")
-    worker, = server.workers()
+    worker, = wait_until(server.workers, what="the worker")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.sendall(b"GET /big-list?size=8000000 HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -415,12 +415,8 @@ class Worker:
         delimited by the close, as HTTP/1.0's and uwsgi's are, look whole to nginx or a cache); a paused inline
         stream's close() runs, and the request is logged."""
         for conn in list(self.connections):
-            active = conn.active
-            if active is None or conn.closed:
-                continue
-            conn.reset_on_exit()
-            if not active.threaded and active.iterator is not None and not active.finished and not self.app_busy:
-                conn.abandon_at_exit(active)
+            if conn.active is not None and not conn.closed:
+                conn.end_at_exit()
 
     # --- recycling and stopping ---
     def _check_recycle(self) -> None:

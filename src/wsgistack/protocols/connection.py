@@ -64,13 +64,18 @@ def tcp_socket(transport):
 
 
 def _reset(transport) -> None:
+    _reset_on_close(transport)
+    transport.abort()
+
+
+def _reset_on_close(transport) -> None:
+    """The socket's close (ours, or the kernel's at exit) sends a reset, not a FIN."""
     sock = tcp_socket(transport)
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
         except OSError:
             pass                        # gone already
-    transport.abort()
 
 
 def _close_input(body) -> None:
@@ -129,14 +134,7 @@ class Connection(asyncio.Protocol):
         if self.flow is not None:
             with self.flow:
                 self.flow.notify_all()
-        active = self.active
-        if active is not None and not active.threaded and active.iterator is not None:
-            # A paused inline stream: its close() must still run (a thread's runs there), once no helper thread
-            # runs app code (--threads 1); then it is counted and logged, as any answer cut short.
-            if self.worker.app_busy:
-                self.worker.wait_for_app(self)
-            else:
-                self._abandon(active)
+        self._close_paused_stream()
         self.pending.clear()
         self.worker.connection_closed(self)
 
@@ -241,33 +239,30 @@ class Connection(asyncio.Protocol):
             self.batching = False
             self._flush()
 
-    def reset_on_exit(self) -> None:
-        """The worker exits with this answer unfinished: the kernel's close sends a reset, not a FIN."""
-        sock = tcp_socket(self.transport)
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass
+    def end_at_exit(self) -> None:
+        """The worker exits with this connection's answer unfinished: the kernel's close sends a reset (a FIN would
+        make a body delimited by the close look whole); nothing more is sent, a paused stream is closed."""
+        _reset_on_close(self.transport)
+        self.closed = True
+        self._close_paused_stream()
 
-    def abandon_at_exit(self, active: Exchange) -> None:
-        self.closed = True              # nothing more is sent: what follows would be read as part of the answer
-        self._abandon(active)
-
-    def _abandon(self, active: Exchange) -> None:
-        active.abandon()
-        self.exchange_done(active)
+    def _close_paused_stream(self) -> None:
+        """A paused inline stream whose connection is lost: its close() must still run (a thread's runs there), once
+        no helper thread runs app code (--threads 1); then it is counted and logged, as any answer cut short."""
+        active = self.active
+        if active is None or active.threaded or active.iterator is None or active.finished:
+            return
+        if self.worker.app_busy:
+            self.worker.wait_for_app(self)          # kick() comes back here
+        else:
+            active.abandon()
+            self.exchange_done(active)
 
     def kick(self) -> None:
         """Continue after a wait (slow client drained, app free again): a paused stream or the queue; or, for a
         connection lost meanwhile, the close() of its paused stream."""
         if self.closed:
-            active = self.active
-            if active is not None and not active.threaded and active.iterator is not None and not active.finished:
-                if self.worker.app_busy:
-                    self.worker.wait_for_app(self)
-                else:
-                    self._abandon(active)
+            self._close_paused_stream()
             return
         active = self.active
         if active is not None:
