@@ -1424,6 +1424,53 @@ def test_a_graceful_stop_answers_the_connections_queued_behind_a_busy_worker(sta
     assert server.proc.wait(20) == 0
 
 
+SLOW_BOOT_APP = """
+import os, time
+if os.path.exists({flag!r}):
+    time.sleep(3)                   # this worker's import is slow: a stop comes while it boots
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_graceful_stop_answers_the_connections_queued_while_a_worker_boots(start_server, processes, tmp_path):
+    """A worker died and its successor is still importing the app when SIGTERM comes: the connections queued in
+    its slot meanwhile were reset (the booting worker died at once, its queue with it). Now it finishes its boot,
+    answers them, and exits; the server exits 0."""
+    flag = tmp_path / "slow"
+    app = tmp_path / "slow_boot.py"
+    app.write_text(SLOW_BOOT_APP.format(flag=str(flag)))
+    server = start_server("--processes", str(processes), "--threads", "1", app=str(app))
+    pids = serving(server, processes)
+    flag.touch()
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log(f"(pid {victim}) killed by SIGKILL")
+    # Every connection to the victim's slot now waits in its queue. With two processes, the kernel hashes
+    # connections over the slots: enough of them that some are the booting worker's.
+    answers: dict = {}
+
+    def fetch(n: int) -> None:
+        try:
+            answers[n] = get(server.port, "/", timeout=30)
+        except Exception as exc:     # noqa: BLE001
+            answers[n] = repr(exc)
+
+    clients = [threading.Thread(target=fetch, args=(n,)) for n in range(16)]
+    for client in clients:
+        client.start()
+    wait_until(lambda: _accept_queue(server.port) >= 1 and len(answers) >= 16 - _accept_queue(server.port),
+               timeout=10, what="connections queued for the booting worker, the others answered")
+    os.kill(server.pid, signal.SIGTERM)
+    for client in clients:
+        client.join(30)
+    assert sorted(answers) == list(range(16)) and all(a[0] == 200 for a in answers.values()), answers
+    assert server.proc.wait(20) == 0, server.log()
+
+
 def _sleeping_in_app(server) -> bool:
     """A /sleep request is in the app, whatever --threads: a thread of a worker is asleep (no --harakiri, --cheaper
     or --stats thread sleeps so there), and its access line is not written yet."""

@@ -81,6 +81,7 @@ class Worker:
         self.requests = 0
         self.request_numbers = itertools.count(1)     # next() is atomic: app threads count requests too
         self.stopping = False
+        self.stop_asked = False          # a SIGTERM came while the app loaded (_stop_after_boot)
         self.stop_deadline = 0.0
         self.date_header = b""
         self.threads: AppThreads | None = None
@@ -105,9 +106,12 @@ class Worker:
     # --- process entry point (after fork) ---
     def run(self) -> int:
         setup_error_log(f"worker {self.number}")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD,
-                    signal.SIGTTIN, signal.SIGTTOU):
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_DFL)
+        # A graceful stop while the app loads: connections may wait in this slot's queue already (its previous
+        # worker died or retired), and they die with the last copy of the socket. The boot goes on, what is
+        # queued is answered, then the worker stops (the master kills one whose boot outlasts the grace period).
+        signal.signal(signal.SIGTERM, self._stop_after_boot)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)       # a status request while starting is no reason to die
         set_title(self.config, f"worker {self.number}")
         if self.config.limit_as:          # before the app is imported: its memory counts (checked by cli.py)
@@ -167,12 +171,17 @@ class Worker:
         if self.config.cheaper or self.config.stats:
             threading.Thread(target=self._report_load, name="load-report", daemon=True).start()
         self.loop.call_soon(self._start_serving)
+        if self.stop_asked:
+            self.loop.call_soon(self.stop_gracefully)
         try:
             self.loop.run_forever()
         finally:
             if self.access_log is not None:
                 self.access_log.flush()
         return 0
+
+    def _stop_after_boot(self, signum, frame) -> None:
+        self.stop_asked = True
 
     async def _listen(self) -> None:
         for sock, address in self.listeners:
