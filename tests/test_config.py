@@ -511,3 +511,19 @@ def test_pyargv_sets_the_apps_sys_argv(tmp_path, monkeypatch):
     assert load_app(config).argv == ["/usr/bin/wsgistack", "one", "two", "three", "'a", "b'"]
     monkeypatch.setattr(sys, "argv", ["/usr/bin/wsgistack", "--ini", "x.ini"])      # each worker is a fresh fork
     assert load_app(load("--http", ":8000", "--wsgi-file", app)).argv == ["/usr/bin/wsgistack", "--ini", "x.ini"]
+
+
+def test_uwsgi_spellings_of_our_options_in_production_inis(tmp_path):
+    """Names from uWSGI's option table that real configs use: each sets our option (they were warned about as
+    unknown and dropped: the socket stayed uwsgi, the static directory went to the app, the socket kept the umask's
+    mode), and `-l` on the command line."""
+    ini = write(tmp_path / "a.ini", "[uwsgi]\nsocket = 127.0.0.1:8000\nsocket-protocol = http\nmodule = app\n"
+                                    f"static-check = {tmp_path}\nlogger-req = file:{tmp_path}/req.log\nchmod = 660\n")
+    config = load(ini, "-l", "128")
+    assert (config.http, config.socket, config.check_static, config.req_logger, config.chmod_socket,
+            config.listen) == (["127.0.0.1:8000"], [], [str(tmp_path)], [f"file:{tmp_path}/req.log"], "660", 128)
+
+
+def test_config_logic_as_flags_is_a_clear_error():
+    with pytest.raises(ConfigError, match=re.escape("option '--if-env': not supported: uWSGI's configuration logic")):
+        load("--http", ":8000", "--module", "app", "--if-env", "X")

@@ -460,3 +460,154 @@ def test_relative_spec_is_made_absolute(tmp_path, monkeypatch):
     write(tmp_path, "app.ini", "[uwsgi]\nchdir = %d\n")
     monkeypatch.chdir(tmp_path)
     assert read_ini("app.ini:uwsgi", environ={})[0].value == f"{tmp_path}{os.sep}"
+
+
+# --- uWSGI's configuration logic and placeholder math (logic.py) ---
+
+HEALTHCHECKS_BLOCK = """[uwsgi]
+module = hc.wsgi
+if-env = SMTPD_PORT
+attach-daemon = ./manage.py smtpd --port %(_)
+endif =
+if-env = EXPOSE_DEBUG_PORT
+http-socket = :$(EXPOSE_DEBUG_PORT)
+endif =
+processes = 2
+"""
+
+
+def test_an_if_env_block_applies_only_when_the_variable_is_set_with_its_value_as_the_context(tmp_path):
+    """healthchecks' docker/uwsgi.ini: with the variables unset, nothing of the blocks applies (not even their
+    $(VAR), which would be an error); set, the lines apply with %(_) the value."""
+    assert pairs(read_text(tmp_path, HEALTHCHECKS_BLOCK)) == [("module", "hc.wsgi"), ("processes", "2")]
+    entries = read_text(tmp_path, HEALTHCHECKS_BLOCK, environ={"SMTPD_PORT": "2525", "EXPOSE_DEBUG_PORT": "8001"})
+    assert pairs(entries) == [("module", "hc.wsgi"), ("attach-daemon", "./manage.py smtpd --port 2525"),
+                              ("http-socket", ":8001"), ("processes", "2")]
+    assert [e.line for e in entries] == [2, 4, 7, 9]
+
+
+def test_if_env_with_a_value_and_the_negated_forms(tmp_path):
+    text = """[uwsgi]
+if-env = MODE=prod
+processes = 8
+endif =
+if-not-env = MODE=prod
+processes = 1
+py-autoreload = 1
+endif =
+if-not-env = MISSING
+env = MISSING_WAS=%(_)
+end-if =
+"""
+    assert pairs(read_text(tmp_path, text, environ={"MODE": "prod"})) == [("processes", "8"),
+                                                                        ("env", "MISSING_WAS=MISSING")]
+    assert pairs(read_text(tmp_path, text, environ={"MODE": "dev"}))[:2] == [("processes", "1"), ("py-autoreload", "1")]
+
+
+def test_path_conditions_and_if_opt(tmp_path):
+    (tmp_path / "static").mkdir()
+    (tmp_path / "local.ini").write_text("[uwsgi]\nharakiri = 30\n")
+    text = f"""[uwsgi]
+chdir = {tmp_path}
+if-exists = %(chdir)/local.ini
+ini = %(_)
+endif =
+if-file = {tmp_path}/static
+static-map = /file=%(_)
+endif =
+if-dir = {tmp_path}/static
+static-map = /static=%(_)
+endif =
+if-not-exists = {tmp_path}/maintenance
+threads = 4
+endif =
+if-opt = harakiri
+harakiri-was = %(_)
+endif =
+if-opt = threads=8
+processes = 16
+endif =
+if-not-opt = processes
+processes = 2
+endif =
+"""
+    assert pairs(read_text(tmp_path, text)) == [
+        ("chdir", str(tmp_path)), ("harakiri", "30"), ("static-map", f"/static={tmp_path}/static"), ("threads", "4"),
+        ("harakiri-was", "30"), ("processes", "2")]
+
+
+def test_for_loops_apply_each_line_once_per_item(tmp_path):
+    (tmp_path / "b.py").touch()
+    (tmp_path / "a.py").touch()
+    (tmp_path / "ports").write_text("3031\n\n3032\n")
+    text = f"""[uwsgi]
+for = 8001  8002
+http-socket = 127.0.0.1:%(_)
+stats-was = %(_)
+endfor =
+for-glob = {tmp_path}/*.py
+touch-reload = %(_)
+endfor =
+for-times = 3
+cron = -%(_) -1 -1 -1 -1 true
+endfor =
+for-readline = {tmp_path}/ports
+socket = :%(_)
+endfor =
+"""
+    assert pairs(read_text(tmp_path, text)) == [
+        ("http-socket", "127.0.0.1:8001"), ("http-socket", "127.0.0.1:8002"), ("stats-was", "8001"),
+        ("stats-was", "8002"), ("touch-reload", f"{tmp_path}/a.py"), ("touch-reload", f"{tmp_path}/b.py"),
+        ("cron", "-1 -1 -1 -1 -1 true"), ("cron", "-2 -1 -1 -1 -1 true"), ("cron", "-3 -1 -1 -1 -1 true"),
+        ("socket", ":3031"), ("socket", ":3032")]
+
+
+def test_if_reload_is_true_only_when_the_master_reads_the_files_again(tmp_path):
+    path = write(tmp_path, "app.ini", "[uwsgi]\nif-not-reload =\nprint = first start\nendif =\n"
+                                      "if-reload =\nprint = reloaded\nendif =\n")
+    assert pairs(read_ini_files([path], environ={})[0]) == [("print", "first start")]
+    assert pairs(read_ini_files([path], environ={}, reloading=True)[0]) == [("print", "reloaded")]
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("[uwsgi]\nif-env = A\nif-env = B\nendif =\n", 3, "option 'if-env': blocks do not nest: the if-env block of "
+                                                      "line 2 is still open"),
+    ("[uwsgi]\nfor-times = many\nendfor =\n", 2, "option 'for-times': expected a number, got 'many'"),
+    ("[uwsgi]\nfor-times = 100000000\nendfor =\n", 2, "option 'for-times': 100000000 is more than 65536"),
+    ("[uwsgi]\nfor-readline = /nonexistent/list\nendfor =\n", 2, "cannot read /nonexistent/list"),
+    ("[uwsgi]\nif-exists = %(later)/x\nendif =\nlater = 1\n", 2, "option 'if-exists': %(later) is not set before "
+                                                                 "this line"),
+    ("[uwsgi]\nprocesses = %(4 / 0)\n", 2, "option 'processes': %(4 / 0): division by zero"),
+    ("[uwsgi]\nname = web\nprocesses = %(name + 1)\n", 3, "%(name + 1): math needs integers, got 'web'"),
+])
+def test_logic_and_math_mistakes_are_errors_naming_the_line(tmp_path, text, line, message):
+    path = write(tmp_path, "app.ini", text)
+    with pytest.raises(ConfigError) as caught:
+        read_ini_files([path], environ={})
+    assert str(caught.value).startswith(f"{path}:{line}: ") and message in str(caught.value), str(caught.value)
+
+
+def test_an_unclosed_block_ends_with_its_file_and_a_stray_end_is_ignored_with_warnings(tmp_path):
+    path = write(tmp_path, "app.ini", "[uwsgi]\nendif =\nif-env = NOPE\nprocesses = 4\n")
+    warnings: list[str] = []
+    assert pairs(read_ini_files([path], environ={}, warn=warnings.append)[0]) == []
+    assert warnings == [f"wsgistack: warning: {path}:2: option 'endif': no if-* or for block is open here (ignored)",
+                        f"wsgistack: warning: {path}:3: option 'if-env': not closed by endif/endfor: the block ends "
+                        f"with the file"]
+
+
+def test_placeholder_math_runs_left_to_right_with_magic_variables_and_later_names(tmp_path):
+    cpus = str(os.cpu_count() or 1)
+    text = """[uwsgi]
+workers = %(%k + 1)
+threads = %(%k * 2 + 1)
+total = %(foo + bar + 3 * 2)
+foo = 17
+bar = 30
+next = %(foo ++)
+joined = %(foo bar --)
+down = %(0 - 7 / 2)
+"""
+    assert pairs(read_text(tmp_path, text)) == [
+        ("workers", str(int(cpus) + 1)), ("threads", str(int(cpus) * 2 + 1)), ("total", "100"), ("foo", "17"),
+        ("bar", "30"), ("next", "18"), ("joined", "1729"), ("down", "-3")]

@@ -10,12 +10,13 @@ import resource
 import signal
 import socket
 import stat
+import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import APPS, free_port, wait_for_port, wait_for_unix_socket
+from conftest import APPS, WSGISTACK, free_port, wait_for_port, wait_for_unix_socket
 from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
 
 NGINX_VARS = {   # what nginx's stock uwsgi_params send for a GET from 203.0.113.7 (empty CONTENT_* included)
@@ -225,6 +226,20 @@ def test_vars_block_larger_than_buffer_size(start_uwsgi):
     server, address = start_uwsgi("--buffer-size", "8192")
     assert json.loads(parse_response(exchange(address, encode_uwsgi_request(vars_))[0])[2])["HTTP_COOKIE"] \
         == vars_["HTTP_COOKIE"]
+
+
+def test_buffer_size_65536_is_taken_as_uwsgi_takes_it(start_uwsgi, tmp_path):
+    """`buffer-size = 65536` is in many production inis (uWSGI caps it at 65535); a vars block near that passes.
+    More is a mistake, said with the file and line."""
+    vars_ = request_vars("/environ", HTTP_COOKIE="c=" + "x" * 60000)
+    server, address = start_uwsgi("--buffer-size", "65536")
+    assert json.loads(parse_response(exchange(address, encode_uwsgi_request(vars_))[0])[2])["HTTP_COOKIE"] \
+        == vars_["HTTP_COOKIE"]
+    ini = tmp_path / "big.ini"
+    ini.write_text(f"[uwsgi]\nsocket = 127.0.0.1:{free_port()}\nwsgi-file = {APPS / 'basic.py'}\nbuffer-size = 65537\n")
+    result = subprocess.run([*WSGISTACK, "--ini", str(ini)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"{ini}:4: option 'buffer-size': must be between 1 and 65536" in result.stderr, result.stderr
 
 
 def test_http_request_on_the_uwsgi_port(start_uwsgi, threads):

@@ -149,7 +149,7 @@ def _reloader(argv: list[str]):
                 os.chdir(start_dir)
             except OSError as exc:
                 raise ConfigError(f"cannot return to the start directory {start_dir!r}: {exc.strerror}") from None
-            config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning))
+            config = check_protocol_options(load_config(parse_argv(argv), warn=_log_warning, reloading=True))
             _apply_limits(config)
             _apply_environment(config)
             check_feature_options(config)

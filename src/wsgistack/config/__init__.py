@@ -19,16 +19,17 @@ __all__ = ["Config", "ConfigError", "load_config", "parse_argv"]
 
 
 def load_config(parsed: ParsedArgs, *, warn=lambda msg: print(msg, file=sys.stderr),
-                environ: Mapping[str, str] | None = None) -> Config:
+                environ: Mapping[str, str] | None = None, reloading: bool = False) -> Config:
     """Build the Config: UWSGI_* environment variables, every ini file's entries in order, then the flags (the
-    last setting of an option wins; list options append)."""
+    last setting of an option wins; list options append). `reloading`: read again for a reload (`if-reload`)."""
     from wsgistack.config.ini import read_ini_files
 
     environ = os.environ if environ is None else environ
     config = Config()
     ini_specs = [value for name, value in _environment_options(environ) if name == "ini"] + parsed.ini_files
     placeholders = [str(f.value) for f in parsed.flags if f.spec.name == "set-placeholder"]
-    files = read_ini_files(_reading_order(parsed, environ), placeholders, environ=environ, warn=warn)
+    files = read_ini_files(_reading_order(parsed, environ), placeholders, environ=environ, warn=warn,
+                           reloading=reloading)
     # `strict` holds for every file whether it comes from a flag or from a file (uWSGI configs set it in
     # the ini); the last setting wins, flags over files, as for any option.
     strict = False

@@ -1,6 +1,7 @@
 """Reads uWSGI-style ini files into an ordered list of entries (key, value, file, line).
 
-Lives here: sections, comments, `ini =` includes, and $(ENV) / %(placeholder) / %-magic expansion.
+Lives here: sections, comments, `ini =` includes, and $(ENV) / %(placeholder) / %-magic expansion;
+uWSGI's if-*/for blocks and placeholder math are logic.py's, applied here.
 Not here: what an option means, its type, or whether a repeat appends or overrides (see model.py).
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from wsgistack.config.errors import ConfigError
+from wsgistack.config.logic import BLOCK_ENDS, BLOCK_STARTS, block_contexts, evaluate
 
 DEFAULT_SECTION = "uwsgi"
 FALLBACK_SECTION = "wsgistack"
@@ -68,15 +70,16 @@ class _Site(NamedTuple):
 
 
 def read_ini_files(sources: list[str | KnownSetting], placeholders: list[str] = (), *,
-                   environ: Mapping[str, str] | None = None,
-                   warn: Callable[[str], None] | None = None) -> list[list[IniEntry]]:
+                   environ: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None,
+                   reloading: bool = False) -> list[list[IniEntry]]:
     """Each file's entries (see read_ini), read in order by one reader: a placeholder set in a file holds in
     the files after it, as in uWSGI; `placeholders` (NAME=VALUE, from -S/--set) hold in all of them.
 
     `sources` are the ini files (FILE[:section]) in reading order, among the options set outside them (flags,
     UWSGI_* variables) in their places: a %(name) sees those before it as earlier entries, those after it once
-    all is read. A %(name) that nothing sets is left as written and, but in a log format, given to `warn`."""
-    reader = _Reader(os.environ if environ is None else environ)
+    all is read. A %(name) that nothing sets is left as written and, but in a log format, given to `warn`.
+    `reloading`: what `if-reload` blocks test (the master reads the files again for a reload)."""
+    reader = _Reader(os.environ if environ is None else environ, reloading)
     for text in placeholders:
         reader.set_placeholder(text, "set-placeholder", None, None)
     per_file = []
@@ -126,6 +129,10 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
       %u %U %g %G       the user's id and name, the group's id and name; %V wsgistack's version.
       %%                a literal %. Any other %-letter is left as written, as in uWSGI.
 
+    Logic and math, as uWSGI's (see logic.py): `if-env = VAR` ... `endif =` (also if-not-env, if-opt,
+    if-exists, if-file, if-dir, if-hostname, if-reload and their if-not forms), `for = a b c` ... `endfor =`
+    (also for-glob, for-times, for-readline), with %(_) the condition's value or the item; `%(%k * 2 + 1)`.
+
     Includes: `ini = other.ini[:section]` (relative to the including file; `:section` alone means
     this file) inserts that file's entries at that point; the `ini` line itself is not returned.
     Cycles, and nesting deeper than 16, are errors.
@@ -137,8 +144,10 @@ def read_ini(spec: str, *, environ: Mapping[str, str] | None = None) -> list[Ini
 
 
 class _Reader:
-    def __init__(self, environ: Mapping[str, str]):
+    def __init__(self, environ: Mapping[str, str], reloading: bool = False):
         self.environ = environ
+        self.reloading = reloading
+        self.warnings: list[str] = []
         self.entries: list[IniEntry] = []
         self.values: dict[str, str] = {}          # the last value of each option read so far, files' or not
         self.placeholders: dict[str, str] = {}    # set-placeholder's
@@ -175,22 +184,53 @@ class _Reader:
             self.root_magic = magic
         magic.update({letter.upper(): self.root_magic[letter] for letter in _ROOT_FILE_MAGIC})
 
+        block: tuple[str, int, list[str]] | None = None     # the open if-*/for block: key, line, its %(_) values
         for number, text in sections[section]:
             key, value = _parse_entry(text, path, number)
-            missing: list[str] = []
-            value = self._expand(value, key, path, number, magic, missing)
-            # uWSGI's `set` is an option too when NAME is one (set-placeholder is not)
-            is_entry = key != "ini" and (key not in _PLACEHOLDER_KEYS or key == "set")
-            if missing:
-                index = len(self.entries) if is_entry else None
-                self.unresolved.append(_Unresolved(index, tuple(dict.fromkeys(missing)), key, path, number))
-            if key == "ini":
-                self._include(value, path, number, (*chain, link))
-            elif key in _PLACEHOLDER_KEYS:
-                self.set_placeholder(value, key, path, number)
-            if is_entry:
-                self.entries.append(IniEntry(key, value, path, number))
-                self.values[key] = value
+            if key in BLOCK_ENDS:
+                if block is None:
+                    self.warnings.append(str(ConfigError("no if-* or for block is open here (ignored)", option=key,
+                                                         file=path, line=number)))
+                block = None
+                continue
+            if key in BLOCK_STARTS:
+                if block is not None:
+                    raise ConfigError(f"blocks do not nest: the {block[0]} block of line {block[1]} is still open "
+                                      f"(close it with endif/endfor first)", option=key, file=path, line=number)
+                block = (key, number, self._block_contexts(key, value, path, number, magic))
+                continue
+            for context in (None,) if block is None else block[2]:
+                self._read_entry(key, value, path, number, magic, context, (*chain, link))
+        if block is not None:
+            self.warnings.append(str(ConfigError("not closed by endif/endfor: the block ends with the file",
+                                                 option=block[0], file=path, line=block[1])))
+
+    def _read_entry(self, key: str, value: str, path: str, number: int, magic: dict[str, str], context: str | None,
+                    chain: tuple[tuple[str, str], ...]) -> None:
+        missing: list[str] = []
+        value = self._expand(value, key, path, number, magic, missing, context)
+        # uWSGI's `set` is an option too when NAME is one (set-placeholder is not)
+        is_entry = key != "ini" and (key not in _PLACEHOLDER_KEYS or key == "set")
+        if missing:
+            index = len(self.entries) if is_entry else None
+            self.unresolved.append(_Unresolved(index, tuple(dict.fromkeys(missing)), key, path, number))
+        if key == "ini":
+            self._include(value, path, number, chain)
+        elif key in _PLACEHOLDER_KEYS:
+            self.set_placeholder(value, key, path, number)
+        if is_entry:
+            self.entries.append(IniEntry(key, value, path, number))
+            self.values[key] = value
+
+    def _block_contexts(self, key: str, value: str, path: str, number: int, magic: dict[str, str]) -> list[str]:
+        missing: list[str] = []
+        argument = self._expand(value, key, path, number, magic, missing, None)
+        if missing:          # a block is decided where it stands: a later setting cannot change that
+            raise ConfigError(f"%({missing[0]}) is not set before this line", option=key, file=path, line=number)
+        try:
+            return block_contexts(key, argument, self)
+        except ValueError as exc:
+            raise ConfigError(str(exc), option=key, file=path, line=number) from None
 
     def _include(self, spec: str, path: str, number: int, chain: tuple[tuple[str, str], ...]) -> None:
         target, section = _split_spec(spec)
@@ -198,17 +238,26 @@ class _Reader:
         self.read_file(target, section, chain, _Site(path, number, "ini"))
 
     def _expand(self, value: str, key: str, path: str, number: int, magic: dict[str, str],
-                missing: list[str]) -> str:
-        """`value` expanded; the names of the %(name) not known yet are added to `missing`."""
+                missing: list[str], context: str | None = None) -> str:
+        """`value` expanded (`context`: what %(_) stands for in a logic block); the names of the %(name) not known
+        yet are added to `missing`."""
         def replace(match: re.Match[str]) -> str:
             if match["env"] is not None:
                 return self._environment_variable(match["env"], key, path, number)
             if match["placeholder"] is not None:
                 name = match["placeholder"]
-                known = self._placeholder(name)
+                if name == "_" and context is not None:
+                    return context
+                if len(name.split()) > 1:
+                    # math: magic variables now (they are this file's), names possibly once all is read
+                    name = " ".join(magic.get(item[1:], item) if item[:1] == "%" and len(item) == 2 else item
+                                    for item in name.split())
+                    known = evaluate(name, self.placeholder, option=key, file=path, line=number)
+                else:
+                    known = self.placeholder(name)
                 if known is None:
                     missing.append(name)
-                    return match[0]
+                    return f"%({name})"
                 return known
             if match["file"] is not None:
                 return _file_content(match["file"], key, path, number)
@@ -226,7 +275,7 @@ class _Reader:
             raise ConfigError(f"environment variable {name!r} is not set", option=key, file=path, line=number)
         return value
 
-    def _placeholder(self, name: str) -> str | None:
+    def placeholder(self, name: str) -> str | None:
         if name in self.placeholders:
             return self.placeholders[name]
         return self.values.get(name)
@@ -235,22 +284,32 @@ class _Reader:
         """Complete the entries whose %(name) came later (in a later line or file, or a flag after the files), and
         warn about the names nothing sets."""
         final = self.values | self.placeholders
+
+        def late(name: str, item: _Unresolved) -> str | None:
+            if len(name.split()) > 1:
+                return evaluate(name, final.get, option=item.key, file=item.file, line=item.line)
+            return final.get(name)
+
         for item in self.unresolved:
             if item.index is not None:
                 entry = self.entries[item.index]
-                value = _PLACEHOLDER.sub(lambda match: final.get(match[1], match[0]) if match[1] in item.names
-                                         else match[0], entry.value)
+                value = _PLACEHOLDER.sub(lambda match: (late(match[1], item) if match[1] in item.names else None)
+                                         or match[0], entry.value)
                 self.entries[item.index] = IniEntry(entry.key, value, entry.file, entry.line)
             if warn is None or item.key in _LOG_FORMAT_KEYS:
                 continue
             for name in item.names:
-                if name in final and item.index is not None:
+                if late(name, item) is not None and item.index is not None:
                     continue            # completed above
                 # a line that is no entry (ini =, set-placeholder =) was used as it was read
-                problem = "set only after this line" if name in final else "no such option or placeholder"
+                problem = "set only after this line" if late(name, item) is not None else \
+                    "no such option or placeholder"
                 error = ConfigError(f"%({name}): {problem} (kept as written)", option=item.key, file=item.file,
                                     line=item.line)
                 warn(f"wsgistack: warning: {error}")
+        if warn is not None:
+            for warning in self.warnings:
+                warn(f"wsgistack: warning: {warning}")
         return self.entries
 
 

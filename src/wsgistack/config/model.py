@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsgistack.config.errors import ConfigError
+from wsgistack.config.logic import BLOCK_ENDS, BLOCK_STARTS
 
 
 def option(default: Any, help: str, *, aliases: tuple[str, ...] = (), metavar: str = "VALUE",
@@ -33,7 +34,7 @@ class Config:
                                aliases=("uwsgi-socket", "s"), metavar="ADDR")
     fastcgi_socket: list[str] = option([], "listen for FastCGI on ADDR (what nginx's fastcgi_pass talks)", metavar="ADDR")
     listen: int = option(1024, "listen backlog of every socket (uWSGI: 100, gunicorn: 2048; the kernel caps it at somaxconn)",
-                         metavar="N")
+                         aliases=("l",), metavar="N")
     buffer_size: int = option(4096, "max bytes of a uwsgi request's vars block (uWSGI's default 4096, max 65535); "
                                     "also raises the HTTP limits on the request line, a header field and the head "
                                     "to at least BYTES, those not set themselves", aliases=("b",), metavar="BYTES")
@@ -43,7 +44,7 @@ class Config:
     fastcgi_allow_from: list[str] = option([], "peers allowed on TCP FastCGI sockets (default: loopback only)",
                                            metavar="NETWORK")
     chmod_socket: str = option("", "permissions of unix sockets, octal (a bare flag means 666, as uWSGI)", metavar="MODE",
-                               bare="666", aliases=("C",))
+                               bare="666", aliases=("chmod", "C"))
     chown_socket: str = option("", "owner of unix sockets: USER[:GROUP], names or numbers (set before privileges "
                                    "are dropped)", metavar="USER[:GROUP]")
 
@@ -72,7 +73,7 @@ class Config:
     static_map2: list[str] = option([], "like static-map, but the request's whole path goes under PATH",
                                     metavar="MOUNT=PATH")
     check_static: list[str] = option([], "answer any request whose path is a file under DIR from it, the others "
-                                         "go to the app (repeatable)", metavar="DIR")
+                                         "go to the app (repeatable)", aliases=("static-check",), metavar="DIR")
     static_index: list[str] = option([], "file answered for a directory, e.g. index.html (repeatable)", metavar="NAME")
     static_expires: list[str] = option([], "Expires and Cache-Control max-age SECONDS ahead for static files whose "
                                            "path matches REGEX (repeatable, first match wins)",
@@ -244,7 +245,8 @@ class Config:
     logger: list[str] = option([], "where logs go: file:PATH (as --logto) or stdio (stderr, the default); uWSGI's "
                                    "other loggers are not built in", metavar="LOGGER")
     req_logger: list[str] = option([], "where the access log goes: file:PATH (a file of its own) or stdio (with "
-                                       "the other logs, the default)", metavar="LOGGER")
+                                       "the other logs, the default)", aliases=("logger-req",),
+                                   metavar="LOGGER")
     log_x_forwarded_for: bool = option(False, "the access log shows the client address of X-Forwarded-For (behind a "
                                               "proxy) instead of the peer's")
     log_maxsize: int = option(0, "rotate the log file (--logto, --daemonize) once it grows past BYTES: it is renamed "
@@ -276,7 +278,7 @@ class Config:
                                             "--set, -S and `set` also set the option NAME, if there is one",
                                         aliases=("set-ph", "set", "S"), metavar="NAME=VALUE")
     protocol: str = option("uwsgi", "what the --socket sockets speak: uwsgi, http or fastcgi (uWSGI's)",
-                           metavar="PROTOCOL")
+                           aliases=("socket-protocol",), metavar="PROTOCOL")
 
     def __post_init__(self) -> None:
         # option name -> [(value, file, line)], in the order set: later errors can say where a value came from
@@ -300,11 +302,16 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
                      "route-remote-addr", "route-user-agent", "route-label", "final-route", "error-route",
                      "response-route"),
                     "uWSGI's internal routing is not built in: rewrite, redirect and deny in nginx"),
-    **dict.fromkeys(("spooler", "spooler-processes", "mule", "mules", "farm", "cache", "cache2", "emperor",
-                     "vassals-inherit", "sharedarea"),
+    **dict.fromkeys(("spooler", "spooler-processes", "mule", "mules", "farm", "emperor", "vassals-inherit"),
                     "this uWSGI subsystem is not built in (run a task queue such as Celery with --attach-daemon)"),
+    **dict.fromkeys(("cache", "cache2", "sharedarea"),
+                    "uWSGI's shared-memory cache is not built in: use your framework's cache with Redis or memcached "
+                    "(which --smart-attach-daemon can run), or its local-memory cache per worker"),
     **dict.fromkeys(("json", "js", "yaml", "yml", "xml", "sqlite3", "ldap"),
                     "wsgistack reads ini files and flags only: write the options as an ini file"),
+    # read by the ini reader (logic.py); as flags they would have no lines to hold
+    **dict.fromkeys(sorted(BLOCK_STARTS | BLOCK_ENDS), "uWSGI's configuration logic (if-env, for, ... endif, endfor) "
+                    "is read in ini files: put the block in one"),
     "master-fifo": "uWSGI's master FIFO is not built in: send the master signals instead (SIGHUP reloads, SIGTERM "
                    "stops, SIGTTIN/SIGTTOU add or remove a worker, SIGUSR1 logs their status), or run "
                    "`wsgistack --reload PIDFILE` / `wsgistack --stop PIDFILE`",

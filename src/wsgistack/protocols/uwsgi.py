@@ -31,10 +31,11 @@ class UwsgiConnection(GatewayConnection):
     @classmethod
     def configure(cls, config) -> None:
         super().configure(config)
-        if not 0 < config.buffer_size <= MAX_BUFFER_SIZE:
-            raise ConfigError(f"must be between 1 and {MAX_BUFFER_SIZE} (the uwsgi header's 16-bit size)",
+        # 65536 is common in configs (uWSGI takes it: a 16-bit option, capped at 65535); more is a mistake.
+        if not 0 < config.buffer_size <= MAX_BUFFER_SIZE + 1:
+            raise ConfigError(f"must be between 1 and {MAX_BUFFER_SIZE + 1} (the uwsgi header's 16-bit size)",
                               option="buffer-size")
-        cls.buffer_size = config.buffer_size
+        cls.buffer_size = min(config.buffer_size, MAX_BUFFER_SIZE)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
