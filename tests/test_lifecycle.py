@@ -1427,7 +1427,7 @@ def test_a_graceful_stop_answers_the_connections_queued_behind_a_busy_worker(sta
 SLOW_BOOT_APP = """
 import os, time
 if os.path.exists({flag!r}):
-    time.sleep(3)                   # this worker's import is slow: a stop comes while it boots
+    time.sleep({delay})             # this worker's import is slow: a stop comes while it boots
 
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -1442,7 +1442,7 @@ def test_a_graceful_stop_answers_the_connections_queued_while_a_worker_boots(sta
     answers them, and exits; the server exits 0."""
     flag = tmp_path / "slow"
     app = tmp_path / "slow_boot.py"
-    app.write_text(SLOW_BOOT_APP.format(flag=str(flag)))
+    app.write_text(SLOW_BOOT_APP.format(flag=str(flag), delay=3))
     server = start_server("--processes", str(processes), "--threads", "1", app=str(app))
     pids = serving(server, processes)
     flag.touch()
@@ -1469,6 +1469,23 @@ def test_a_graceful_stop_answers_the_connections_queued_while_a_worker_boots(sta
         client.join(30)
     assert sorted(answers) == list(range(16)) and all(a[0] == 200 for a in answers.values()), answers
     assert server.proc.wait(20) == 0, server.log()
+
+
+@pytest.mark.parametrize("protocol", ["http", "uwsgi"])
+def test_a_stop_while_workers_start_leaves_no_traceback(start_server, protocol, tmp_path):
+    """SIGTERM as soon as the master serves, while workers 2 and 3 still load the app: each finishes its start and
+    stops without having listened. Their start_serving() ran after the stop closed the socket (EBADF tracebacks)."""
+    port = free_port()
+    flag = "--http" if protocol == "http" else "--socket"
+    app = tmp_path / "slow_boot.py"
+    app.write_text(SLOW_BOOT_APP.format(flag=str(app), delay=1))        # the flag file exists: every import is slow
+    server = start_server(flag, f"127.0.0.1:{port}", "--processes", "3", "--threads", "4", listen=False, wait=False,
+                          app=str(app))
+    server.wait_log("serving")
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    log = server.log()
+    assert "Traceback" not in log and "exception" not in log.lower(), log
 
 
 def _sleeping_in_app(server) -> bool:

@@ -75,6 +75,7 @@ class Worker:
         self.threaded = config.threads > 1
         self.connections: set[Connection] = set()
         self.servers: list = []
+        self.starting: dict = {}         # server -> its start_serving() task (cancelled if a stop comes first)
         self.closed_servers: set = set()
         self.accepting = False           # stopping, but taking the connections still queued (_close_servers)
         self.serving = False             # the servers were started (a SIGTERM may come before)
@@ -213,7 +214,7 @@ class Worker:
             return
         self.serving = True
         for server in self.servers:
-            self.loop.create_task(server.start_serving())
+            self.starting[server] = self.loop.create_task(server.start_serving())
 
     def _report(self, message: str) -> None:
         try:
@@ -483,6 +484,9 @@ class Worker:
                     and time.monotonic() < self.stop_deadline):
                 self.accepting = True
             else:
+                start = self.starting.pop(server, None)
+                if start is not None and not start.done():
+                    start.cancel()      # a SIGTERM right after the start: it would listen on a closed socket
                 server.close()
                 self.closed_servers.add(server)
         if self.accepting:
