@@ -1547,6 +1547,20 @@ def test_a_worker_that_exits_with_status_3_after_serving_is_replaced(start_serve
     assert server.stop() == 0
 
 
+def test_a_worker_that_crashes_leaves_the_python_stack_of_the_crash_in_the_log(start_server):
+    """A segfault in app code (a C extension's bug) said only "killed by SIGSEGV": now the worker's Python stack at
+    the crash (every thread's, as faulthandler writes it) comes before that line, naming the app's frame."""
+    server = start_server("-p", "1", "--threads", "2", app="extra.py")
+    serving(server, 1)
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        get(server.port, "/segfault")
+    log = server.wait_log("killed by SIGSEGV; starting a new one")
+    assert "Fatal Python error: Segmentation fault" in log, log
+    crash = log[log.index("Fatal Python error"):]
+    assert "extra.py\", line" in crash and "in application" in crash, crash
+    wait_until(lambda: get(server.port, "/pid")[0] == 200, what="the replacement serving")
+
+
 def test_harakiri_answers_every_overdue_request(start_server):
     """With --threads, each request past the limit gets its 504 and its log line, not only the first one, however
     far apart they started (the worker retires after the first, and waits for the others' own deadlines)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import faulthandler
 import functools
 import gc
 import itertools
@@ -107,6 +108,10 @@ class Worker:
     # --- process entry point (after fork) ---
     def run(self) -> int:
         setup_error_log(f"worker {self.number}")
+        # A crash in C code (an extension's segfault, abort()) leaves every thread's Python stack in the error log,
+        # the app's frame among them, as uWSGI's backtrace does; the master then says which worker died. fd 2 is
+        # the log (a reopened log is dup2'ed onto it).
+        faulthandler.enable(file=sys.stderr, all_threads=True)
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_DFL)
         # A graceful stop while the app loads: connections may wait in this slot's queue already (its previous

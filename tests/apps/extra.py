@@ -91,6 +91,9 @@ def application(environ, start_response):
         return [b"ok"]
     if path == "/exit":                  # the worker process ends, with the status asked (a C extension's exit())
         os._exit(int(_qs(environ, "code", "3")))
+    if path == "/segfault":              # a C extension's crash: SIGSEGV in the app's own code
+        import ctypes
+        ctypes.string_at(0)
     if path == "/late-write":            # keeps write() and calls it after returning, from another thread
         write = start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
 
