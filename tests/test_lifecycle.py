@@ -1619,6 +1619,34 @@ def test_harakiri_lets_the_other_threads_finish_their_requests(start_server, tmp
     assert server.stop() == 0
 
 
+def test_harakiri_ends_a_threads_answer_for_the_client_and_the_log(start_server, tmp_path):
+    """--threads: a stream cut by harakiri went on reaching the client from its stuck thread, ending whole (its last
+    chunk, then a reset later); a request answered 504 was logged as the 200 its thread finished with later. Now the
+    stream stops at the harakiri (a reset), and neither request gets an access line."""
+    server = start_server("--harakiri", "3", "-p", "1", "--threads", "4")
+    serving(server, 1)
+    late: dict = {}
+    sleeper = threading.Thread(target=lambda: late.update(answer=get(server.port, "/sleep?t=4", timeout=30)))
+    sleeper.start()
+    # Keeps the retiring worker, and so the stuck threads, alive until after the stream's and the sleep's end,
+    # within the limit itself.
+    keeper = threading.Timer(2.2, get, args=(server.port, "/sleep?t=2.9"), kwargs={"timeout": 30})
+    keeper.start()
+    received = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(b"GET /stream?n=16&delay=0.3&tag=cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                received += chunk
+    sleeper.join(20)
+    keeper.join(30)
+    assert late["answer"][0] == 504
+    assert received.count(b"chunk ") < 16 and not received.endswith(b"0\r\n\r\n"), received
+    log = server.wait_log("GET /sleep?t=2.9 =>")
+    assert log.count("HARAKIRI") == 2, log
+    assert "GET /sleep?t=4 =>" not in log and "GET /stream?n=16&delay=0.3&tag=cut =>" not in log, log
+
+
 def test_workers_let_the_port_go_when_their_master_is_killed(start_server):
     """The OOM killer takes the master: its workers let go of the port at once (the kernel tells them), so a
     restarted server binds it even while an inline request runs on; they finish that request and exit."""

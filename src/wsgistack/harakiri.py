@@ -6,6 +6,9 @@ stopped, so the worker goes: at once when the stuck thread is the loop's (nothin
 retires, as a recycled worker does: the master starts its successor at once, and the requests its other
 threads are running finish first (each under the same limit) rather than die with it. Only time spent in
 app code counts: an inline stream paused for a slow client is not the app's fault.
+
+The watchdog needs the GIL, which a C call or a runaway regex may hold for ever: it also tells the master it
+is alive (HEARTBEAT), and the master ends a worker it has not heard from for longer than the limit (master.py).
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ from wsgistack.app_clock import AppClock
 log = logging.getLogger("wsgistack")
 
 
+HEARTBEAT = "alive"
+
+
 class Harakiri:
     def __init__(self, limit: float, worker, clock: AppClock):
         self.limit = limit
         self.worker = worker
         self.clock = clock
         self.answered: dict[int, object] = {}   # the exchanges answered (by id: an exchange may define __eq__)
+        self.cut: set[int] = set()              # those of them whose head was sent: cut short, not answered 504
         self.loop_thread = threading.get_ident()
         threading.Thread(target=self._watch, name="harakiri", daemon=True).start()
 
     def _watch(self) -> None:
         while True:
             time.sleep(min(0.5, self.limit / 4))
+            self.worker.report(HEARTBEAT)
             now = time.monotonic()
             overdue = [(ident, exchange, now - started)
                        for ident, (started, exchange) in list(self.clock.running.items())
@@ -51,9 +59,12 @@ class Harakiri:
             handler.flush()
         if not self.worker.threaded or any(ident == self.loop_thread for ident, _, _ in overdue):
             os.kill(os.getpid(), signal.SIGKILL)        # the loop or the only app thread is stuck: nothing else
-        conns = [exchange.conn for _, exchange, _ in overdue]
-        self.worker.loop.call_soon_threadsafe(self.worker.abandon, conns,
+        exchanges = [exchange for _, exchange, _ in overdue]
+        self.worker.loop.call_soon_threadsafe(self.worker.abandon, exchanges,
                                               f"a request ran past --harakiri {_seconds(self.limit)}")
+
+    def ended(self, exchange) -> bool:
+        return id(exchange) in self.answered
 
     def _answer(self, overdue: list) -> None:
         frames = sys._current_frames()
@@ -65,6 +76,8 @@ class Harakiri:
                       "the stuck thread's stack:\n%s", environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"),
                       duration, _seconds(self.limit), self.worker.number, os.getpid(), stack.rstrip())
             self.answered[id(exchange)] = exchange
+            if exchange.head_sent:
+                self.cut.add(id(exchange))
             _end(exchange.conn, None if exchange.head_sent else
                  exchange.conn.error_response(504, "the request took too long (harakiri)"))
 

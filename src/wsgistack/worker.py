@@ -130,7 +130,7 @@ class Worker:
             self.compression = Compression.from_config(self.config)
             self.static = StaticFiles.from_config(self.config, self.compression)
         except ConfigError as exc:
-            self._report(f"error {exc}")
+            self.report(f"error {exc}")
             return EXIT_BOOT_FAILED
         # What the app's import left (Django: its modules, settings, URLconf) lives as long as the worker:
         # out of the cyclic GC's sight, full collections stop walking it again and again. Measured with
@@ -173,7 +173,7 @@ class Worker:
             self._master_died()                 # already, before the kernel was asked
         if self.config.py_autoreload and self.number == 1:
             watch_modules(self.config.py_autoreload, self.master_pid)     # the code as loaded, before serving
-        self._report("ready")
+        self.report("ready")
         if self.config.cheaper or self.config.stats:
             threading.Thread(target=self._report_load, name="load-report", daemon=True).start()
         self.loop.call_soon(self._start_serving)
@@ -221,7 +221,7 @@ class Worker:
         for server in self.servers:
             self.starting[server] = self.loop.create_task(server.start_serving())
 
-    def _report(self, message: str) -> None:
+    def report(self, message: str) -> None:
         try:
             os.write(self.status_fd, f"{os.getpid()} {message}\n".encode("utf-8", "replace")[:4000])
         except OSError:
@@ -244,7 +244,7 @@ class Worker:
                     f"requests={self.requests}")
             if counters is not None:
                 line += f" tx={counters.tx} exceptions={counters.exceptions} avg_rt={counters.average_micros}"
-            self._report(line)
+            self.report(line)
 
     # --- per-connection environ ---
     def connection_environ(self, transport, server_address: bool = True) -> dict:
@@ -328,6 +328,8 @@ class Worker:
 
     def request_done(self, exchange, on_thread: bool) -> None:
         """Count and log an answered request; `on_thread`: called by the app thread that owns the connection."""
+        if self.harakiri is not None and self.harakiri.ended(exchange):
+            return      # harakiri logged it, answered 504 or cut: not the 200 its thread may finish with later
         number = self.requests = next(self.request_numbers)
         if number == self.retire_after:
             reason = f"served {number} requests (--max-requests)"
@@ -453,14 +455,18 @@ class Worker:
         """Recycle: the master starts a successor at once; this worker finishes what it has, then exits."""
         if self.stopping:
             return
-        self._report(f"retiring {reason}")
+        self.report(f"retiring {reason}")
         self.stop_gracefully()
 
-    def abandon(self, conns: list[Connection], reason: str) -> None:
-        """--harakiri answered these connections; their threads stay stuck in the app. The worker retires
-        without waiting for them: what its other threads run finishes first."""
-        for conn in conns:
+    def abandon(self, exchanges: list, reason: str) -> None:
+        """--harakiri answered these exchanges (504) or cut them (their head was sent); their threads stay stuck in
+        the app. Their connections end now: nothing the threads produce later reaches the client (a cut one ends
+        with a reset). The worker retires without waiting for them: what its other threads run finishes first."""
+        for exchange in exchanges:
+            conn = exchange.conn
             self.connections.discard(conn)
+            if not conn.closed:
+                conn.end_now(reset=id(exchange) in self.harakiri.cut)
         self.retire(reason)
         if not self.connections:
             self._stop_when_drained()

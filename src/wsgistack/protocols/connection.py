@@ -239,6 +239,15 @@ class Connection(asyncio.Protocol):
             self.batching = False
             self._flush()
 
+    def end_now(self, reset: bool) -> None:
+        """End the connection at once (--harakiri: its thread is stuck in the app), nothing more sent: with a reset for
+        an answer cut short, a close for one answered whole (a reset could destroy it unread)."""
+        self.closed = self.closing = True
+        if reset:
+            _reset(self.transport)
+        else:
+            self.transport.close()
+
     def end_at_exit(self) -> None:
         """The worker exits with this connection's answer unfinished: the kernel's close sends a reset (a FIN would
         make a body delimited by the close look whole); nothing more is sent, a paused stream is closed."""
