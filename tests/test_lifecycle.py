@@ -1561,6 +1561,23 @@ def test_a_worker_that_crashes_leaves_the_python_stack_of_the_crash_in_the_log(s
     wait_until(lambda: get(server.port, "/pid")[0] == 200, what="the replacement serving")
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_harakiri_kills_a_worker_frozen_in_a_call_that_holds_the_gil(start_server, threads):
+    """A runaway regex holds the GIL: the worker's watchdog thread cannot run, and the request went on for
+    minutes. The master, not hearing from the watchdog for longer than the limit, has the worker write its
+    threads' stacks and kills it; its successor serves."""
+    server = start_server("--harakiri", "1", "-p", "1", "--threads", threads, app="extra.py")
+    (old,) = serving(server, 1)
+    started = time.monotonic()
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        get(server.port, "/redos?n=40", timeout=30)
+    assert time.monotonic() - started < 15
+    log = server.wait_log(f"(pid {old}) killed by SIGKILL; starting a new one")
+    assert re.search(rf"HARAKIRI: worker 1 \(pid {old}\) has run no Python for [0-9.]+ s \(limit --harakiri 1\)", log)
+    assert "in application" in log[log.index("has run no Python"):], log       # the stuck frame, dumped
+    wait_until(lambda: get(server.port, "/pid")[0] == 200, what="the successor serving")
+
+
 def test_harakiri_answers_every_overdue_request(start_server):
     """With --threads, each request past the limit gets its 504 and its log line, not only the first one, however
     far apart they started (the worker retires after the first, and waits for the others' own deadlines)."""

@@ -39,6 +39,9 @@ class Harakiri:
         self.answered: dict[int, object] = {}   # the exchanges answered (by id: an exchange may define __eq__)
         self.cut: set[int] = set()              # those of them whose head was sent: cut short, not answered 504
         self.loop_thread = threading.get_ident()
+        # The first heartbeat now, before the worker says it is ready: a request that takes the GIL at once must
+        # still find the master counting.
+        worker.report(HEARTBEAT)
         threading.Thread(target=self._watch, name="harakiri", daemon=True).start()
 
     def _watch(self) -> None:

@@ -39,7 +39,8 @@ from wsgistack.protocols import connection_class
 from wsgistack.protocols.http import http_error_response
 from wsgistack.reuseport import queue_length, refuse_new_connections, refuses_new_connections, steer
 from wsgistack.stats import StatsServer
-from wsgistack.worker import worker_main
+from wsgistack.harakiri import HEARTBEAT
+from wsgistack.worker import STACK_DUMP_SIGNAL, worker_main
 
 log = logging.getLogger("wsgistack")
 
@@ -49,6 +50,10 @@ RESHAPING = ("hup", "ttin", "ttou")
 FAST_STOP_GRACE = 5.0        # seconds workers get to exit on SIGINT/SIGQUIT before SIGKILL
 KILL_MARGIN = 5.0            # beyond reload-mercy, before a draining worker is killed
 STOP_KILL_MARGIN = 2.0       # the same on a graceful stop: its own deadline comes at its next tick, within a second
+# --harakiri: a worker whose watchdog has been silent this long past the limit is frozen (a call holding the GIL);
+# more than the watchdog's own reaction (its tick, at most 0.5 s) plus a pass of this loop (at most 1 s).
+FROZEN_MARGIN = 2.0
+STACK_DUMP_WAIT = 0.5        # for a frozen worker's stacks to be written before it is killed
 RELOAD_START_TIMEOUT = 60.0  # at least this long (or reload-mercy) for a reload's new workers to be ready
 RESPAWN_INTERVAL = 1.0       # a slot whose workers die this soon after their start, twice in a row, waits as long
 # A slot given up: its socket gets no new connections from now on, but a handshake the kernel began
@@ -88,6 +93,8 @@ class WorkerProcess:
     error: str | None = None
     stopping: bool = False
     kill_at: float = 0.0      # a draining worker still alive then is killed
+    heard_at: float = 0.0     # --harakiri: its watchdog's last heartbeat
+    frozen_kill_at: float = 0.0   # found frozen (no heartbeat): killed then, once it wrote its stacks
     release_at: float = 0.0   # its slot is given up: told to stop once past this and the slot's queue is empty
     refill: bool = False      # started in a slot emptied during a failed reload (its code may not start either)
 
@@ -200,6 +207,7 @@ class Master:
             if self.empty_slots:
                 self._turn_away_queued()
             self._kill_overdue()
+            self._kill_frozen()
             if time.monotonic() >= self.next_second:
                 self.next_second = time.monotonic() + 1.0
                 self._kill_memory_hogs()
@@ -467,7 +475,9 @@ class Master:
             if worker is None:
                 continue
             kind, _, detail = message.partition(" ")
-            if kind == "ready":
+            if kind == HEARTBEAT:
+                worker.heard_at = time.monotonic()
+            elif kind == "ready":
                 worker.ready = True
             elif kind == "error":
                 worker.error = detail
@@ -514,6 +524,25 @@ class Master:
                           worker.pid)
                 worker.kill_at = 0.0
                 self._signal(worker, signal.SIGKILL)
+
+    def _kill_frozen(self) -> None:
+        """--harakiri's backstop: the worker's own watchdog needs the GIL, which a C call or a runaway regex can
+        hold for ever (every request of that worker then waits). Silent for longer than the limit, the worker
+        writes its threads' stacks (faulthandler, without the GIL), is killed and replaced, as uWSGI's master
+        does."""
+        limit = self.config.harakiri
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.frozen_kill_at:
+                if now > worker.frozen_kill_at:
+                    worker.frozen_kill_at = 0.0
+                    self._signal(worker, signal.SIGKILL)
+            elif limit and worker.heard_at and not worker.stopping and now - worker.heard_at > limit + FROZEN_MARGIN:
+                log.error("HARAKIRI: worker %d (pid %d) has run no Python for %.1f s (limit --harakiri %s): a call "
+                          "holding the GIL (C code, a runaway regex); its threads' stacks follow, then it is killed",
+                          worker.number, worker.pid, now - worker.heard_at, f"{limit:g}")
+                self._signal(worker, STACK_DUMP_SIGNAL)
+                worker.frozen_kill_at = now + STACK_DUMP_WAIT
 
     def _reap(self) -> None:
         while True:

@@ -58,6 +58,8 @@ log = logging.getLogger("wsgistack")
 # Sent by the kernel when the master dies (prctl PR_SET_PDEATHSIG); a real-time signal nobody else sends, so that
 # the app keeps SIGUSR2 and the others for itself.
 MASTER_DEATH_SIGNAL = signal.SIGRTMIN + 1
+# Sent by the master to a worker frozen past --harakiri: faulthandler writes every thread's stack, GIL or not.
+STACK_DUMP_SIGNAL = signal.SIGRTMIN + 2
 _PR_SET_PDEATHSIG = 1
 EXIT_BOOT_FAILED = 3     # tells the master "this worker could not start": never respawn in a loop
 LOAD_REPORT_INTERVAL = 1.0   # seconds between --cheaper load reports to the master
@@ -112,6 +114,7 @@ class Worker:
         # the app's frame among them, as uWSGI's backtrace does; the master then says which worker died. fd 2 is
         # the log (a reopened log is dup2'ed onto it).
         faulthandler.enable(file=sys.stderr, all_threads=True)
+        faulthandler.register(STACK_DUMP_SIGNAL, file=sys.stderr, all_threads=True)
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_DFL)
         # A graceful stop while the app loads: connections may wait in this slot's queue already (its previous

@@ -91,6 +91,9 @@ def application(environ, start_response):
         return [b"ok"]
     if path == "/exit":                  # the worker process ends, with the status asked (a C extension's exit())
         os._exit(int(_qs(environ, "code", "3")))
+    if path == "/redos":                 # a runaway regex: minutes of C code that never lets go of the GIL
+        import re
+        re.match(r"(a+)+$", "a" * int(_qs(environ, "n", "30")) + "b")
     if path == "/segfault":              # a C extension's crash: SIGSEGV in the app's own code
         import ctypes
         ctypes.string_at(0)
