@@ -17,6 +17,7 @@ import pytest
 from conftest import WSGISTACK, raw_request
 
 from apps.compressible import JSON, PAGE
+from wsgistack.compression import accepts, coding_weights
 
 GZIP = {"Accept-Encoding": "gzip, deflate, br"}
 
@@ -25,7 +26,7 @@ GZIP = {"Accept-Encoding": "gzip, deflate, br"}
 def gzip_server(start_server, tmp_path):
     page = tmp_path / "page.html"
     page.write_bytes(PAGE)
-    env = dict(os.environ, COMPRESSIBLE_FILE=str(page))
+    env = dict(os.environ, COMPRESSIBLE_FILE=str(page), COMPRESSIBLE_CLOSE_LOG=str(tmp_path / "close.log"))
 
     def start(*flags: str):
         return start_server("--gzip", *flags, app="compressible.py", env=env)
@@ -112,6 +113,61 @@ def test_a_stream_is_compressed_as_it_comes(gzip_server):
         assert decompressor.eof                                    # the gzip trailer came
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_start_response_at_the_first_iteration(gzip_server, tmp_path, threads):
+    """PEP 3333 lets an app call start_response when its iterable is first iterated: compressed as any stream
+    (it went out uncompressed, its status unknown when the app returned). close() runs once; an exception
+    before start_response is still a 500."""
+    server = gzip_server("--threads", threads)
+    for path in ("/late-start", "/late-start-gen"):
+        status, response, body = fetch(server, path, GZIP)
+        assert (status, response.getheader("Content-Encoding")) == (200, "gzip"), path
+        assert response.getheader("Vary") == "Accept-Encoding" and gzip.decompress(body) == PAGE
+    status, response, body = fetch(server, "/late-start-png", GZIP)            # not a compressed type: as it is
+    assert (status, body) == (200, PAGE) and response.getheader("Content-Encoding") is None
+    status, response, body = fetch(server, "/late-start", GZIP, method="HEAD")
+    assert (status, body) == (200, b"") and response.getheader("Content-Encoding") == "gzip"
+    assert fetch(server, "/late-start-fails", GZIP)[0] == 500
+    assert "failed before start_response" in server.wait_log("failed before start_response")
+    close_log = tmp_path / "close.log"
+    expected = ["closed /late-start", "closed /late-start", "closed /late-start-fails", "closed /late-start-png"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(close_log.read_text().splitlines()) < len(expected):
+        time.sleep(0.05)
+    time.sleep(0.2)                                       # a second close() would come by now
+    assert sorted(close_log.read_text().splitlines()) == expected
+
+
+@pytest.mark.parametrize("accept_encoding, compressed", [
+    ("gzip;level=1;q=0", False),          # q after another parameter
+    ("gzip;level=1;q=0.5", True),
+    ("gzip; Q=0", False),                 # the name ignores case
+    ("gzip;q=2", False),                  # not a qvalue (RFC 9110 12.4.2): not acceptable, as in nginx
+    ("gzip;q=0.0001", False),
+    ("gzip;q=1e-3", False),
+    ("gzip;q=inf", False),
+    ("gzip;q=1.001", False),
+    ("gzip;q=, *", False),                # an empty q: not a qvalue either; `*` does not bring gzip back
+    ("gzip;q=1.000", True),
+    ("gzip;q=0.001", True),
+    ("gzip;q=0.", False),                 # "0." is a qvalue, of weight 0
+])
+def test_accept_encoding_parameters(gzip_server, accept_encoding, compressed):
+    server = gzip_server()
+    status, response, body = fetch(server, "/page", {"Accept-Encoding": accept_encoding})
+    assert status == 200 and (response.getheader("Content-Encoding") == "gzip") == compressed
+    assert (gzip.decompress(body) if compressed else body) == PAGE
+
+
+def test_coding_weights():
+    assert coding_weights("gzip, deflate, br") == {"gzip": 1.0, "deflate": 1.0, "br": 1.0}
+    assert coding_weights("gzip;q=0.5, br; q=1.0 , *;q=0") == {"gzip": 0.5, "br": 1.0, "*": 0.0}
+    assert coding_weights("gzip;level=9;q=0.25;q=1") == {"gzip": 0.25}          # the first q counts
+    assert coding_weights("GZIP;Q=0.8, br;q=9, zstd;q=-1, deflate;q=nan") == {"gzip": 0.8, "br": 0.0, "zstd": 0.0,
+                                                                              "deflate": 0.0}
+    assert not accepts(coding_weights("gzip;q=2, *;q=0"), "gzip")
 
 
 def test_write_calls_are_compressed(gzip_server):

@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ServerProcess, free_port, wait_for_port
+from conftest import APPS, ServerProcess, free_port, wait_for_port, wait_until
 from nginx import Nginx, require_nginx
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "mmcsite"
@@ -452,6 +453,194 @@ def test_upstream_connections_are_kept(keepalive_site):
     # Kept connections serve the 20 requests: none is opened and closed per request (that leaves TIME_WAITs).
     assert after.count("TIME_WAIT") - before.count("TIME_WAIT") <= 2, (before, after)
     assert after.count("ESTABLISHED") >= 2, after       # an idle kept connection, seen from both ends
+
+
+# --- FastCGI as nginx configs commonly pass it: without fastcgi_keep_conn (nginx's default), with a
+# SCRIPT_NAME of its own, and kept connections through a reload (a backend and an nginx of their own: the cut
+# answers make nginx log errors, and the reload restarts the workers) ---
+
+FASTCGI_SERVER = """
+upstream fastcgi_kept {{ server {address}; keepalive 16; }}
+server {{
+    listen 127.0.0.1:{port};
+    location /kept/ {{
+        rewrite ^/kept(/.*)$ $1 break;
+        include fastcgi_params;
+        fastcgi_keep_conn on;
+        fastcgi_pass fastcgi_kept;
+    }}
+    location /unbuffered/ {{
+        rewrite ^/unbuffered(/.*)$ $1 break;
+        include fastcgi_params;
+        fastcgi_buffering off;
+        fastcgi_pass {address};
+    }}
+    location /mounted/ {{
+        include fastcgi_params;
+        fastcgi_param SCRIPT_NAME /mounted;
+        fastcgi_pass {address};
+    }}
+    location / {{
+        include fastcgi_params;
+        fastcgi_pass {address};
+    }}
+}}
+"""
+
+
+@dataclass
+class FastCGIStack:
+    nginx: Nginx
+    server: ServerProcess
+    port: int
+
+    def diagnostics(self) -> str:
+        return f"--- nginx ---\n{self.nginx.error_log()[-3000:]}\n--- wsgistack ---\n{self.server.log()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def fastcgi_stack(tmp_path_factory):
+    binary = require_nginx()
+    root = tmp_path_factory.mktemp("nginx-fastcgi")
+    fastcgi_port, port = free_port(), free_port()
+    server = ServerProcess(["--fastcgi-socket", f"127.0.0.1:{fastcgi_port}", "--processes", "2", "--threads", "4",
+                            "--wsgi-file", str(APPS / "basic.py")], None, root / "wsgistack.log")
+    nginx = None
+    try:
+        try:
+            wait_for_port(fastcgi_port, proc=server.proc)
+        except (RuntimeError, TimeoutError):
+            raise AssertionError(f"wsgistack did not start:\n{server.log()}") from None
+        nginx = Nginx(binary, root / "nginx", FASTCGI_SERVER.format(address=f"127.0.0.1:{fastcgi_port}", port=port),
+                      [port])
+        nginx.start()
+        yield FastCGIStack(nginx, server, port)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        server.stop()
+
+
+def raw_get(port: int, path: str, wait: float) -> tuple[bytes, bytes, str]:
+    """GET over HTTP/1.1 kept alive: (head, body, how it ended). "whole" once the body is complete by its framing
+    (a chunked body's last chunk, or Content-Length bytes), else "closed" (FIN or reset) or "waiting" (neither
+    after `wait` seconds: a client left hanging)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path.encode())
+        data, deadline = b"", time.monotonic() + wait
+        while True:
+            head, separator, body = data.partition(b"\r\n\r\n")
+            if separator:
+                lines = head.lower().split(b"\r\n")
+                if b"transfer-encoding: chunked" in lines and body.endswith(b"\r\n0\r\n\r\n"):
+                    return head, body, "whole"
+                length = [line.split(b":")[1] for line in lines if line.startswith(b"content-length:")]
+                if length and len(body) >= int(length[0]):
+                    return head, body, "whole"
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return head, body, "waiting"
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                return head, body, "closed"
+            data += chunk
+
+
+@pytest.mark.parametrize("location", ["", "/unbuffered"])
+@pytest.mark.parametrize("path", ["/error-after-start", "/short"])
+def test_fastcgi_cut_answer_reaches_the_client_cut(fastcgi_stack, location, path):
+    """Without fastcgi_keep_conn nginx takes the upstream's FIN for the end of the answer: the app raising midway
+    gave the client a chunked answer ended by its last chunk (whole to the client, and to fastcgi_cache), and the
+    one sending 20 bytes of its Content-Length 100 left the client waiting for the rest. The reset that ends such
+    an answer makes nginx cut the client's connection at once."""
+    head, body, end = raw_get(fastcgi_stack.port, location + path, wait=5.0)
+    assert head.startswith(b"HTTP/1.1 200 "), fastcgi_stack.diagnostics()
+    # Closed, not ended: buffering, nginx drops what it holds of the answer; unbuffered, the client has that part.
+    assert end == "closed", (head, body, end)
+    if location == "/unbuffered":
+        assert b"partial" in body if path == "/error-after-start" else body == b"only twenty bytes!!!"
+
+
+def test_fastcgi_script_name_from_nginx_mounts_the_app(fastcgi_stack):
+    """`fastcgi_param SCRIPT_NAME /mounted;` (after the stock fastcgi_params): the app is mounted there, PATH_INFO
+    is the rest of the path (decoded by nginx, as on the http socket). Every URL under /mounted/ reached the
+    app as PATH_INFO "/mounted"."""
+    conn = http.client.HTTPConnection("127.0.0.1", fastcgi_stack.port, timeout=TIMEOUT)
+    try:
+        for path in ("/mounted/environ?x=1", "/mounted/%65nviron?x=1"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == 200, fastcgi_stack.diagnostics()
+            environ = json.loads(body)
+            assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/mounted", "/environ")
+            assert (environ["REQUEST_URI"], environ["QUERY_STRING"]) == (path, "x=1")
+    finally:
+        conn.close()
+
+
+def test_fastcgi_reload_moves_kept_connections_to_the_new_workers(fastcgi_stack):
+    """fastcgi_keep_conn with an upstream keepalive pool: steady traffic (one client, a request every few ms)
+    never leaves its kept connection idle for the 0.1 s after which a draining worker closes it, so an old worker
+    answered on it with the old code until a second before --reload-mercy (30 s) ran out. It now closes it with
+    an answer a second into its drain; nginx opens a new connection, to the new workers, and no request fails
+    (POSTs included: nginx would not retry one sent into a closing connection)."""
+    stack = fastcgi_stack
+    server = stack.server
+    old = set(wait_until(lambda: len(server.workers()) == 2 and server.workers(), what="2 workers"))
+    errors_before = len(stack.nginx.error_log())
+    answers: list[tuple[float, int]] = []      # (when, pid) of each GET
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        # One connection, one request at a time: nginx reuses the same kept connection for each (more clients
+        # at once make nginx open new connections, which go to the new workers and hide the old ones').
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=TIMEOUT)
+        try:
+            count = 0
+            while not stop.is_set():
+                count += 1
+                post = b"post %d" % count
+                if count % 3:
+                    conn.request("GET", "/kept/pid")
+                else:
+                    conn.request("POST", "/kept/echo", body=post)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200 or (not count % 3 and body != post):
+                    failures.append(f"{response.status} {body[:200]!r}")
+                elif count % 3:
+                    answers.append((time.monotonic(), int(body)))
+                time.sleep(0.005)
+        except Exception as exc:        # reported below, with the logs
+            failures.append(repr(exc))
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("reload complete", timeout=TIMEOUT)     # the old workers begin to drain now
+        drain_began = time.monotonic()
+        time.sleep(5.0)
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+    assert not failures, f"{failures[:5]}\n{stack.diagnostics()}"
+    new_errors = stack.nginx.error_log()[errors_before:]
+    assert "[error]" not in new_errors and "[warn]" not in new_errors, new_errors
+    last_old = max(at for at, pid in answers if pid in old) - drain_began
+    assert last_old < 2.5, f"the old workers answered until {last_old:.2f} s into their drain"
+    assert sum(at > drain_began + 2.5 and pid not in old for at, pid in answers) > 100
 
 
 # --- last, after everything above went through it ---

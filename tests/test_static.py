@@ -253,6 +253,49 @@ def test_conditional_requests(static_server):
             assert body == b"" and response_headers["ETag"] == etag
 
 
+def test_preconditions(static_server, tree):
+    """RFC 9110 13.1.1, 13.1.4, 13.2.2: If-Match (strong), else If-Unmodified-Since, before the others; 412 when
+    false (as nginx), for a Range request too."""
+    server = static_server("--static-gzip-ext", ".js")
+    _, headers, _ = server.get("/static/hello.txt")
+    etag, last_modified = headers["ETag"], headers["Last-Modified"]
+    before = "Thu, 02 Jan 2020 03:04:04 GMT"
+    cases = [
+        ({"If-Match": etag}, 200),
+        ({"If-Match": f'"other", {etag}'}, 200),
+        ({"If-Match": "*"}, 200),                                # the file is there
+        ({"If-Match": '"other"'}, 412),
+        ({"If-Match": f"W/{etag}"}, 412),                       # strong comparison: a weak tag never matches
+        ({"If-Match": "garbage"}, 412),
+        ({"If-Unmodified-Since": last_modified}, 200),
+        ({"If-Unmodified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}, 200),
+        ({"If-Unmodified-Since": before}, 412),
+        ({"If-Unmodified-Since": "not a date"}, 200),            # ignored
+        ({"If-Match": etag, "If-Unmodified-Since": before}, 200),   # If-Match decides
+        ({"If-Match": '"other"', "If-None-Match": etag}, 412),   # before If-None-Match
+        ({"If-Unmodified-Since": before, "If-Modified-Since": last_modified}, 412),
+        ({"If-Match": etag, "If-None-Match": etag}, 304),
+        ({"If-Match": '"other"', "Range": "bytes=0-4"}, 412),    # before Range
+        ({"If-Unmodified-Since": before, "Range": "bytes=0-4"}, 412),
+        ({"If-Match": etag, "Range": "bytes=0-4"}, 206),
+    ]
+    for request_headers, expected in cases:
+        status, response_headers, body = server.get("/static/hello.txt", headers=request_headers)
+        assert status == expected, request_headers
+        if expected == 412:
+            assert "ETag" not in response_headers and "Content-Range" not in response_headers
+            assert body.startswith(b"412 Precondition Failed")
+    status, _, body = server.get("/static/hello.txt", method="HEAD", headers={"If-Match": '"other"'})
+    assert (status, body) == (412, b"")
+    assert server.get("/static/big.bin", headers={"If-Match": '"other"', "Range": "bytes=0-9"})[0] == 412  # sendfile
+    # a precompressed twin is compared by its own ETag; the 412 varies with Accept-Encoding as the 200 does
+    _, zipped, _ = server.get("/static/app.js", headers={"Accept-Encoding": "gzip"})
+    assert server.get("/static/app.js", headers={"Accept-Encoding": "gzip", "If-Match": zipped["ETag"]})[0] == 200
+    status, failed, _ = server.get("/static/app.js", headers={"If-Match": zipped["ETag"]})
+    assert status == 412 and failed["Vary"] == "Accept-Encoding"
+    assert server.get("/static/app.js", method="POST", headers={"If-Match": '"other"'})[0] == 405  # as nginx
+
+
 def test_range_requests(static_server, tree):
     server = static_server()
     size = len(HELLO)
@@ -351,6 +394,8 @@ def test_no_expiry_rule_no_expires_header(static_server):
     ("br;q=0, gzip;q=0.5", "gzip"),
     ("*", "br"),
     ("*, br;q=0", "gzip"),
+    ("br;x=1;q=0, gzip", "gzip"),          # q after another parameter
+    ("br;q=2, gzip", "gzip"),              # not a qvalue: br is not acceptable
     ("gzip;q=0", None),
     ("identity", None),
     (None, None),

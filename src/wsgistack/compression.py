@@ -8,32 +8,50 @@ representation of the same resource, as nginx makes it).
 
 A body given whole (a list, as most apps return) is compressed at once and keeps a Content-Length. Any other
 iterable is compressed chunk by chunk, each chunk flushed (Z_SYNC_FLUSH) so a streamed answer still streams;
-its length is unknown, so the Exchange frames it chunked. A wsgi.file_wrapper answer (a file sent with
-sendfile) is left alone: static files can be precompressed instead (--static-gzip-all).
+its length is unknown, so the Exchange frames it chunked. An iterable that calls start_response only when first
+iterated (PEP 3333 allows it) has its first chunk taken before the decision, as the Exchange takes it before
+the head. A wsgi.file_wrapper answer (a file sent with sendfile) is left alone: static files can be
+precompressed instead (--static-gzip-all).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import zlib
 
 from wsgistack.config import Config, ConfigError
 from wsgistack.wsgi import FileWrapper, ResponseError
 
 COMPRESSED_STATUSES = frozenset((200, 403, 404))      # nginx's gzip filter compresses these only
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")     # RFC 9110 12.4.2
+_qvalues: dict[str, float] = {}        # the valid ones seen (at most 1,117 exist): a lookup, not a regex, per item
+
+
+def _qvalue(text: str) -> float:
+    """A qvalue's weight; 0 for an invalid one (float() would take 2, 1e-3, inf, nan)."""
+    if _QVALUE.fullmatch(text) is None:
+        return 0.0
+    weight = _qvalues[text] = float(text)
+    return weight
 
 
 def coding_weights(accept_encoding: str) -> dict[str, float]:
-    """Accept-Encoding as {coding: q-value} (RFC 9110 12.5.3); malformed items are ignored."""
+    """Accept-Encoding as {coding: q-value} (RFC 9110 12.5.3). An invalid q weighs 0: the coding is not
+    acceptable, as nginx takes it (dropping the item would let a `*` in the same header bring it back)."""
     weights: dict[str, float] = {}
     for item in accept_encoding.lower().split(","):
-        coding, _, parameters = item.partition(";")
+        coding, semicolon, parameters = item.partition(";")
         weight = 1.0
-        name, _, value = parameters.partition("=")
-        if name.strip() == "q":
-            try:
-                weight = float(value)
-            except ValueError:
-                continue
+        if semicolon:                     # the q among any parameters (`gzip;level=1;q=0` refuses gzip)
+            for parameter in parameters.split(";"):
+                name, _, value = parameter.partition("=")
+                if name.strip() == "q":
+                    value = value.strip()
+                    weight = _qvalues.get(value)
+                    if weight is None:
+                        weight = _qvalue(value)
+                    break
         weights[coding.strip()] = weight
     return weights
 
@@ -139,14 +157,32 @@ class GzipAnswer:
         self.start_response = start_response
         self.is_head = environ["REQUEST_METHOD"] == "HEAD"
         result = self.app(environ, self.noted_start_response)
+        if self.status is None:
+            # PEP 3333 lets start_response wait for the first chunk: take it, as the Exchange would, to decide
+            result = self._first_chunk_taken(result)
         if self.started:
             if self.compressor is None:
                 return result             # write() decided: not compressed
             return CompressedStream(result, self.compressor)
-        if self.status is None:           # start_response comes later (during iteration): passed on as it comes
+        if self.status is None:           # still none: the Exchange says what is wrong
             self.started = True
             return result
         return self.answer(result)
+
+    @staticmethod
+    def _first_chunk_taken(result):
+        iterator = iter(result)
+        try:
+            first = (next(iterator),)
+        except StopIteration:
+            first = ()
+        except BaseException:
+            # The Exchange answers 500 but never saw this iterable, so cannot close it (PEP 3333: always)
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+            raise
+        return Rejoined(first, iterator, result)
 
     def noted_start_response(self, status, headers, exc_info=None):
         if self.started:                  # after the Exchange's: its rules (exc_info, a second call)
@@ -243,6 +279,24 @@ class CompressedStream:
             if chunk:
                 yield compressor.compress(chunk)
         yield compressor.finish()
+
+    def close(self) -> None:
+        close = getattr(self.iterable, "close", None)
+        if close is not None:
+            close()
+
+
+class Rejoined:
+    """An app's iterable whose first chunk was taken: that chunk, then the rest; close() reaches the app's
+    iterable (once: the Exchange, or the CompressedStream around this, calls it once)."""
+
+    def __init__(self, first: tuple, iterator, iterable):
+        self.first = first
+        self.iterator = iterator
+        self.iterable = iterable
+
+    def __iter__(self):
+        return itertools.chain(self.first, self.iterator)
 
     def close(self) -> None:
         close = getattr(self.iterable, "close", None)

@@ -10,8 +10,9 @@ connection itself; it never waits for an app thread.
 
 Paths as nginx sees them: dot segments are resolved and repeated slashes merged before matching; a path that
 climbs above / is answered 400, a NUL 400. Symlinks inside a mapped directory are followed (nginx's default;
-uWSGI refuses those that leave the directory). Conditional and range requests as RFC 9110: If-None-Match,
-If-Modified-Since (304), one byte range (206, 416), If-Range; several ranges get the whole file (200).
+uWSGI refuses those that leave the directory). Conditional and range requests as RFC 9110: If-Match,
+If-Unmodified-Since (412, first), If-None-Match, If-Modified-Since (304), one byte range (206, 416), If-Range;
+several ranges get the whole file (200).
 The --static-expires* rules add Expires (as uWSGI) and Cache-Control: max-age (as nginx's `expires`). They are
 tried in uWSGI's order (static-expires on the file's path, -path-info, -uri, -type; each in the order given) and
 the first that matches decides, where uWSGI would send one Expires header per kind of rule that matches.
@@ -291,7 +292,8 @@ class Redirect(Answer):
 
 
 _REASONS = {301: "Moved Permanently", 400: "Bad Request", 403: "Forbidden", 405: "Method Not Allowed",
-            416: "Range Not Satisfiable"}
+            412: "Precondition Failed", 416: "Range Not Satisfiable"}
+_VARY = (("Vary", "Accept-Encoding"),)     # for a file with twins: which ETag a 412 compared depends on it
 
 
 class StaticFile:
@@ -317,6 +319,10 @@ class StaticFile:
         etag, last_modified, kind = file_facts(self.path, self.info)
         if self.encoding is not None:      # another representation: never the same strong validator
             etag = f'{etag[:-1]}-{self.encoding}"'
+        if precondition_failed(environ, etag, int(self.info.st_mtime)):
+            os.close(self.fd)              # before If-None-Match and Range (RFC 9110 13.2.2), as nginx
+            return Answer(412, "the file is not the version the request names", _VARY if self.vary else ())(
+                environ, start_response)
         headers = [("Last-Modified", last_modified), ("ETag", etag)]
         if self.vary:
             headers.append(("Vary", "Accept-Encoding"))
@@ -394,6 +400,23 @@ def content_type(path: str) -> str:
         # x.tar.gz is gzip bytes to the client: no Content-Encoding, which would have a browser unpack it
         return "application/octet-stream"
     return kind
+
+
+def precondition_failed(environ: dict, etag: str, mtime: int) -> bool:
+    """RFC 9110 13.1.1, 13.1.4: If-Match (strong comparison) decides when present, else If-Unmodified-Since."""
+    if_match = environ.get("HTTP_IF_MATCH")
+    if if_match is not None:
+        if if_match.strip() == "*":
+            return False                  # any current representation: the file is there
+        # strong: W/"..." never matches (our ETag has no W/, and no comma to split wrongly)
+        return not any(tag.strip() == etag for tag in if_match.split(","))
+    since = environ.get("HTTP_IF_UNMODIFIED_SINCE")
+    if since is None:
+        return False
+    try:
+        return mtime > mktime_tz(parsedate_tz(since))
+    except (TypeError, ValueError, OverflowError):
+        return False                      # an invalid date is ignored (RFC 9110 13.1.4)
 
 
 def not_modified(environ: dict, etag: str, mtime: int) -> bool:

@@ -7,6 +7,27 @@ PAGE = b"<html><body>" + b"<p>compress me, compress me</p>" * 60 + b"</body></ht
 JSON = b'{"items": [' + b'"compress me",' * 100 + b'"end"]}'
 
 
+class LateStart:
+    """start_response called at the first iteration, as PEP 3333 allows; each close() is logged (to count them)."""
+
+    def __init__(self, path: str, start_response, kind: str):
+        self.path = path
+        self.start_response = start_response
+        self.kind = kind
+
+    def __iter__(self):
+        if self.path == "/late-start-fails":
+            raise RuntimeError("failed before start_response")
+        self.start_response("200 OK", [("Content-Type", self.kind)])
+        yield PAGE[:1000]
+        yield PAGE[1000:]
+
+    def close(self):
+        if os.environ.get("COMPRESSIBLE_CLOSE_LOG"):
+            with open(os.environ["COMPRESSIBLE_CLOSE_LOG"], "a") as log:
+                log.write(f"closed {self.path}\n")
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     html = [("Content-Type", "text/html; charset=utf-8")]
@@ -56,6 +77,14 @@ def application(environ, start_response):
     if path == "/stream-exact":
         start_response("200 OK", html + [("Content-Length", str(len(PAGE)))])
         return iter([PAGE[:100], PAGE[100:]])
+    if path in ("/late-start", "/late-start-fails", "/late-start-png"):
+        return LateStart(path, start_response, "image/png" if path == "/late-start-png" else "text/html")
+    if path == "/late-start-gen":
+
+        def late():
+            start_response("200 OK", html)
+            yield PAGE
+        return late()
     if path == "/wrong-length":
         start_response("200 OK", html + [("Content-Length", "10")])
         return [PAGE]

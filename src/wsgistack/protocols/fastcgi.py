@@ -49,8 +49,32 @@ def cgi_response(http_response: bytes) -> bytes:
     return cgi_head(head + b"\r\n\r\n") + body
 
 
-# Seconds without a request after which a draining worker closes a kept FastCGI connection; and seconds before
-# the end of --reload-mercy from which one nginx keeps busy is closed with its next answer.
+def split_script_name(params: dict[str, str]) -> None:
+    """SCRIPT_NAME and PATH_INFO for a web server that sends no PATH_INFO, as nginx's stock fastcgi_params.
+
+    Those send the whole path as SCRIPT_NAME ($fastcgi_script_name, the CGI script: DOCUMENT_URI itself): for a
+    WSGI app that path is PATH_INFO. A `fastcgi_param SCRIPT_NAME /prefix;` after them says where the app is
+    mounted: a whole-segment prefix of DOCUMENT_URI stays SCRIPT_NAME (without a trailing slash, as uwsgi's
+    modifier1 30 strips it) and the rest is PATH_INFO; a SCRIPT_NAME that is no such prefix (fastcgi_index
+    appended, say) mounts nothing. DOCUMENT_URI is nginx's $document_uri, decoded and normalized already.
+    """
+    script_name = params.pop("SCRIPT_NAME", "")
+    uri = params.get("DOCUMENT_URI")
+    if uri is None:                     # a hand-written config: the path is the script's
+        params["PATH_INFO"] = script_name
+        return
+    prefix = script_name.rstrip("/")
+    if script_name != uri and prefix and (uri == prefix or uri.startswith(prefix + "/")):
+        params["SCRIPT_NAME"] = prefix
+        params["PATH_INFO"] = uri[len(prefix):]
+    else:
+        params["PATH_INFO"] = uri
+
+
+# A draining worker closes a kept FastCGI connection once nginx left it unused for DRAIN_PAUSE seconds (the close
+# reaches nginx while the connection sits in its cache: no race). One nginx keeps busy never pauses so long: it is
+# closed with its next answer once the worker has drained for DRAIN_GRACE seconds (or DRAIN_GRACE before the end
+# of --reload-mercy, if that comes first), so old code stops answering about a second into a reload.
 DRAIN_PAUSE = 0.1
 DRAIN_GRACE = 1.0
 
@@ -188,9 +212,7 @@ class FastCGIConnection(GatewayConnection):
 
     def _params(self, params: dict[str, str]) -> None:
         if "PATH_INFO" not in params:
-            # nginx's stock fastcgi_params send the whole path as SCRIPT_NAME ($fastcgi_script_name, the
-            # CGI script) and no PATH_INFO: for a WSGI app, that path is PATH_INFO.
-            params["PATH_INFO"] = params.pop("SCRIPT_NAME", params.get("DOCUMENT_URI", ""))
+            split_script_name(params)
         environ = self._environ(params)
         declared = environ.get("CONTENT_LENGTH")
         if declared is not None:
@@ -254,10 +276,17 @@ class FastCGIConnection(GatewayConnection):
     def exchange_done(self, exchange: Exchange) -> None:
         worker = self.worker
         draining = worker.stopping and not self.closed
-        # Busy until the end of --reload-mercy: closed with this answer rather than under a request at the
-        # deadline, its FIN in the same segment as END_REQUEST (corked until both are queued), so that nginx most
-        # likely sees the end before it caches the connection for its next request.
-        last = draining and time.monotonic() >= worker.stop_deadline - DRAIN_GRACE
+        # Kept busy by nginx through DRAIN_GRACE: closed with this answer, its FIN in the same segment as
+        # END_REQUEST (corked until both are queued), so that nginx sees the end as it reads the answer and does
+        # not cache the connection for its next request (which would then fail: a 502 for a POST).
+        last = draining and (time.monotonic() >= min(worker.stop_deadline - worker.config.reload_mercy + DRAIN_GRACE,
+                                                     worker.stop_deadline - DRAIN_GRACE))
+        if self.truncated and not self.keep_conn and not exchange.overflowed:
+            # Without FCGI_KEEP_CONN nginx takes the close for the end of the answer, END_REQUEST or not: after a
+            # FIN a cut answer looks whole (nginx ends the client's chunked answer, fastcgi_cache stores it, or
+            # the client waits for the rest of a Content-Length). A reset makes nginx cut the client too. (Past
+            # its Content-Length, the answer sent is whole: clipped, it ends with a FIN.)
+            self.reset = True
         sock = tcp_socket(self.transport) if last else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
@@ -283,11 +312,13 @@ class FastCGIConnection(GatewayConnection):
 
     def abort_after_response(self) -> None:
         if not self.aborted:
-            self.truncated = True       # nginx reports a response that ends without END_REQUEST
+            # Closed without END_REQUEST, which nginx reports on a kept connection; on another, only a reset
+            # says it (exchange_done).
+            self.truncated = True
             super().abort_after_response()
 
     def reset_after_response(self) -> None:
-        self.abort_after_response()     # the missing END_REQUEST says it already
+        self.abort_after_response()     # exchange_done decides between FIN and reset
 
     def error_response(self, status: int, detail: str) -> bytes:
         """A whole answer in FastCGI framing, STDOUT records then END_REQUEST (harakiri writes it as is)."""
