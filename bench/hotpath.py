@@ -54,6 +54,7 @@ class Config:
     post_buffering = 1 << 20
     buffer_size = 4096
     uwsgi_allow_from: list = []
+    forwarded_allow_ips = "127.0.0.1,::1"
     fastcgi_allow_from: list = []
     processes = threads = 1
 
@@ -85,7 +86,7 @@ class Worker:
     threaded = app_busy = stopping = False
     static = compression = None
     requests = retire_after = 0
-    access_log = counters = None
+    access_log = counters = harakiri = None
     times_requests = False
     request_done = worker.Worker.request_done      # counting (and logging, when on) as a worker does
     date_header = b"Date: Sat, 21 Nov 2026 10:00:00 GMT\r\n"

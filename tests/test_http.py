@@ -936,3 +936,20 @@ def test_two_expect_requests_never_run_app_code_with_an_inline_one(start_server,
     overlapping = [(a, b) for a in spans for b in spans if a < b
                    and spans[a]["begin"] < spans[b]["end"] and spans[b]["begin"] < spans[a]["end"]]
     assert set(spans) == {"S1", "S2", "Z"} and not overlapping, spans
+
+
+@pytest.mark.parametrize("flags, headers, scheme", [
+    ((), {"X-Forwarded-Proto": "https"}, "https"),             # a proxy on loopback (gunicorn's default trust)
+    ((), {"X-Forwarded-Ssl": "on"}, "https"),
+    ((), {"X-Forwarded-Proto": "https, http"}, "https"),       # the first (nearest the client) hop's
+    ((), {}, "http"),
+    (("--forwarded-allow-ips", "10.9.9.9"), {"X-Forwarded-Proto": "https"}, "http"),   # not from this peer
+    (("--forwarded-allow-ips", "*"), {"X-Forwarded-Proto": "https"}, "https"),
+])
+def test_a_trusted_proxy_says_the_scheme(start_server, flags, headers, scheme):
+    """An app behind a proxy that ends TLS builds https links and redirects (Django's is_secure(), Flask's
+    url_for(_external=True)) from wsgi.url_scheme: from the peers --forwarded-allow-ips trusts (loopback by
+    default), X-Forwarded-Proto / X-Forwarded-Ssl set it, as gunicorn and uWSGI do."""
+    server = start_server(*flags)
+    status, _, body = server.get("/environ", headers=headers)
+    assert status == 200 and json.loads(body)["wsgi.url_scheme"] == scheme

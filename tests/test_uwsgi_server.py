@@ -112,6 +112,11 @@ def test_vars_become_the_environ(uwsgi):
     ({"HTTPS": "on"}, "https"), ({"REQUEST_SCHEME": "https"}, "https"), ({"HTTPS": "1"}, "https"),
     ({"UWSGI_SCHEME": "https"}, "https"),                        # uWSGI's own: `uwsgi_param UWSGI_SCHEME $scheme;`
     ({"UWSGI_SCHEME": "http", "HTTPS": "on"}, "http"),           # ... which decides first, as in uWSGI
+    # a TLS-terminating balancer before nginx (`REQUEST_SCHEME` is nginx's own `$scheme`), as uWSGI takes it
+    ({"HTTP_X_FORWARDED_PROTO": "https", "REQUEST_SCHEME": "http"}, "https"),
+    ({"HTTP_X_FORWARDED_SSL": "on"}, "https"),
+    ({"HTTP_X_FORWARDED_PROTO": "http", "HTTPS": "on"}, "https"),  # nginx's own TLS says more than a header
+    ({"HTTP_X_FORWARDED_PROTO": "gopher"}, "http"),
 ])
 def test_the_scheme_from_the_vars(start_uwsgi, scheme_vars, scheme):
     _, address = start_uwsgi()

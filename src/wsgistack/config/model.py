@@ -38,6 +38,10 @@ class Config:
     buffer_size: int = option(4096, "max bytes of a uwsgi request's vars block (uWSGI's default 4096, max 65535); "
                                     "also raises the HTTP limits on the request line, a header field and the head "
                                     "to at least BYTES, those not set themselves", aliases=("b",), metavar="BYTES")
+    forwarded_allow_ips: str = option("127.0.0.1,::1", "HTTP peers whose X-Forwarded-Proto / X-Forwarded-Ssl set "
+                                                       "wsgi.url_scheme (gunicorn's option: IPs, comma-separated, "
+                                                       "* for any; unix-socket peers always; uwsgi and FastCGI "
+                                                       "peers are the allowed web servers)", metavar="IPS")
     uwsgi_allow_from: list[str] = option([], "peers allowed on TCP uwsgi sockets: IPs or CIDR networks "
                                              "(default: loopback only; unix sockets use file permissions)",
                                          metavar="NETWORK")

@@ -92,7 +92,20 @@ def gateway_environ(conn_environ: dict, variables: dict[str, str]) -> dict:
             environ["wsgi.url_scheme"] = scheme.lower()
     elif environ.get("HTTPS", "").lower() in ("on", "1") or environ.get("REQUEST_SCHEME", "").lower() == "https":
         environ["wsgi.url_scheme"] = "https"
+    elif "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_SSL" in environ:
+        # a TLS-terminating balancer before the web server says it, as uWSGI takes it (the web server is trusted)
+        forwarded_scheme(environ)
     return environ
+
+
+def forwarded_scheme(environ: dict) -> None:
+    """wsgi.url_scheme from a trusted proxy's X-Forwarded-Proto (http or https) or X-Forwarded-Ssl (on), as uWSGI
+    and gunicorn take them."""
+    proto = environ.get("HTTP_X_FORWARDED_PROTO", "").partition(",")[0].strip().lower()
+    if proto in ("http", "https"):
+        environ["wsgi.url_scheme"] = proto
+    elif environ.get("HTTP_X_FORWARDED_SSL", "").strip().lower() == "on":
+        environ["wsgi.url_scheme"] = "https"
 
 
 class GatewayExchange(Exchange):

@@ -18,6 +18,7 @@ import httptools
 from wsgistack.body import EMPTY_INPUT, BodyBuffer, BodyError, StreamingInput
 from wsgistack.paths import normalize_path
 from wsgistack.protocols.connection import MAX_PENDING, Connection, Reject
+from wsgistack.protocols.gateway import forwarded_scheme
 from wsgistack.protocols.uwsgi_codec import NEED_DATA, BodyData, UwsgiProtocolError, body_decoder
 
 log = logging.getLogger("wsgistack")
@@ -117,6 +118,7 @@ class HttpConnection(Connection):
 
     # Limits, set once per worker process from the config (class attributes: one lookup on the hot path).
     limit_line = limit_fields = limit_field_size = limit_head = limit_post = post_buffering = small_head = 0
+    forwarded_from: frozenset[str] | None = frozenset()     # --forwarded-allow-ips (None: any peer)
 
     @classmethod
     def configure(cls, config) -> None:
@@ -128,6 +130,8 @@ class HttpConnection(Connection):
         cls.limit_post = config.limit_post
         cls.post_buffering = config.post_buffering
         cls.small_head = min(cls.limit_field_size, cls.limit_head)
+        ips = {ip.strip() for ip in config.forwarded_allow_ips.split(",") if ip.strip()}
+        cls.forwarded_from = None if "*" in ips else frozenset(ips)
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport) -> None:
@@ -153,6 +157,9 @@ class HttpConnection(Connection):
         # environ size when no header field repeats: the connection's keys, 4 from the request line,
         # one per field (see on_headers_complete)
         self.env_size = len(self.conn_environ) + 4
+        peer = self.conn_environ["REMOTE_ADDR"]
+        # may a proxy's X-Forwarded-Proto set the scheme (a unix-socket peer is local: a web server in front)
+        self.trusts_forwarded = not peer or self.forwarded_from is None or peer in self.forwarded_from
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -294,6 +301,8 @@ class HttpConnection(Connection):
             environ[env_key(name) or _environ_key(name)] = value.decode("latin-1").rstrip(" \t")  # llhttp keeps trailing OWS
         if len(environ) != self.env_size + len(headers) or "" in environ:
             _merge_repeated_fields(environ, headers)     # a name came twice, or one is dropped (key "")
+        if self.trusts_forwarded and ("HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_SSL" in environ):
+            forwarded_scheme(environ)
         keep_alive = parser.should_keep_alive()
         if keep_alive and "HTTP_CONNECTION" not in environ:
             http11 = True       # llhttp keeps a connection open by default for HTTP/1.1 only (it takes 0.9-2.0)
