@@ -28,6 +28,7 @@ class GatedAcceptor:
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
+        self.family = sock.family
         self.protocol_factory = protocol_factory
         self.threads = threads
         self.serving = False
@@ -69,7 +70,7 @@ class GatedAcceptor:
             return
         # One connection per readiness: its request is queued for a thread before the next is taken.
         try:
-            conn, _ = self.sock.accept()
+            fd, _ = self.sock._accept()     # the C call: socket.socket's accept() costs as much again
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -83,11 +84,11 @@ class GatedAcceptor:
             else:
                 log.info("accept() failed for one connection: %s", exc)
             return
-        self.loop.create_task(self._connect(conn))
+        conn = socket.socket(self.family, socket.SOCK_STREAM, 0, fd)
+        self.loop.create_task(self.loop.connect_accepted_socket(self.protocol_factory, conn)).add_done_callback(
+            _report_failure)
 
-    async def _connect(self, conn: socket.socket) -> None:
-        try:
-            await self.loop.connect_accepted_socket(self.protocol_factory, conn)
-        except Exception as exc:         # noqa: BLE001 - the connection is lost, the server goes on
-            log.warning("could not take a connection: %s", exc)
-            conn.close()
+
+def _report_failure(task) -> None:
+    if not task.cancelled() and task.exception() is not None:   # the connection is lost, the server goes on
+        log.warning("could not take a connection: %s", task.exception())
