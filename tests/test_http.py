@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
@@ -953,3 +954,33 @@ def test_a_trusted_proxy_says_the_scheme(start_server, flags, headers, scheme):
     server = start_server(*flags)
     status, _, body = server.get("/environ", headers=headers)
     assert status == 200 and json.loads(body)["wsgi.url_scheme"] == scheme
+
+
+def test_a_new_connection_is_not_starved_by_kept_alive_clients_that_keep_the_threads_busy(start_server):
+    """Eight kept-alive clients keep both app threads busy (each sends its next request as soon as it has an
+    answer): a new connection still gets its turn among theirs, in about their latency (an accept held back while
+    no thread was free kept it waiting for as long as they went on)."""
+    server = start_server("--threads", "2")
+    stop = time.monotonic() + 4.0
+    served = []
+
+    def busy_client() -> None:
+        conn = server.connection(timeout=10)
+        try:
+            while time.monotonic() < stop:
+                conn.request("GET", "/sleep?t=0.05")
+                served.append(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    clients = [threading.Thread(target=busy_client) for _ in range(8)]
+    for client in clients:
+        client.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    status, _, body = server.get("/pid")
+    waited = time.monotonic() - started
+    for client in clients:
+        client.join(15)
+    assert status == 200 and waited < 2.0, waited
+    assert len(served) > 20

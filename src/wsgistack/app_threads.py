@@ -20,18 +20,13 @@ log = logging.getLogger("wsgistack")
 
 
 class AppThreads:
-    """App threads fed by a queue (jobs only). They count how many are busy: a GatedAcceptor (gated_accept.py)
-    takes new connections only while one is free, and is woken when one frees up."""
+    """App threads fed by a queue (jobs only)."""
 
     def __init__(self, count: int, name: str):
         self.jobs = queue.SimpleQueue()
         self._start(count, name)
 
     def _start(self, count: int, name: str) -> None:
-        self.count = count
-        self.busy = 0
-        self.busy_lock = threading.Lock()
-        self.gates: list = []           # the GatedAcceptors of this worker's listening sockets
         for index in range(count):
             threading.Thread(target=self._serve, name=f"{name}-{index + 1}", daemon=True).start()
 
@@ -39,30 +34,9 @@ class AppThreads:
         """Run `job()` on an app thread (from the loop thread)."""
         self.jobs.put(job)
 
-    def queued(self) -> int:
-        return self.jobs.qsize()
-
-    def free(self) -> bool:
-        """A thread is free for one more request (read without the lock: a close guess, see _run)."""
-        return self.busy + self.queued() < self.count
-
     def _serve(self) -> None:
         while True:                      # daemon threads: they end with the process
-            self._run(self.jobs.get())
-
-    def _run(self, work) -> None:
-        with self.busy_lock:
-            self.busy += 1
-        try:
-            work()
-        finally:
-            with self.busy_lock:
-                self.busy -= 1
-            # A gate that found no thread free stopped watching its socket: this one is free now. (A gate that
-            # stops watching after this look sees the thread free itself: it looks again once unwatched.)
-            for gate in self.gates:
-                if not gate.watching:
-                    gate.loop.call_soon_threadsafe(gate.wake)
+            self.jobs.get()()
 
 
 class AcceptingAppThreads(AppThreads):
@@ -90,9 +64,6 @@ class AcceptingAppThreads(AppThreads):
         self.jobs.append(job)
         os.eventfd_write(self.job_ready, 1)
 
-    def queued(self) -> int:
-        return len(self.jobs)
-
     def accept_on(self, acceptor) -> None:
         """Accept on this listening socket from now on (the waiting thread sees it at once: epoll allows it)."""
         self.acceptors[acceptor.fd] = acceptor
@@ -110,7 +81,7 @@ class AcceptingAppThreads(AppThreads):
             try:
                 with self.turn:
                     work = self._wait_for_work()
-                self._run(work)
+                work()
             except Exception:
                 log.exception("unexpected error on an app thread")
 

@@ -37,7 +37,6 @@ from wsgistack.cheaper import SATURATED, busy_time
 from wsgistack.compression import Compression
 from wsgistack.config import Config, ConfigError
 from wsgistack.direct import DirectAcceptor, ThreadAcceptor
-from wsgistack.gated_accept import GatedAcceptor
 from wsgistack.harakiri import Harakiri
 from wsgistack.log_files import reopen_log_if_moved
 from wsgistack.logs import access_log_for, setup_error_log
@@ -205,9 +204,6 @@ class Worker:
                     self.servers.append(ThreadAcceptor(self.loop, sock, factory, self.threads))
                 else:
                     self.servers.append(DirectAcceptor(self.loop, sock, factory))
-                continue
-            if self.threaded:           # a new connection only while an app thread is free (gated_accept.py)
-                self.servers.append(GatedAcceptor(self.loop, sock, factory, self.threads))
                 continue
             if address.is_unix:
                 server = await self.loop.create_unix_server(factory, sock=sock, backlog=self.config.listen,
