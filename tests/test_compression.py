@@ -14,7 +14,7 @@ import zlib
 
 import pytest
 
-from conftest import WSGISTACK, raw_request
+from conftest import WSGISTACK, raw_request, wait_until
 
 from apps.compressible import JSON, PAGE
 from wsgistack.compression import accepts, coding_weights
@@ -292,3 +292,19 @@ def test_the_apps_errors_and_close_as_without_compression(start_server, tmp_path
     while time.monotonic() < deadline and "closed zipped" not in (close_log.read_text() if close_log.exists() else ""):
         time.sleep(0.05)
     assert "closed zipped" in close_log.read_text()
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_an_error_page_replacing_the_head_goes_uncompressed_and_a_failing_iter_is_closed(gzip_server, tmp_path,
+                                                                                         threads):
+    """An error middleware replaces the unsent 200 head by a 500 with exc_info: its page came gzip-compressed
+    under a head without Content-Encoding (garbage to the client). An iterable whose __iter__ raises was never
+    closed with --gzip."""
+    server = gzip_server("--threads", threads)
+    status, response, body = fetch(server, "/error-page", GZIP)
+    assert (status, body) == (500, b"the page failed to render\n")
+    assert response.getheader("Content-Encoding") is None and response.getheader("Content-Type") == "text/plain"
+    assert fetch(server, "/iter-fails", GZIP)[0] == 500
+    close_log = tmp_path / "close.log"
+    wait_until(lambda: close_log.exists() and "closed /iter-fails" in close_log.read_text(), timeout=5,
+               what="close() of the iterable whose __iter__ raised")

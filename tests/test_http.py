@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -946,6 +947,8 @@ def test_two_expect_requests_never_run_app_code_with_an_inline_one(start_server,
     ((), {}, "http"),
     (("--forwarded-allow-ips", "10.9.9.9"), {"X-Forwarded-Proto": "https"}, "http"),   # not from this peer
     (("--forwarded-allow-ips", "*"), {"X-Forwarded-Proto": "https"}, "https"),
+    (("--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.0/8"), {"X-Forwarded-Proto": "https"}, "https"),   # networks
+    (("--forwarded-allow-ips", ""), {"X-Forwarded-Proto": "https"}, "http"),                          # nobody
 ])
 def test_a_trusted_proxy_says_the_scheme(start_server, flags, headers, scheme):
     """An app behind a proxy that ends TLS builds https links and redirects (Django's is_secure(), Flask's
@@ -984,3 +987,12 @@ def test_a_new_connection_is_not_starved_by_kept_alive_clients_that_keep_the_thr
         client.join(15)
     assert status == 200 and waited < 2.0, waited
     assert len(served) > 20
+
+
+def test_forwarded_allow_ips_that_are_no_address_are_a_startup_error(tmp_path):
+    ini = tmp_path / "app.ini"
+    ini.write_text(f"[uwsgi]\nhttp = 127.0.0.1:0\nwsgi-file = {APPS / 'basic.py'}\nforwarded-allow-ips = localhost\n")
+    result = subprocess.run([sys.executable, "-m", "wsgistack", "--ini", str(ini)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1
+    assert f"{ini}:4: option 'forwarded-allow-ips': 'localhost' is not an IP address or CIDR network" in result.stderr

@@ -171,8 +171,8 @@ class GzipAnswer:
 
     @staticmethod
     def _first_chunk_taken(result):
-        iterator = iter(result)
         try:
+            iterator = iter(result)
             first = (next(iterator),)
         except StopIteration:
             first = ()
@@ -186,7 +186,12 @@ class GzipAnswer:
 
     def noted_start_response(self, status, headers, exc_info=None):
         if self.started:                  # after the Exchange's: its rules (exc_info, a second call)
-            return self.start_response(status, headers, exc_info)
+            write = self.start_response(status, headers, exc_info)
+            if exc_info is not None and self.compressor is not None:
+                # The head was not sent yet (else that raised): the answer replacing it (an error page) goes as
+                # the app gives it, under its own head, not compressed under one that says nothing of it.
+                self.compressor.stop()
+            return write
         if exc_info is None and self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
         self.status, self.headers = status, headers
@@ -249,8 +254,14 @@ class Deflater:
         self.compressor = compressor
         self.owed = declared              # bytes the app still owes (None: no length declared)
 
+    def stop(self) -> None:
+        """From now on chunks pass as they are (start_response replaced the head with exc_info)."""
+        self.compressor = self.owed = None
+
     def compress(self, chunk: bytes) -> bytes:
         """The chunk compressed and flushed (Z_SYNC_FLUSH), so that a stream still streams."""
+        if self.compressor is None:
+            return chunk
         if self.owed is not None:
             if len(chunk) > self.owed:
                 raise ResponseError("app sent more than its Content-Length")
@@ -258,6 +269,8 @@ class Deflater:
         return self.compressor.compress(chunk) + self.compressor.flush(zlib.Z_SYNC_FLUSH)
 
     def finish(self) -> bytes:
+        if self.compressor is None:
+            return b""
         if self.owed:
             raise ResponseError(f"app sent {self.owed} bytes less than its Content-Length")
         return self.compressor.flush()

@@ -1,10 +1,23 @@
 """Answers of every shape compression meets (tests/test_compression.py): whole bodies, streams, write(), files."""
 
 import os
+import sys
 import time
 
 PAGE = b"<html><body>" + b"<p>compress me, compress me</p>" * 60 + b"</body></html>"
 JSON = b'{"items": [' + b'"compress me",' * 100 + b'"end"]}'
+
+
+class IterFails:
+    """An iterable whose __iter__ raises: the Exchange answers 500, and its close() must still run (PEP 3333)."""
+
+    def __iter__(self):
+        raise RuntimeError("__iter__ failed")
+
+    def close(self):
+        if os.environ.get("COMPRESSIBLE_CLOSE_LOG"):
+            with open(os.environ["COMPRESSIBLE_CLOSE_LOG"], "a") as log:
+                log.write("closed /iter-fails\n")
 
 
 class LateStart:
@@ -85,6 +98,19 @@ def application(environ, start_response):
             start_response("200 OK", html)
             yield PAGE
         return late()
+    if path == "/iter-fails":
+        return IterFails()
+    if path == "/error-page":           # an error middleware: the 200's body fails, a 500 page replaces it
+        start_response("200 OK", html)
+
+        def guarded():
+            try:
+                raise ValueError("the template failed")
+                yield PAGE
+            except ValueError:
+                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+                yield b"the page failed to render\n"
+        return guarded()
     if path == "/wrong-length":
         start_response("200 OK", html + [("Content-Length", "10")])
         return [PAGE]

@@ -39,7 +39,7 @@ class Config:
                                     "also raises the HTTP limits on the request line, a header field and the head "
                                     "to at least BYTES, those not set themselves", aliases=("b",), metavar="BYTES")
     forwarded_allow_ips: str = option("127.0.0.1,::1", "HTTP peers whose X-Forwarded-Proto / X-Forwarded-Ssl set "
-                                                       "wsgi.url_scheme (gunicorn's option: IPs, comma-separated, "
+                                                       "wsgi.url_scheme (gunicorn's option: IPs or networks, comma-separated, "
                                                        "* for any; unix-socket peers always; uwsgi and FastCGI "
                                                        "peers are the allowed web servers)", metavar="IPS")
     uwsgi_allow_from: list[str] = option([], "peers allowed on TCP uwsgi sockets: IPs or CIDR networks "

@@ -18,7 +18,7 @@ import httptools
 from wsgistack.body import EMPTY_INPUT, BodyBuffer, BodyError, StreamingInput
 from wsgistack.paths import normalize_path
 from wsgistack.protocols.connection import MAX_PENDING, Connection, Reject
-from wsgistack.protocols.gateway import forwarded_scheme
+from wsgistack.protocols.gateway import PeerAllowList, forwarded_scheme
 from wsgistack.protocols.uwsgi_codec import NEED_DATA, BodyData, UwsgiProtocolError, body_decoder
 
 log = logging.getLogger("wsgistack")
@@ -118,7 +118,7 @@ class HttpConnection(Connection):
 
     # Limits, set once per worker process from the config (class attributes: one lookup on the hot path).
     limit_line = limit_fields = limit_field_size = limit_head = limit_post = post_buffering = small_head = 0
-    forwarded_from: frozenset[str] | None = frozenset()     # --forwarded-allow-ips (None: any peer)
+    forwarded_from: PeerAllowList | None = None     # --forwarded-allow-ips (None: any peer)
 
     @classmethod
     def configure(cls, config) -> None:
@@ -130,8 +130,12 @@ class HttpConnection(Connection):
         cls.limit_post = config.limit_post
         cls.post_buffering = config.post_buffering
         cls.small_head = min(cls.limit_field_size, cls.limit_head)
-        ips = {ip.strip() for ip in config.forwarded_allow_ips.split(",") if ip.strip()}
-        cls.forwarded_from = None if "*" in ips else frozenset(ips)
+        allowed = config.forwarded_allow_ips.replace(",", " ").split()
+        if "*" in allowed:
+            cls.forwarded_from = None
+        else:       # networks as --uwsgi-allow-from's; an empty list trusts no TCP peer
+            cls.forwarded_from = PeerAllowList.from_option(allowed, "forwarded-allow-ips") if allowed else \
+                PeerAllowList([])
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport) -> None:
@@ -159,7 +163,7 @@ class HttpConnection(Connection):
         self.env_size = len(self.conn_environ) + 4
         peer = self.conn_environ["REMOTE_ADDR"]
         # may a proxy's X-Forwarded-Proto set the scheme (a unix-socket peer is local: a web server in front)
-        self.trusts_forwarded = not peer or self.forwarded_from is None or peer in self.forwarded_from
+        self.trusts_forwarded = self.forwarded_from is None or self.forwarded_from.allows(peer)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
