@@ -643,6 +643,59 @@ def test_fastcgi_reload_moves_kept_connections_to_the_new_workers(fastcgi_stack)
     assert sum(at > drain_began + 2.5 and pid not in old for at, pid in answers) > 100
 
 
+def test_fastcgi_reloads_under_concurrent_posts_fail_no_request(fastcgi_stack):
+    """Four clients, GETs and POSTs, two reloads: a kept connection closed a second into a drain sent its
+    END_REQUEST alone (uncorked) and its FIN a loop pass later; nginx cached the connection in between and sent
+    the next request into it: "upstream prematurely closed", a 502 for each POST."""
+    stack = fastcgi_stack
+    server = stack.server
+    wait_until(lambda: len(server.workers()) == 2, what="2 workers")
+    errors_before = len(stack.nginx.error_log())
+    failures: list[str] = []
+    counts = [0]
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=TIMEOUT)
+        try:
+            count = 0
+            while not stop.is_set():
+                count += 1
+                # the app's 10 ms keeps each kept connection busy as a real page does (the race needs it)
+                if count % 2:
+                    conn.request("GET", "/kept/sleep?t=0.01")
+                else:
+                    conn.request("POST", "/kept/sleep?t=0.01", body=b"x" * 100)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200 or body != b"slept":
+                    failures.append(f"{response.status} {body[:200]!r}")
+                counts[0] += 1
+        except Exception as exc:        # reported below, with the logs
+            failures.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(2):
+            time.sleep(1.0)
+            reloads = server.log().count("reload complete")
+            os.kill(server.pid, signal.SIGHUP)
+            wait_until(lambda: server.log().count("reload complete") > reloads, timeout=TIMEOUT, what="the reload")
+            time.sleep(2.5)             # past the old workers' drain grace, traffic on
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    assert not failures, f"{failures[:5]}\n{stack.diagnostics()}"
+    new_errors = stack.nginx.error_log()[errors_before:]
+    assert "[error]" not in new_errors and "[warn]" not in new_errors, new_errors
+    assert counts[0] > 100
+
+
 # --- last, after everything above went through it ---
 
 def test_nginx_logged_no_upstream_trouble(stack):

@@ -294,12 +294,10 @@ class FastCGIConnection(GatewayConnection):
             self.send_raw(self.codec.finish_request())
         super().exchange_done(exchange)
         if last:
+            # Left corked: uvloop sends the FIN a loop pass later (its shutdown is queued), and uncorking now sent
+            # END_REQUEST alone, nginx cached the connection meanwhile and sent a request into it (a 502 for a
+            # POST). The FIN, when it comes, pushes out what the cork holds, in its segment (tcp_send_fin).
             self._close()
-            if sock is not None:
-                try:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-                except OSError:
-                    pass                # gone already
         elif draining and not self.closed:
             # Closed at the first pause in nginx's use of it (see drains_when_idle), not after a whole idle
             # second, which a connection nginx keeps busy never has; or by nginx itself (keepalive_requests).
