@@ -611,3 +611,42 @@ down = %(0 - 7 / 2)
     assert pairs(read_text(tmp_path, text)) == [
         ("workers", str(int(cpus) + 1)), ("threads", str(int(cpus) * 2 + 1)), ("total", "100"), ("foo", "17"),
         ("bar", "30"), ("next", "18"), ("joined", "1729"), ("down", "-3")]
+
+
+def test_placeholders_waiting_for_later_ones_are_completed_in_chains(tmp_path):
+    """`c = %(a)` where `a = %(b)` and b comes last: c kept `%(b)` as written, and math on it was an error."""
+    text = "[uwsgi]\na = %(b)\nc = %(a)\nd = %(a + 1)\nchdir = /srv\nwsgi-file = %(chdir)/app.py\n" \
+           "touch-reload = %(wsgi-file)\nb = 5\n"
+    warnings: list[str] = []
+    entries = read_ini_files([write(tmp_path, "app.ini", text)], environ={}, warn=warnings.append)[0]
+    assert pairs(entries) == [("a", "5"), ("c", "5"), ("d", "6"), ("chdir", "/srv"), ("wsgi-file", "/srv/app.py"),
+                              ("touch-reload", "/srv/app.py"), ("b", "5")]
+    assert warnings == []
+
+
+def test_math_on_a_blocks_item_and_names_with_spaces(tmp_path):
+    text = "[uwsgi]\nbase = 3030\nprocesses = 2\nfor-times = 2\nenv = A%(_)=%(base + %(_))\nenv = B%(_)=%(_ + 1)\n" \
+           "endfor =\nx = %( processes)\ny = %(processes )\n"
+    assert pairs(read_text(tmp_path, text)) == [
+        ("base", "3030"), ("processes", "2"), ("env", "A1=3031"), ("env", "A2=3032"), ("env", "B1=2"),
+        ("env", "B2=3"), ("x", "2"), ("y", "2")]
+
+
+def test_a_block_in_a_file_included_from_a_block_is_an_error_not_a_product(tmp_path):
+    """uWSGI refuses it; here it multiplied (65536 x 65536 entries, memory without end)."""
+    write(tmp_path, "inner.ini", "[uwsgi]\nfor-times = 65536\nenv = X=1\nendfor =\n")
+    path = write(tmp_path, "app.ini", "[uwsgi]\nfor-times = 65536\nini = inner.ini\nendfor =\n")
+    with pytest.raises(ConfigError) as caught:
+        read_ini_files([path], environ={})
+    assert str(caught.value) == (f"{tmp_path}/inner.ini:2: option 'for-times': blocks do not nest: this file is "
+                                 "included from a line of a block")
+
+
+def test_math_out_of_64_bits_and_a_glob_of_directories(tmp_path):
+    path = write(tmp_path, "big.ini", "[uwsgi]\nset-placeholder = big=" + "9" * 18 + "\nx = %(big * big)\n")
+    with pytest.raises(ConfigError, match=r"big\.ini:3: option 'x': %\(big \* big\): the result is out of the "
+                                          r"64-bit range"):
+        read_ini_files([path], environ={})
+    (tmp_path / "g" / "a").mkdir(parents=True)
+    text = f"[uwsgi]\nfor-glob = {tmp_path}/g/*/\nstatic-map = /%(_)\nendfor =\n"
+    assert pairs(read_text(tmp_path, text)) == [("static-map", f"/{tmp_path}/g/a/")]

@@ -29,8 +29,10 @@ MAX_INCLUDE_DEPTH = 16
 _INLINE_COMMENT = re.compile(r"\s[#;]")
 # All three expansions are found in one left-to-right scan, so text that came out of an expansion
 # (an environment variable, an earlier value) is never expanded a second time.
-_PLACEHOLDER = re.compile(r"%\(([^)]*)\)")
-_EXPANSION = re.compile(r"\$\((?P<env>[^)]*)\)|%\((?P<placeholder>[^)]*)\)|@\((?P<file>[^)]*)\)|%(?P<magic>.)")
+# A placeholder may hold a block's %(_) (`%(base + %(_))`: math on a loop's item, as uWSGI allows).
+_PLACEHOLDER = re.compile(r"%\(((?:%\(_\)|[^)])*)\)")
+_EXPANSION = re.compile(r"\$\((?P<env>[^)]*)\)|%\((?P<placeholder>(?:%\(_\)|[^)])*)\)|@\((?P<file>[^)]*)\)"
+                        r"|%(?P<magic>.)")
 # Keys that set a placeholder for the lines and files after them, not an option.
 _PLACEHOLDER_KEYS = ("set-placeholder", "set-ph", "set")
 # Keys whose %(name) are mostly the access log's own variables (%(method), %(uri)): one left as written is no mistake.
@@ -153,6 +155,7 @@ class _Reader:
         self.placeholders: dict[str, str] = {}    # set-placeholder's
         self.root_magic: dict[str, str] | None = None
         self.unresolved: list[_Unresolved] = []
+        self.pending: set[str] = set()            # options whose last value waits for a later %(name)
 
     def read_root(self, spec: str) -> None:
         path, section = _split_spec(spec)
@@ -168,7 +171,9 @@ class _Reader:
             raise ConfigError(f"expected NAME=VALUE, got {text!r}", option=key, file=path, line=number)
         self.placeholders[name.strip()] = value.strip()
 
-    def read_file(self, path: str, section: str | None, chain: tuple[tuple[str, str], ...], site: _Site) -> None:
+    def read_file(self, path: str, section: str | None, chain: tuple[tuple[str, str], ...], site: _Site,
+                  in_block: bool = False) -> None:
+        """`in_block`: the file is included from a line of a block (which its own blocks cannot nest in)."""
         sections = _split_sections(_load(path, site), path)
         section = _choose_section(sections, section, path, site)
         link = (os.path.realpath(path), section)
@@ -197,16 +202,20 @@ class _Reader:
                 if block is not None:
                     raise ConfigError(f"blocks do not nest: the {block[0]} block of line {block[1]} is still open "
                                       f"(close it with endif/endfor first)", option=key, file=path, line=number)
+                if in_block:
+                    raise ConfigError("blocks do not nest: this file is included from a line of a block",
+                                      option=key, file=path, line=number)
                 block = (key, number, self._block_contexts(key, value, path, number, magic))
                 continue
             for context in (None,) if block is None else block[2]:
-                self._read_entry(key, value, path, number, magic, context, (*chain, link))
+                self._read_entry(key, value, path, number, magic, context, (*chain, link),
+                                 in_block or block is not None)
         if block is not None:
             self.warnings.append(str(ConfigError("not closed by endif/endfor: the block ends with the file",
                                                  option=block[0], file=path, line=block[1])))
 
     def _read_entry(self, key: str, value: str, path: str, number: int, magic: dict[str, str], context: str | None,
-                    chain: tuple[tuple[str, str], ...]) -> None:
+                    chain: tuple[tuple[str, str], ...], in_block: bool) -> None:
         missing: list[str] = []
         value = self._expand(value, key, path, number, magic, missing, context)
         # uWSGI's `set` is an option too when NAME is one (set-placeholder is not)
@@ -215,12 +224,16 @@ class _Reader:
             index = len(self.entries) if is_entry else None
             self.unresolved.append(_Unresolved(index, tuple(dict.fromkeys(missing)), key, path, number))
         if key == "ini":
-            self._include(value, path, number, chain)
+            self._include(value, path, number, chain, in_block)
         elif key in _PLACEHOLDER_KEYS:
             self.set_placeholder(value, key, path, number)
         if is_entry:
             self.entries.append(IniEntry(key, value, path, number))
             self.values[key] = value
+            if missing:
+                self.pending.add(key)          # a %(key) read before it is complete waits for it too
+            else:
+                self.pending.discard(key)
 
     def _block_contexts(self, key: str, value: str, path: str, number: int, magic: dict[str, str]) -> list[str]:
         missing: list[str] = []
@@ -232,10 +245,10 @@ class _Reader:
         except ValueError as exc:
             raise ConfigError(str(exc), option=key, file=path, line=number) from None
 
-    def _include(self, spec: str, path: str, number: int, chain: tuple[tuple[str, str], ...]) -> None:
+    def _include(self, spec: str, path: str, number: int, chain: tuple[tuple[str, str], ...], in_block: bool) -> None:
         target, section = _split_spec(spec)
         target = os.path.abspath(os.path.join(os.path.dirname(path), target)) if target else path
-        self.read_file(target, section, chain, _Site(path, number, "ini"))
+        self.read_file(target, section, chain, _Site(path, number, "ini"), in_block)
 
     def _expand(self, value: str, key: str, path: str, number: int, magic: dict[str, str],
                 missing: list[str], context: str | None = None) -> str:
@@ -248,9 +261,11 @@ class _Reader:
                 name = match["placeholder"]
                 if name == "_" and context is not None:
                     return context
-                if len(name.split()) > 1:
-                    # math: magic variables now (they are this file's), names possibly once all is read
-                    name = " ".join(magic.get(item[1:], item) if item[:1] == "%" and len(item) == 2 else item
+                if _is_math(name):
+                    # math: magic variables and %(_) now (they are this file's, this line's), names possibly
+                    # once all is read
+                    name = " ".join(context if item in ("%(_)", "_") and context is not None else
+                                    magic.get(item[1:], item) if item[:1] == "%" and len(item) == 2 else item
                                     for item in name.split())
                     known = evaluate(name, self.placeholder, option=key, file=path, line=number)
                 else:
@@ -278,24 +293,42 @@ class _Reader:
     def placeholder(self, name: str) -> str | None:
         if name in self.placeholders:
             return self.placeholders[name]
+        if name in self.pending:
+            return None
         return self.values.get(name)
 
     def resolve_forward_placeholders(self, warn: Callable[[str], None] | None = None) -> list[IniEntry]:
         """Complete the entries whose %(name) came later (in a later line or file, or a flag after the files), and
         warn about the names nothing sets."""
-        final = self.values | self.placeholders
+        final = {name: value for name, value in self.values.items() if name not in self.pending} | self.placeholders
 
         def late(name: str, item: _Unresolved) -> str | None:
-            if len(name.split()) > 1:
+            if _is_math(name):
                 return evaluate(name, final.get, option=item.key, file=item.file, line=item.line)
             return final.get(name)
 
+        def complete(item: _Unresolved) -> None:
+            entry = self.entries[item.index]
+            value = _PLACEHOLDER.sub(lambda match: (late(match[1], item) if match[1] in item.names else None)
+                                     or match[0], entry.value)
+            self.entries[item.index] = IniEntry(entry.key, value, entry.file, entry.line)
+            if last.get(entry.key) == item.index and entry.key not in self.placeholders:
+                final[entry.key] = value       # its last value: a %(key) waiting for it sees it (chains)
+
+        # In passes: an entry waiting for another that waits too (`c = %(a)`, `a = %(b)`, `b = 5`) is completed
+        # once that one is, whatever their order; what never can be is completed as far as known, below.
+        last = {entry.key: index for index, entry in enumerate(self.entries)}
+        waiting = [item for item in self.unresolved if item.index is not None]
+        while waiting:
+            ready = [item for item in waiting if all(late(name, item) is not None for name in item.names)]
+            if not ready:
+                break
+            for item in ready:
+                complete(item)
+            waiting = [item for item in waiting if item not in ready]
+        for item in waiting:
+            complete(item)
         for item in self.unresolved:
-            if item.index is not None:
-                entry = self.entries[item.index]
-                value = _PLACEHOLDER.sub(lambda match: (late(match[1], item) if match[1] in item.names else None)
-                                         or match[0], entry.value)
-                self.entries[item.index] = IniEntry(entry.key, value, entry.file, entry.line)
             if warn is None or item.key in _LOG_FORMAT_KEYS:
                 continue
             for name in item.names:
@@ -427,3 +460,8 @@ def _file_content(name: str, key: str, path: str, number: int) -> str:
     except UnicodeDecodeError:
         raise ConfigError(f"@({name}) is not UTF-8 text", option=key, file=path, line=number) from None
     return content[:-1] if content.endswith("\n") else content
+
+
+def _is_math(name: str) -> bool:
+    """uWSGI takes a placeholder name with a space in it (`%(a + 1)`, `%( a)`) as math."""
+    return " " in name or "\t" in name

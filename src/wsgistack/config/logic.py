@@ -78,7 +78,8 @@ NEGATED = {"if-not-env": "if-env", "if-not-opt": "if-opt", "if-not-exists": "if-
 
 def _glob(pattern: str) -> list[str]:
     # as glob(3) with GLOB_MARK | GLOB_NOCHECK: directories end with "/", no match gives the pattern itself
-    found = sorted(path + "/" if os.path.isdir(path) else path for path in glob.glob(pattern))
+    found = sorted(path + "/" if os.path.isdir(path) and not path.endswith("/") else path
+                   for path in glob.glob(pattern))
     return found or [pattern]
 
 
@@ -131,7 +132,8 @@ def evaluate(expression: str, resolve: Callable[[str], str | None], *, option: s
             operator = item
             continue
         if item in ("++", "--"):
-            result = str(_integer(result, expression, option, file, line) + (1 if item == "++" else -1))
+            result = str(_in_range(_integer(result, expression, option, file, line) + (1 if item == "++" else -1),
+                                   expression, option, file, line))
             continue
         value = resolve(item)
         if value is None:
@@ -144,9 +146,18 @@ def evaluate(expression: str, resolve: Callable[[str], str | None], *, option: s
             result += value                   # no operator: joined as text, as uWSGI's
         else:
             left, right = (_integer(text, expression, option, file, line) for text in (result, value))
-            result = str(_apply(operator, left, right, expression, option, file, line))
+            result = str(_in_range(_apply(operator, left, right, expression, option, file, line), expression,
+                                   option, file, line))
         operator = None
     return result if result is not None else ""
+
+
+def _in_range(number: int, expression: str, option: str, file: str, line: int) -> int:
+    """uWSGI computes in 64 bits: a result past that is no value anyone means."""
+    if not -2 ** 63 <= number < 2 ** 63:
+        raise ConfigError(f"%({expression}): the result is out of the 64-bit range", option=option, file=file,
+                          line=line)
+    return number
 
 
 def _integer(text: str | None, expression: str, option: str, file: str, line: int) -> int:
