@@ -1497,6 +1497,64 @@ def test_a_stop_while_workers_start_leaves_no_traceback(start_server, protocol, 
     assert "Traceback" not in log and "exception" not in log.lower(), log
 
 
+def test_a_stop_does_not_wait_for_a_worker_still_loading_the_app_with_nothing_queued(start_server, tmp_path):
+    """A respawned worker's import hangs, and nothing waits in its slot: a graceful stop no longer waits for it
+    (--reload-mercy, then a kill): it exits at once."""
+    flag = tmp_path / "slow"
+    app = tmp_path / "slow_boot.py"
+    app.write_text(SLOW_BOOT_APP.format(flag=str(flag), delay=60))
+    server = start_server("--processes", "1", app=str(app))
+    (victim,) = serving(server, 1)
+    flag.touch()
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log(f"(pid {victim}) killed by SIGKILL")
+    wait_until(lambda: server.workers() and victim not in server.workers(), what="the successor loading the app")
+    started = time.monotonic()
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    assert time.monotonic() - started < 5, server.log()
+
+
+@pytest.mark.parametrize("order", ["crash first", "stop first"])
+def test_a_graceful_stop_answers_the_queue_of_a_worker_that_crashed_at_the_same_moment(start_server, order):
+    """A worker crashes with connections in its slot's queue as the stop begins: they were reset (no successor
+    once stopping, or one killed by the SIGTERM before it could defer it). A successor now loads the app, answers
+    them and stops."""
+    server = start_server("--processes", "2", "--threads", "1")
+    victim = max(serving(server, 2))
+    os.kill(victim, signal.SIGSTOP)         # its slot's connections wait in its queue
+    answers: dict = {}
+
+    def fetch(n: int) -> None:
+        try:
+            answers[n] = get(server.port, "/pid", timeout=30)[0]
+        except Exception as exc:     # noqa: BLE001
+            answers[n] = repr(exc)
+
+    clients: list[threading.Thread] = []
+    for _ in range(4):               # the kernel's hash may give a whole batch to the live worker
+        batch = [threading.Thread(target=fetch, args=(n,)) for n in range(len(clients), len(clients) + 16)]
+        for client in batch:
+            client.start()
+        clients += batch
+        wait_until(lambda: len(answers) >= len(clients) - _accept_queue(server.port), timeout=10,
+                   what="the live worker's connections answered")
+        if _accept_queue(server.port):
+            break
+    else:
+        raise AssertionError("no connection queued for the stopped worker")
+    if order == "crash first":
+        os.kill(victim, signal.SIGKILL)
+        os.kill(server.pid, signal.SIGTERM)
+    else:
+        os.kill(server.pid, signal.SIGTERM)
+        os.kill(victim, signal.SIGKILL)
+    for client in clients:
+        client.join(30)
+    assert answers == {n: 200 for n in range(len(clients))}, answers
+    assert server.proc.wait(20) == 0, server.log()
+
+
 def _sleeping_in_app(server) -> bool:
     """A /sleep request is in the app, whatever --threads: a thread of a worker is asleep (no --harakiri, --cheaper
     or --stats thread sleeps so there), and its access line is not written yet."""
@@ -1585,6 +1643,22 @@ def test_harakiri_kills_a_worker_frozen_in_a_call_that_holds_the_gil(start_serve
     assert re.search(rf"HARAKIRI: worker 1 \(pid {old}\) has run no Python for [0-9.]+ s \(limit --harakiri 1\)", log)
     assert "in application" in log[log.index("has run no Python"):], log       # the stuck frame, dumped
     wait_until(lambda: get(server.port, "/pid")[0] == 200, what="the successor serving")
+
+
+def test_a_master_held_up_by_a_reload_hook_kills_no_worker_as_frozen(start_server, tmp_path):
+    """A pre-app hook (a migration) holds the master for longer than --harakiri + 2 s: it then read the workers'
+    heartbeats as silent and killed every serving worker, a request in one of them lost."""
+    flag = tmp_path / "slow-hook"
+    server = start_server("--harakiri", "1", "-p", "2", "--threads", "2",
+                          "--exec-pre-app", f"test -f {flag} && sleep 4 || true")
+    old = serving(server, 2)
+    flag.touch()
+    os.kill(server.pid, signal.SIGHUP)
+    successors(server, old, 2, timeout=30)
+    time.sleep(1.5)                  # a pass or two of the master's loop after the hook
+    assert get(server.port, "/pid")[0] == 200
+    log = server.log()
+    assert "HARAKIRI" not in log and "SIGKILL" not in log, log
 
 
 def test_harakiri_answers_every_overdue_request(start_server):

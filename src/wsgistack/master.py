@@ -128,6 +128,7 @@ class Master:
         self.cheaper = Cheaper.from_config(config)
         self.wanted = self.cheaper.initial if self.cheaper else config.processes
         self.next_second = 0.0                 # the loop's once-a-second checks (memory limits, --cheaper)
+        self.frozen_checked = time.monotonic()     # the last look for frozen workers (_kill_frozen)
         # Smart daemons outlive the master: they keep the log file itself (a relay would die with the master).
         self.log_relay = log_relay()
         output = self.log_relay.write_fd if self.log_relay is not None else None
@@ -442,7 +443,9 @@ class Master:
         try:
             for name in HANDLED_SIGNALS:
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)     # what arrived meanwhile is delivered now
+            # What arrived meanwhile is delivered now, but a SIGTERM: by default it would end a worker that may
+            # have connections to answer in its slot's queue; the worker takes it once its handler is in place.
+            signal.pthread_sigmask(signal.SIG_SETMASK, {*mask, signal.SIGTERM})
             for fd in (self.wake_r, self.wake_w, self.status_r):
                 os.close(fd)
             if self.stats is not None:
@@ -532,9 +535,18 @@ class Master:
         does."""
         limit = self.config.harakiri
         now = time.monotonic()
+        # This loop itself was held up (a hook running a migration, the whole group paused by SIGSTOP): the
+        # workers' silence says nothing then; they get the limit afresh.
+        away = now - self.frozen_checked > FROZEN_MARGIN
+        self.frozen_checked = now
+        self._read_status()             # heartbeats written while this pass did other things
         for worker in list(self.workers.values()):
+            if away and worker.heard_at:
+                worker.heard_at = now
             if worker.frozen_kill_at:
-                if now > worker.frozen_kill_at:
+                if worker.heard_at > worker.frozen_kill_at - STACK_DUMP_WAIT:
+                    worker.frozen_kill_at = 0.0         # it spoke after all
+                elif now > worker.frozen_kill_at:
                     worker.frozen_kill_at = 0.0
                     self._signal(worker, signal.SIGKILL)
             elif limit and worker.heard_at and not worker.stopping and now - worker.heard_at > limit + FROZEN_MARGIN:
@@ -567,6 +579,8 @@ class Master:
             how = f"exited with status {os.WEXITSTATUS(status)}"
         if worker.stopping or self.stopping:
             log.info("worker %d (pid %d) %s", worker.number, worker.pid, how)
+            if self.stopping and status != 0:
+                self._answer_slot_queue(worker.number)
             if worker.number > self.wanted and worker.number != 1 and not any(
                     w.number == worker.number for w in self.workers.values()):
                 self._close_slot(worker.number)
@@ -610,6 +624,22 @@ class Master:
             return
         log.error("worker %d (pid %d) %s; starting a new one", worker.number, worker.pid, how)
         self.spawn(worker.number)
+
+    def _answer_slot_queue(self, number: int) -> None:
+        """Graceful stop: a worker died (a crash just before the stop) with connections waiting in its slot's own
+        socket, which no other worker accepts from: a successor loads the app, answers them, and stops."""
+        if any(w.number == number for w in self.workers.values()) or time.monotonic() >= self.drain_until:
+            return
+        queued = sum(queue_length(sock) for sock, address in self.slots.get(number, [])
+                     if sock in self.draining_sockets and not self.shared(address))
+        if not queued:
+            return
+        log.info("worker %d's slot holds %d connections: a successor answers them before the stop ends", number,
+                 queued)
+        successor = self.spawn(number)
+        successor.stopping = True
+        successor.kill_at = self.drain_until + STOP_KILL_MARGIN
+        self._signal(successor, signal.SIGTERM)     # taken once it loaded the app (worker.py _stop_after_boot)
 
     def _respawn_due(self) -> None:
         now = time.monotonic()

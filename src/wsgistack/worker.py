@@ -121,6 +121,7 @@ class Worker:
         # worker died or retired), and they die with the last copy of the socket. The boot goes on, what is
         # queued is answered, then the worker stops (the master kills one whose boot outlasts the grace period).
         signal.signal(signal.SIGTERM, self._stop_after_boot)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])     # held since the fork (master.spawn)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)       # a status request while starting is no reason to die
         set_title(self.config, f"worker {self.number}")
         if self.config.limit_as:          # before the app is imported: its memory counts (checked by cli.py)
@@ -190,6 +191,8 @@ class Worker:
         return 0
 
     def _stop_after_boot(self, signum, frame) -> None:
+        if not any(queue_length(sock) for sock, _ in self.listeners):
+            os._exit(0)                 # nothing waits for this worker: no reason to wait for the app to load
         self.stop_asked = True
 
     async def _listen(self) -> None:
