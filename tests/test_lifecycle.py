@@ -1424,6 +1424,30 @@ def test_a_graceful_stop_answers_the_connections_queued_behind_a_busy_worker(sta
     assert server.proc.wait(20) == 0
 
 
+def _fill_a_slot_queue(server, path: str, batches: int, settle: float) -> tuple[dict, list[threading.Thread]]:
+    """GET `path` from batches of 16 clients until some wait in a worker slot's accept queue (the kernel's hash may
+    give a whole batch to the worker that answers), the others answered: (status or error by client, clients)."""
+    answers: dict = {}
+
+    def fetch(n: int) -> None:
+        try:
+            answers[n] = get(server.port, path, timeout=30)[0]
+        except Exception as exc:     # noqa: BLE001
+            answers[n] = repr(exc)
+
+    clients: list[threading.Thread] = []
+    for _ in range(batches):
+        batch = [threading.Thread(target=fetch, args=(n,)) for n in range(len(clients), len(clients) + 16)]
+        for client in batch:
+            client.start()
+        clients += batch
+        wait_until(lambda: len(answers) >= len(clients) - _accept_queue(server.port), timeout=settle,
+                   what="the answering worker's connections answered")
+        if _accept_queue(server.port):
+            return answers, clients
+    raise AssertionError(f"no connection waits in a slot's queue: {answers}")
+
+
 SLOW_BOOT_APP = """
 import os, time
 if os.path.exists({flag!r}):
@@ -1449,34 +1473,12 @@ def test_a_graceful_stop_answers_the_connections_queued_while_a_worker_boots(sta
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
     server.wait_log(f"(pid {victim}) killed by SIGKILL")
-    # Every connection to the victim's slot now waits in its queue. With two processes, the kernel hashes
-    # connections over the slots: enough of them that some are the booting worker's.
-    answers: dict = {}
-
-    def fetch(n: int) -> None:
-        try:
-            answers[n] = get(server.port, "/", timeout=30)
-        except Exception as exc:     # noqa: BLE001
-            answers[n] = repr(exc)
-
-    clients: list[threading.Thread] = []
-    for _ in range(3):               # the kernel's hash once sent a whole batch to the live worker
-        batch = [threading.Thread(target=fetch, args=(n,)) for n in range(len(clients), len(clients) + 16)]
-        for client in batch:
-            client.start()
-        clients += batch
-        try:
-            wait_until(lambda: _accept_queue(server.port) >= 1 and len(answers) >= len(clients) - _accept_queue(
-                server.port), timeout=1.5, what="connections queued for the booting worker, the others answered")
-            break
-        except AssertionError:
-            continue
-    else:
-        raise AssertionError(f"no connection queued for the booting worker: {answers}")
+    # Every connection to the victim's slot now waits in its queue, for as long as the successor loads the app.
+    answers, clients = _fill_a_slot_queue(server, "/", batches=3, settle=1.5)
     os.kill(server.pid, signal.SIGTERM)
     for client in clients:
         client.join(30)
-    assert sorted(answers) == list(range(len(clients))) and all(a[0] == 200 for a in answers.values()), answers
+    assert answers == {n: 200 for n in range(len(clients))}, answers
     assert server.proc.wait(20) == 0, server.log()
 
 
@@ -1523,26 +1525,7 @@ def test_a_graceful_stop_answers_the_queue_of_a_worker_that_crashed_at_the_same_
     server = start_server("--processes", "2", "--threads", "1")
     victim = max(serving(server, 2))
     os.kill(victim, signal.SIGSTOP)         # its slot's connections wait in its queue
-    answers: dict = {}
-
-    def fetch(n: int) -> None:
-        try:
-            answers[n] = get(server.port, "/pid", timeout=30)[0]
-        except Exception as exc:     # noqa: BLE001
-            answers[n] = repr(exc)
-
-    clients: list[threading.Thread] = []
-    for _ in range(4):               # the kernel's hash may give a whole batch to the live worker
-        batch = [threading.Thread(target=fetch, args=(n,)) for n in range(len(clients), len(clients) + 16)]
-        for client in batch:
-            client.start()
-        clients += batch
-        wait_until(lambda: len(answers) >= len(clients) - _accept_queue(server.port), timeout=10,
-                   what="the live worker's connections answered")
-        if _accept_queue(server.port):
-            break
-    else:
-        raise AssertionError("no connection queued for the stopped worker")
+    answers, clients = _fill_a_slot_queue(server, "/pid", batches=4, settle=10)
     if order == "crash first":
         os.kill(victim, signal.SIGKILL)
         os.kill(server.pid, signal.SIGTERM)
