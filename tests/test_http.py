@@ -996,3 +996,13 @@ def test_forwarded_allow_ips_that_are_no_address_are_a_startup_error(tmp_path):
                             timeout=30)
     assert result.returncode == 1
     assert f"{ini}:4: option 'forwarded-allow-ips': 'localhost' is not an IP address or CIDR network" in result.stderr
+
+
+def test_a_peer_allow_list_takes_scoped_ipv6_peers_and_refuses_what_is_no_address():
+    """A link-local client's address carries its scope (fe80::1%eth0): ip_address() refused it, and the connection
+    failed in connection_made (HTTP sockets check --forwarded-allow-ips for every peer)."""
+    from wsgistack.protocols.gateway import PeerAllowList
+
+    allowed = PeerAllowList.from_option(["fe80::/10", "127.0.0.1"], "forwarded-allow-ips")
+    assert [allowed.allows(peer) for peer in ("fe80::1%eth0", "127.0.0.1", "10.0.0.1", "not-an-ip", "")] == [
+        True, True, False, False, True]

@@ -1633,7 +1633,7 @@ def test_a_master_held_up_by_a_reload_hook_kills_no_worker_as_frozen(start_serve
     heartbeats as silent and killed every serving worker, a request in one of them lost."""
     flag = tmp_path / "slow-hook"
     server = start_server("--harakiri", "1", "-p", "2", "--threads", "2",
-                          "--exec-pre-app", f"test -f {flag} && sleep 4 || true")
+                          "--exec-pre-app", f"if [ -f {flag} ]; then sleep 4; fi")
     old = serving(server, 2)
     flag.touch()
     os.kill(server.pid, signal.SIGHUP)

@@ -52,7 +52,10 @@ class PeerAllowList:
             return True
         verdict = self.verdicts.get(host)
         if verdict is None:
-            address = ipaddress.ip_address(host)
+            try:
+                address = ipaddress.ip_address(host.partition("%")[0])    # fe80::1%eth0: the scope is no address
+            except ValueError:
+                return False
             if address.version == 6 and address.ipv4_mapped is not None:   # ::ffff:127.0.0.1 on a dual-stack socket
                 address = address.ipv4_mapped
             verdict = any(address in network for network in self.networks)
