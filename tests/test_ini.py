@@ -650,3 +650,10 @@ def test_math_out_of_64_bits_and_a_glob_of_directories(tmp_path):
     (tmp_path / "g" / "a").mkdir(parents=True)
     text = f"[uwsgi]\nfor-glob = {tmp_path}/g/*/\nstatic-map = /%(_)\nendfor =\n"
     assert pairs(read_text(tmp_path, text)) == [("static-map", f"/{tmp_path}/g/a/")]
+
+
+def test_many_entries_waiting_for_a_later_placeholder_complete_in_one_pass(tmp_path):
+    """65536 loop lines waiting for `later`: completing them compared each with the others (quadratic: minutes)."""
+    text = "[uwsgi]\nfor-times = 65536\nenv = X%(_)=%(later)\nendfor =\nlater = 1\n"
+    entries = read_text(tmp_path, text)
+    assert len(entries) == 65537 and entries[0].value == "X1=1" and entries[65535].value == "X65536=1"

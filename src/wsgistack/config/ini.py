@@ -320,12 +320,15 @@ class _Reader:
         last = {entry.key: index for index, entry in enumerate(self.entries)}
         waiting = [item for item in self.unresolved if item.index is not None]
         while waiting:
-            ready = [item for item in waiting if all(late(name, item) is not None for name in item.names)]
-            if not ready:
+            still = []
+            for item in waiting:
+                if all(late(name, item) is not None for name in item.names):
+                    complete(item)
+                else:
+                    still.append(item)
+            if len(still) == len(waiting):
                 break
-            for item in ready:
-                complete(item)
-            waiting = [item for item in waiting if item not in ready]
+            waiting = still
         for item in waiting:
             complete(item)
         for item in self.unresolved:
