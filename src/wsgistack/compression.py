@@ -177,10 +177,7 @@ class GzipAnswer:
         except StopIteration:
             first = ()
         except BaseException:
-            # The Exchange answers 500 but never saw this iterable, so cannot close it (PEP 3333: always)
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            _close(result)      # the Exchange answers 500 but never saw this iterable (PEP 3333: always closed)
             raise
         return Rejoined(first, iterator, result)
 
@@ -294,9 +291,7 @@ class CompressedStream:
         yield compressor.finish()
 
     def close(self) -> None:
-        close = getattr(self.iterable, "close", None)
-        if close is not None:
-            close()
+        _close(self.iterable)
 
 
 class Rejoined:
@@ -312,9 +307,13 @@ class Rejoined:
         return itertools.chain(self.first, self.iterator)
 
     def close(self) -> None:
-        close = getattr(self.iterable, "close", None)
-        if close is not None:
-            close()
+        _close(self.iterable)
+
+
+def _close(iterable) -> None:
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        close()
 
 
 def _content_length(headers) -> int | None:

@@ -124,7 +124,14 @@ _OPERATORS = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "/": None}
 def evaluate(expression: str, resolve: Callable[[str], str | None], *, option: str, file: str,
              line: int) -> str | None:
     """The value of `%(expression)` with math in it (see the module's docstring); None when an item is neither a
-    number nor known to `resolve` (yet)."""
+    number nor known to `resolve` (yet). A mistake in it is a ConfigError naming the line."""
+    try:
+        return _evaluate(expression, resolve)
+    except ValueError as exc:
+        raise ConfigError(f"%({expression}): {exc}", option=option, file=file, line=line) from None
+
+
+def _evaluate(expression: str, resolve: Callable[[str], str | None]) -> str | None:
     result: str | None = None
     operator: str | None = None
     for item in expression.split():
@@ -132,8 +139,7 @@ def evaluate(expression: str, resolve: Callable[[str], str | None], *, option: s
             operator = item
             continue
         if item in ("++", "--"):
-            result = str(_in_range(_integer(result, expression, option, file, line) + (1 if item == "++" else -1),
-                                   expression, option, file, line))
+            result = str(_in_range(_integer(result) + (1 if item == "++" else -1)))
             continue
         value = resolve(item)
         if value is None:
@@ -145,33 +151,29 @@ def evaluate(expression: str, resolve: Callable[[str], str | None], *, option: s
         elif operator is None:
             result += value                   # no operator: joined as text, as uWSGI's
         else:
-            left, right = (_integer(text, expression, option, file, line) for text in (result, value))
-            result = str(_in_range(_apply(operator, left, right, expression, option, file, line), expression,
-                                   option, file, line))
+            result = str(_in_range(_apply(operator, _integer(result), _integer(value))))
         operator = None
     return result if result is not None else ""
 
 
-def _in_range(number: int, expression: str, option: str, file: str, line: int) -> int:
+def _in_range(number: int) -> int:
     """uWSGI computes in 64 bits: a result past that is no value anyone means."""
     if not -2 ** 63 <= number < 2 ** 63:
-        raise ConfigError(f"%({expression}): the result is out of the 64-bit range", option=option, file=file,
-                          line=line)
+        raise ValueError("the result is out of the 64-bit range")
     return number
 
 
-def _integer(text: str | None, expression: str, option: str, file: str, line: int) -> int:
+def _integer(text: str | None) -> int:
     try:
         return int(text or "")
     except ValueError:
-        raise ConfigError(f"%({expression}): math needs integers, got {text!r}", option=option, file=file,
-                          line=line) from None
+        raise ValueError(f"math needs integers, got {text!r}") from None
 
 
-def _apply(operator: str, left: int, right: int, expression: str, option: str, file: str, line: int) -> int:
+def _apply(operator: str, left: int, right: int) -> int:
     if operator != "/":
         return _OPERATORS[operator](left, right)
     if right == 0:
-        raise ConfigError(f"%({expression}): division by zero", option=option, file=file, line=line)
+        raise ValueError("division by zero")
     quotient = abs(left) // abs(right)       # C's division, as uWSGI's: truncated toward zero
     return quotient if (left >= 0) == (right > 0) else -quotient
