@@ -27,6 +27,7 @@ class Address:
     host: str | None = None    # TCP: "" means all interfaces
     port: int | None = None
     path: str | None = None    # unix socket path
+    inherited: bool = False    # systemd's socket (socket_activation.py): never shut down, filtered or unlinked
 
     @property
     def is_unix(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import ipaddress
 import logging
@@ -26,6 +27,7 @@ from wsgistack.log_files import check_log_rotation, logger_files, note_log_path,
 from wsgistack.logs import check_log_format, setup_error_log
 from wsgistack.mounts import mountpoints
 from wsgistack.proctitle import set_title
+from wsgistack.socket_activation import InheritedSockets
 from wsgistack.static import StaticFiles
 from wsgistack.stats import StatsServer
 from wsgistack.wsgi import added_headers
@@ -191,13 +193,20 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
         warn(f"wsgistack: {note}")
     _check_pidfile(config)
     listeners = []
+    inherited = InheritedSockets.from_environment()
     for option, protocol in LISTEN_OPTIONS:
         for text in getattr(config, option.replace("-", "_")):
             try:
                 address = parse_address(text, protocol, option)
-                listeners.append((bind(address, config.listen, config.chmod_socket, option), address))
+                sock = inherited.take(address)
+                if sock is None:
+                    sock = bind(address, config.listen, config.chmod_socket, option)
+                else:
+                    address = dataclasses.replace(address, inherited=True)
+                listeners.append((sock, address))
             except ConfigError as exc:
                 raise ConfigError(exc.message, option=option, **config.where(option, text)) from None
+    inherited.close_unclaimed(warn)
     _warn_open_gateways(config, listeners, warn)
     stats_server = _bind_stats(config)
     if config.chown_socket:
@@ -280,7 +289,7 @@ def _chown_sockets(config: Config, listeners) -> None:
         uid = _user_id(user) if user else -1
         gid = _group_id(group) if group else -1
         for _, address in listeners:
-            if address.is_unix:
+            if address.is_unix and not address.inherited:      # systemd's: its SocketUser= says
                 os.chown(address.path, uid, gid)
     except KeyError as exc:
         raise ConfigError(f"no such user or group: {exc}", option="chown-socket",

@@ -307,8 +307,8 @@ class Master:
     # --- workers ---
     @staticmethod
     def shared(address: Address) -> bool:
-        """One socket for all the workers (unix sockets, uwsgi), not one per slot."""
-        return address.is_unix or connection_class(address.protocol).direct_accept
+        """One socket for all the workers (unix sockets, systemd's, uwsgi), not one per slot."""
+        return address.is_unix or address.inherited or connection_class(address.protocol).direct_accept
 
     def slot_listeners(self, number: int) -> list[tuple[socket.socket, Address]]:
         if number not in self.slots:
@@ -951,7 +951,10 @@ def _stop_listening(sock: socket.socket, address: Address, graceful: bool) -> bo
     and close it: True. Or, on a graceful stop of a socket with connections queued, only make sure no new one
     comes (the kernel drops new SYNs; a unix socket's file is removed), so that the workers accept the queued ones
     (worker._close_servers) instead of their reset: False, the master shuts it down once its queue is empty
-    (_drain_queues)."""
+    (_drain_queues). systemd's socket is only closed: what is queued there waits for the next server."""
+    if address.inherited:
+        sock.close()
+        return True
     if graceful and queue_length(sock):
         if refuses_new_connections(sock):
             return False                # a shared socket, met in another slot already

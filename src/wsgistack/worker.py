@@ -514,7 +514,9 @@ class Worker:
     def _master_died(self, signum=None, frame=None) -> None:
         if os.getppid() == self.master_pid:
             return                      # not the kernel's word: the master lives
-        for sock, _ in self.listeners:
+        for sock, address in self.listeners:
+            if address.inherited:
+                continue                # systemd's: it lives on for the next server
             try:
                 sock.shutdown(socket.SHUT_RDWR)      # stops listening, for every process holding the socket
             except OSError:

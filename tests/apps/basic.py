@@ -49,6 +49,10 @@ def application(environ, start_response):
         body = json.dumps(data).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
+    if path == "/process-environ":       # the worker process's own os.environ
+        body = json.dumps(dict(os.environ)).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/echo":
         body = _read_body(environ)
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
