@@ -201,7 +201,9 @@ class StaticFiles:
                 # As nginx: relative links in the index page need the slash; the client asks again with it.
                 os.close(fd)
                 query = environ.get("QUERY_STRING")
-                location = quote(path.encode("latin-1")) + "/" + (f"?{query}" if query else "")
+                # the whole path: under a mount (nginx's SCRIPT_NAME) PATH_INFO is only the part after it
+                full_path = environ.get("SCRIPT_NAME", "") + path
+                location = quote(full_path.encode("latin-1")) + "/" + (f"?{query}" if query else "")
                 return Redirect(location)
             return self._file(fd, info, os.path.join(directory, name), environ)
         return None
