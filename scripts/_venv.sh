@@ -15,8 +15,19 @@ apt_install() {   # apt_install PACKAGE... : install what is missing, when we ma
     fi
 }
 make_venv() {   # make_venv EXTRAS
-    if [ ! -x "$VENV/bin/python" ]; then
+    # Installed already, from this checkout and this pyproject.toml: nothing to fetch (a re-run works offline).
+    local stamp="$VENV/.installed-$1" want
+    want="$ROOT $(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$VENV/bin/python" -c "import wsgistack" 2>/dev/null; then
+        return 0
+    fi
+    if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then   # none yet, or one a Ctrl-C cut short
+        rm -rf "$VENV"
         python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
     fi
+    for other in "$VENV"/.installed-*; do   # another checkout's or an older pyproject.toml's: not valid any more
+        [ "$(cat "$other" 2>/dev/null)" = "$want" ] || rm -f "$other"
+    done
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$1]"
+    echo "$want" > "$stamp"               # last: a setup cut short is done again
 }
