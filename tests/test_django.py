@@ -30,3 +30,15 @@ def test_django_post_and_json(start_server, demo_env):
     assert status == 200
     assert b'"form": {"a": ["1"], "b": ["2"]}' in body
     assert b'"query": {"q": ["\\u00e9"]}' in body
+    boundary = "b0undary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--{boundary}--\r\n").encode()
+    status, _, body = server.get("/api/echo", method="POST", body=form,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, body[:300]
+    assert b'"form": {"a": ["1"]}' in body and f'"body_length": {len(form)}'.encode() in body
+    # a view that fails: a 500 for the client, the traceback in the server's log (DEBUG is off)
+    status, _, _ = server.get("/api/echo", method="POST", body=b"{not json",
+                              headers={"Content-Type": "application/json"})
+    assert status == 500
+    server.wait_log("JSONDecodeError")
+    assert "Internal Server Error: /api/echo" in server.log()

@@ -35,6 +35,13 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# With DEBUG off Django sends a 500's traceback only to ADMINS by mail: to the server's log instead.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
+}
 if os.environ.get("DEMO_BEHIND_PROXY"):
     # Only behind a proxy that sets them (nginx's proxy_set_header): a server clients reach directly must not
     # take a client's X-Forwarded-Proto for https, nor its X-Forwarded-Host for the host.

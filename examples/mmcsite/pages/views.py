@@ -20,17 +20,18 @@ def index(request):
 
 @csrf_exempt
 def echo(request):
+    body = request.body      # first: Django refuses .body once request.POST has read a multipart stream
     return JsonResponse({
         "method": request.method,
         "path": request.path,
         "query": dict(request.GET.lists()),
         "form": dict(request.POST.lists()) if request.content_type != "application/json" else {},
-        "json": json.loads(request.body or b"null") if request.content_type == "application/json" else None,
+        "json": json.loads(body or b"null") if request.content_type == "application/json" else None,
         "cookies": request.COOKIES,
         "remote_addr": request.META.get("REMOTE_ADDR"),
         "scheme": request.scheme,
         "host": request.get_host(),
-        "body_length": len(request.body),
+        "body_length": len(body),
     })
 
 
