@@ -180,6 +180,9 @@ def test_every_canonical_option_is_in_help():
     text = run_cli("--help").stdout
     for spec in {spec.name: spec for spec in OPTIONS.values()}.values():
         assert f"--{spec.name}" in text
+    refused, _, logic = text.partition("uWSGI's configuration logic, read in ini files only:")
+    assert "if-env" in logic and "endfor" in logic and "spooler" not in logic
+    assert "if-env" not in refused.partition("uWSGI options refused")[2]
 
 
 # --- configuration errors: file:line and option, from the ini; the option, from a flag ----------------

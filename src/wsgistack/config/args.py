@@ -9,6 +9,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from wsgistack.config.errors import ConfigError
+from wsgistack.config.logic import BLOCK_ENDS, BLOCK_STARTS
 from wsgistack.config.model import IGNORED_OPTIONS, OPTIONS, UNSUPPORTED_OPTIONS, OptionSpec
 
 # Actions that are not settings: they make the command do something else than serve.
@@ -102,6 +103,9 @@ def _take_value(arg: str, name: str, has_inline: str, inline_value: str,
     return argv[i], i + 1
 
 
+BLOCK_KEYS = BLOCK_STARTS | BLOCK_ENDS
+
+
 def format_help() -> str:
     lines = ["usage: wsgistack [FILE.ini] [--option VALUE ...]",
              "       wsgistack --stop PIDFILE | --reload PIDFILE", "",
@@ -120,8 +124,11 @@ def format_help() -> str:
               *textwrap.wrap(", ".join(sorted(IGNORED_OPTIONS)), 100, initial_indent="  ", subsequent_indent="  ",
                             break_on_hyphens=False),
               "uWSGI options refused, as they would change what is served (README says what to do instead):",
-              *textwrap.wrap(", ".join(sorted(UNSUPPORTED_OPTIONS)), 100, initial_indent="  ",
-                             subsequent_indent="  ", break_on_hyphens=False)]
+              *textwrap.wrap(", ".join(sorted(set(UNSUPPORTED_OPTIONS) - BLOCK_KEYS)), 100, initial_indent="  ",
+                             subsequent_indent="  ", break_on_hyphens=False),
+              "uWSGI's configuration logic, read in ini files only:",
+              *textwrap.wrap(", ".join(sorted(BLOCK_KEYS)), 100, initial_indent="  ", subsequent_indent="  ",
+                             break_on_hyphens=False)]
     lines += ["", "  --stop PIDFILE     gracefully stop the server whose master wrote PIDFILE, and wait",
               "  --reload PIDFILE   gracefully reload it (fresh app code, no request lost), and wait",
               "  --version          print the version", "  --help             this text"]
