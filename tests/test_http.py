@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -85,6 +86,23 @@ def test_idle_keep_alive_connection_is_closed_after_the_timeout(start_server, pa
         # must not race a close.
         assert not conn.closed_by_server(timeout=0.7), "closed before being idle for 1 s"
         assert conn.closed_by_server(timeout=5.0), "an idle connection outlived --keepalive-timeout 1"
+
+
+def test_a_graceful_stop_closes_an_idle_keep_alive_connection_outright(start_server):
+    """As nginx at its shutdown: no lingering close for a connection with nothing unread (it would hold the stop
+    3 s more for every client that keeps its connection open, as pools and health checkers do). Nothing reads
+    the client's next bytes then: they get a reset, not an ACK into a lingering socket."""
+    server = start_server()
+    with RawConnection(server.port) as conn:
+        conn.request("GET", "/")
+        assert conn.read_response().status == 200
+        server.proc.send_signal(signal.SIGTERM)
+        assert conn.closed_by_server(timeout=10.0)
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):    # within a second: a lingering close
+            for _ in range(10):                                             # would ACK them for 2-3 s
+                conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.1)
+        assert server.proc.wait(10) == 0
 
 
 def stalled_download(port: int, path: str) -> socket.socket:
@@ -551,6 +569,39 @@ def test_a_client_that_pipelines_and_never_reads_cannot_fill_the_workers_memory(
         grown = _resident_kib(worker) - before
     assert grown < 40 * 1024, f"the worker grew by {grown} KiB"
     assert server.get("/")[0] == 200
+
+
+@THREAD_MODES
+def test_tiny_pipelined_requests_behind_a_stalled_answer_wait_as_bytes_not_as_environs(start_server, threads):
+    """A read of 128 KiB of tiny pipelined requests behind an answer the client does not read once became ~5,000
+    environs at once (2.6 MB per connection, 77 kB in nginx); now MAX_PENDING wait and the rest stay bytes. Every
+    answer still comes, in order, once the client reads."""
+    server = start_server("--threads", threads)
+    worker, = wait_until(server.workers, what="the worker")
+    assert server.get("/")[0] == 200
+    before = _resident_kib(worker)
+    tiny = b"GET /?n=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    count = (128 << 10) // len(tiny)
+    clients = []
+    try:
+        for _ in range(20):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.settimeout(10)
+            sock.sendall(b"GET /big?size=1000000 HTTP/1.1\r\nHost: x\r\n\r\n" + tiny * count)
+            clients.append(sock)
+        time.sleep(1.5)
+        grown = _resident_kib(worker) - before
+        assert grown < 20 * 1024, f"the worker grew by {grown} KiB"
+        data, deadline = b"", time.monotonic() + 20
+        while data.count(b"HTTP/1.1 200 OK\r\n") < count + 1 and time.monotonic() < deadline:
+            data += clients[0].recv(1 << 20)
+        assert data.count(b"HTTP/1.1 200 OK\r\n") == count + 1
+        assert data.endswith(b"Hello, World!")
+    finally:
+        for sock in clients:
+            sock.close()
 
 
 def test_the_servers_own_error_answers_carry_a_date(server):

@@ -10,7 +10,8 @@ import os
 import pytest
 
 from wsgistack.config import Config
-from wsgistack.protocols.http import HttpConnection
+from wsgistack.protocols.connection import MAX_PENDING
+from wsgistack.protocols.http import PARSE_SLICE, HttpConnection
 from wsgistack.worker import Worker
 from wsgistack.wsgi import base_environ
 
@@ -39,15 +40,25 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    reading = True
+
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 def serve(*reads: bytes, **limits) -> tuple[list[dict], FakeTransport]:
     """Feed `reads` to a fresh connection; return the environs the app saw (bodies read) and the transport."""
+    seen, conn, transport = connect(**limits)
+    for data in reads:
+        conn.data_received(data)
+    return seen, transport
+
+
+def connect(loop=None, **limits) -> tuple[list[dict], HttpConnection, FakeTransport]:
+    """A fresh connection: (the environs its app will see, the connection, its transport)."""
     config = Config()
     for name, value in limits.items():
         setattr(config, name, value)
@@ -60,7 +71,7 @@ def serve(*reads: bytes, **limits) -> tuple[list[dict], FakeTransport]:
         return [b"ok"]
 
     worker = Worker(config, [], 1, -1, os.getpid())
-    worker.loop = None                  # inline app: the loop is never used
+    worker.loop = loop                  # inline app: the loop is used only where a test gives one
     worker.app = app
     worker.base_environ = base_environ(multithread=False, multiprocess=False)
     worker.access_log = None
@@ -69,9 +80,7 @@ def serve(*reads: bytes, **limits) -> tuple[list[dict], FakeTransport]:
     conn = HttpConnection(worker)
     transport = FakeTransport()
     conn.connection_made(transport)
-    for data in reads:
-        conn.data_received(data)
-    return seen, transport
+    return seen, conn, transport
 
 
 def environ_for(head: bytes, body: bytes = b"") -> dict:
@@ -187,3 +196,49 @@ def test_head_limit_is_per_request_not_per_read():
     seen, transport = serve(batch + b"GET /last HTTP/1.1\r\n", b"Host: h\r\n\r\n", limit_request_head=250)
     assert len(seen) == 21 and seen[-1]["PATH_INFO"] == "/last"
     assert not transport.closed
+
+
+class FakeLoop:
+    def __init__(self):
+        self.callbacks = []
+
+    def call_soon(self, callback, *args):
+        self.callbacks.append((callback, args))
+
+    def run(self, limit: int = 10_000) -> None:
+        for _ in range(limit):
+            if not self.callbacks:
+                return
+            callback, args = self.callbacks.pop(0)
+            callback(*args)
+        raise AssertionError("the loop never ran out of callbacks")
+
+
+def test_a_read_of_many_pipelined_requests_is_parsed_only_as_far_as_the_queue_has_room():
+    """Answers stalled (a client that reads nothing): 2,000 pipelined requests in one read must not all become
+    environs (2 MB of them) at once; MAX_PENDING plus a slice's worth wait, the rest stays bytes until read on."""
+    loop = FakeLoop()
+    seen, conn, transport = connect(loop)
+    conn.pause_writing()
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn.data_received(request * 2000)
+    assert len(conn.pending) <= MAX_PENDING + PARSE_SLICE // len(request) + 1
+    assert conn.unparsed and not transport.reading
+    conn.resume_writing()
+    loop.run()
+    assert len(seen) == 2000 and transport.written.count(b"HTTP/1.1 200 OK\r\n") == 2000
+    assert not conn.unparsed and not conn.pending and transport.reading
+
+
+def test_a_body_known_by_its_length_is_parsed_in_one_piece_then_the_rest_in_slices():
+    loop = FakeLoop()
+    seen, conn, transport = connect(loop)
+    body = os.urandom(300_000)
+    slices = []
+    parse = conn.data_received
+    conn.data_received = lambda data, whole=False: (slices.append(len(data)), parse(data, whole))
+    conn.data_received(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + body
+                       + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+    assert [environ["PATH_INFO"] for environ in seen] == ["/up", "/next", "/next", "/next"]
+    assert seen[0]["body"] == body and not loop.callbacks
+    assert len(slices) == 4         # the read; its first slice; the rest of the body; the requests after it

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from rawhttp import RawConnection
 from seed_configs import SEED_ANNOTATED, SEED_PLAIN
 from conftest import APPS, WSGISTACK, free_port, wait_for_unix_socket, wait_until
 from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
@@ -2048,6 +2049,32 @@ def test_a_replacement_that_cannot_start_leaves_its_slot_empty_while_others_serv
     assert server.proc.poll() is None
     answers = {get(server.port, "/", timeout=10) for _ in range(12)}
     assert answers == {(200, f"{survivor} v1".encode())}
+
+
+def test_a_request_that_came_while_inline_app_code_held_the_loop_is_answered_at_a_stop_not_reset(start_server):
+    """--threads 1: B's two answers leave before the worker handles the SIGTERM (its app code held the loop), so
+    they keep the connection, and B sends its next request at once, while C's slow request holds the loop. The
+    idle sweep runs before the loop reads: it once closed B as idle with that request unread (a reset)."""
+    server = start_server("--threads", "1", "--reload-mercy", "10")
+    serving(server, 1)
+
+    def request(path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+
+    with RawConnection(server.port, timeout=15) as b, RawConnection(server.port, timeout=15) as c:
+        b.send(request("/sleep?t=1.5") + request("/"))
+        time.sleep(0.1)
+        c.send(request("/sleep?t=1.5") + request("/sleep?t=1.5"))
+        time.sleep(0.2)
+        os.kill(server.pid, signal.SIGTERM)
+        answers = [b.read_response(), b.read_response()]
+        assert [(a.status, a.header("Connection")) for a in answers] == [(200, None), (200, None)]
+        b.send(request("/?n=3"))
+        third = b.read_response()
+        assert (third.status, third.header("Connection")) == (200, "close")
+        last = c.read_response()        # after the SIGTERM: the last on its connection (RFC 9112 9.6)
+        assert (last.status, last.header("Connection")) == (200, "close") and c.closed_by_server()
+    assert server.proc.wait(20) == 0
 
 
 def test_a_graceful_stop_with_nothing_queued_refuses_new_connections_at_once(start_server):

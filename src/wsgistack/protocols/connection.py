@@ -8,11 +8,13 @@ Protocols (http.py, uwsgi.py, fastcgi.py) subclass `Connection`: they parse byte
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import select
 import socket
 import struct
+import termios
 import threading
 from collections import deque
 from contextvars import copy_context
@@ -61,6 +63,15 @@ def tcp_socket(transport):
     """The transport's socket if it is TCP (unix sockets have neither resets nor corking), else None."""
     sock = transport.get_extra_info("socket")
     return sock if sock is not None and sock.family != socket.AF_UNIX else None
+
+
+def _unread_bytes(transport) -> int:
+    """Bytes the kernel holds for us on this connection, not read yet."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def _reset(transport) -> None:
@@ -218,8 +229,12 @@ class Connection(asyncio.Protocol):
             if not self._start(item):
                 return
         if self.reading_paused and len(self.pending) <= MAX_PENDING // 2 and not self.closed:
-            self.reading_paused = False
-            self.transport.resume_reading()
+            self._read_on()
+
+    def _read_on(self) -> None:
+        """The queue has room again: read more."""
+        self.reading_paused = False
+        self.transport.resume_reading()
 
     def exchange_done(self, exchange: Exchange) -> None:
         """Called on the loop thread when a response is complete (or abandoned)."""
@@ -314,6 +329,16 @@ class Connection(asyncio.Protocol):
                 self.transport.write_eof()
             else:
                 self.transport.close()      # nothing more can come from the client: no reset to fear
+
+    def _close_idle(self) -> None:
+        """An idle connection (every request answered, no byte of a next one read) closes at once, as nginx's at
+        its keep-alive timeout or its shutdown: with nothing of the client's unread no reset can destroy an
+        answer, and a lingering close would only hold a stopping worker for LINGER_TICKS more. Not when a request
+        waits unread: inline app code held the loop while it came, and the sweep runs before the loop reads."""
+        if not self.closed and not _unread_bytes(self.transport):
+            self.closed = self.closing = True
+            self.ticks = 0
+            self.transport.close()          # after what is buffered
 
     def send_stall_tick(self) -> bool:
         """--send-timeout, from tick(): True when the connection was just aborted because the client took nothing

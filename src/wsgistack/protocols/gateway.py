@@ -228,7 +228,7 @@ class GatewayConnection(Connection):
         if self.waiting == WAITING_IDLE:
             limit = config.keepalive_timeout if self.served else config.header_timeout
             if self.ticks > limit or (self.worker.stopping and self.ticks >= 2):
-                self._close()
+                self._close_idle()
         elif self.waiting == WAITING_BODY:
             if self.ticks > config.body_timeout:
                 self._protocol_error("request body stalled (--body-timeout)")
