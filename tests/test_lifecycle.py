@@ -1669,6 +1669,43 @@ def test_harakiri_answers_every_overdue_request(start_server):
     assert server.stop() == 0
 
 
+@pytest.mark.parametrize("uwsgi_too", [False, True], ids=["http", "threads-accepting-uwsgi-too"])
+def test_requests_queued_behind_threads_all_stuck_past_harakiri_get_a_503_at_once(start_server, tmp_path, uwsgi_too):
+    """Every app thread is stuck past --harakiri: what waits for a thread can never start. It waited for the end
+    of --reload-mercy and then got a reset; now a 503 (nginx or the client may try again: the successor serves).
+    (With a uwsgi socket the threads also accept: another queue, app_threads.AcceptingAppThreads.)"""
+    flags = ["--socket", f"127.0.0.1:{free_port()}"] if uwsgi_too else []
+    server = start_server("--harakiri", "2", "-p", "1", "--threads", "2", "--reload-mercy", "20", *flags)
+    serving(server, 1)
+    release = tmp_path / "release"
+    results: dict = {}
+
+    def fetch(name, path):
+        try:
+            results[name] = get(server.port, path, timeout=30)[0], time.monotonic()
+        except Exception as exc:     # noqa: BLE001
+            results[name] = repr(exc), time.monotonic()
+
+    stuck = [threading.Thread(target=fetch, args=(n, f"/until?f={release}&t=25")) for n in ("stuck1", "stuck2")]
+    for client in stuck:
+        client.start()
+    time.sleep(0.5)                  # both in the app threads (FIFO: the next request queues behind them)
+    queued = threading.Thread(target=fetch, args=("queued", "/"))
+    queued.start()
+    try:
+        queued.join(15)
+        assert results["queued"][0] == 503, results
+        assert results["queued"][1] - results["stuck1"][1] < 5     # with the 504s, not at the reload-mercy's end
+        assert "turned away (503): every app thread of worker 1 is stuck past --harakiri" in server.log()
+        assert wait_until(lambda: get(server.port, "/")[0] == 200, what="the successor serving")
+    finally:
+        release.touch()
+        for client in stuck:
+            client.join(30)
+    assert [results[n][0] for n in ("stuck1", "stuck2")] == [504, 504]
+    assert server.stop() == 0
+
+
 def test_harakiri_lets_the_other_threads_finish_their_requests(start_server, tmp_path):
     """The stuck thread's worker goes, but a request another of its threads runs finishes first, as with a
     recycled worker (uWSGI and gunicorn kill the worker, and that request with it); the successor starts at once."""

@@ -34,6 +34,15 @@ class AppThreads:
         """Run `job()` on an app thread (from the loop thread)."""
         self.jobs.put(job)
 
+    def take_queued(self) -> list:
+        """The jobs no thread has begun, taken from the queue (from the loop thread): none of them runs now."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.jobs.get_nowait())
+            except queue.Empty:
+                return taken
+
     def _serve(self) -> None:
         while True:                      # daemon threads: they end with the process
             self.jobs.get()()
@@ -69,6 +78,16 @@ class AcceptingAppThreads(AppThreads):
         self.acceptors[acceptor.fd] = acceptor
         self.poller.register(acceptor.fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
 
+    def take_queued(self) -> list:
+        # Each job is one count of the semaphore: whoever reads a count (a thread, or this) takes one job.
+        taken = []
+        while True:
+            try:
+                os.eventfd_read(self.job_ready)
+            except BlockingIOError:
+                return taken
+            taken.append(self.jobs.popleft())
+
     def stop_accepting_on(self, acceptor) -> None:
         self.acceptors.pop(acceptor.fd, None)
         try:
@@ -90,7 +109,10 @@ class AcceptingAppThreads(AppThreads):
         while True:
             for fd, _events in self.poller.poll():
                 if fd == job_ready:
-                    os.eventfd_read(job_ready)
+                    try:
+                        os.eventfd_read(job_ready)
+                    except BlockingIOError:
+                        continue            # take_queued() took the job
                     return self.jobs.popleft()
                 acceptor = self.acceptors.get(fd)
                 if acceptor is not None:        # else: no longer accepted on (graceful stop)

@@ -89,6 +89,7 @@ class Worker:
         self.stop_deadline = 0.0
         self.date_header = b""
         self.threads: AppThreads | None = None
+        self.all_threads_stuck = False   # --harakiri: every app thread is in an overdue request (abandon)
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
         self.helpers = 0                 # --threads 1: helper-thread exchanges not done; one at a time
@@ -269,6 +270,9 @@ class Worker:
 
     # --- running the app ---
     def submit(self, exchange) -> None:
+        if self.all_threads_stuck:
+            self.turn_away(exchange)
+            return
         if self.threads is None:
             self.threads = AppThreads(1, "app-helper")
         if not self.threaded:
@@ -474,8 +478,26 @@ class Worker:
             if not conn.closed:
                 conn.end_now(reset=id(exchange) in self.harakiri.cut)
         self.retire(reason)
+        stuck = sum(1 for _, running in list(self.app_clock.running.values()) if self.harakiri.ended(running))
+        if stuck >= self.config.threads:
+            # No thread will take what waits for one: a 503 now (a client or nginx may try again, reaching the
+            # successor), not a reset at the end of --reload-mercy. What comes later is answered so at once too.
+            self.all_threads_stuck = True
+            for job in self.threads.take_queued():
+                self.turn_away(job.__self__)
         if not self.connections:
             self._stop_when_drained()
+
+    def turn_away(self, exchange) -> None:
+        """An exchange no app thread will run: 503, and its connection closes."""
+        conn = exchange.conn
+        log.warning("%s %s turned away (503): every app thread of worker %d is stuck past --harakiri",
+                    exchange.environ.get("REQUEST_METHOD"), exchange.environ.get("REQUEST_URI"), self.number)
+        if not conn.closed:
+            conn.send(conn.error_response(503, "every app thread is stuck; try again"))
+            conn.pending.clear()
+            conn.active = None
+            conn._close()
 
     def stop_gracefully(self) -> None:
         """Stop accepting (the other workers and the successor still do), finish what was read, then exit."""
