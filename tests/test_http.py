@@ -23,7 +23,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from conftest import APPS, wait_until
+from conftest import APPS, raw_request, responses_in, wait_until
 from rawhttp import THREAD_MODES, RawConnection, close_log_env, get, wait_file_contains
 
 STREAM_BODY = b"".join(b"chunk %d\n" % i for i in range(5))
@@ -103,6 +103,31 @@ def test_a_graceful_stop_closes_an_idle_keep_alive_connection_outright(start_ser
                 conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                 time.sleep(0.1)
         assert server.proc.wait(10) == 0
+
+
+def test_an_idle_close_while_the_last_answer_is_still_on_its_way_lingers(start_server):
+    """The app is done with the answer, but megabytes of it still wait in the socket for a slow reader when the
+    keep-alive timeout closes the connection. Closed outright, the client's next request drew a reset that
+    dropped the rest of the answer; a lingering close (as nginx's) delivers it whole, then ends."""
+    server = start_server("--keepalive-timeout", "1")
+    size = 4 << 20
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(10)
+        sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        data, started, sent = b"", time.monotonic(), False
+        while len(data.partition(b"\r\n\r\n")[2][:size]) < size and time.monotonic() - started < 30:
+            if not sent and time.monotonic() - started > 3:      # past the keep-alive timeout, answer unread
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                sent = True
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            data += chunk
+            time.sleep(0.01)
+        assert sent
+        assert len(data.partition(b"\r\n\r\n")[2]) >= size, f"the answer was cut at {len(data)} bytes"
 
 
 def stalled_download(port: int, path: str) -> socket.socket:
@@ -602,6 +627,22 @@ def test_tiny_pipelined_requests_behind_a_stalled_answer_wait_as_bytes_not_as_en
     finally:
         for sock in clients:
             sock.close()
+
+
+@THREAD_MODES
+@pytest.mark.parametrize("last", ["close", "bad"])
+def test_requests_pipelined_before_the_one_that_ends_the_connection_are_all_answered(start_server, threads, last):
+    """RFC 9112 9.6 (and nginx): a connection closes after the request that says `close`, or after the error answer
+    to a bad one, not before the requests sent ahead of it. With app threads, those still queued once lost
+    keep-alive and the connection closed after the next answer."""
+    server = start_server("--threads", threads)
+    ending = (b"GET /?n=last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" if last == "close"
+              else b"GET /?n=last HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    data = raw_request(server.port, b"GET /sleep?t=0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
+                       + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 50 + ending
+                       + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 5, timeout=15)
+    assert responses_in(data) == [200] * (52 if last == "close" else 51) + ([] if last == "close" else [400])
+    assert data.count(b"Connection: close") == 1
 
 
 def test_the_servers_own_error_answers_carry_a_date(server):

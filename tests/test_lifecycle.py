@@ -388,6 +388,7 @@ def test_seed_uwsgi_ini_serves_django_daemonized_and_stops(seed, tmp_path, migra
 def test_pidfile_is_written_by_the_master_and_vacuumed(start_server, tmp_path):
     pidfile = tmp_path / "server.pid"
     server = start_server("--pidfile", str(pidfile), "--vacuum", "-p", "2")
+    wait_until(pidfile.exists, what="the pidfile (written just after the sockets are bound: they answer first)")
     assert pidfile.read_text() == f"{server.pid}\n"
     assert server.stop() == 0
     assert not pidfile.exists(), "--vacuum removes the pidfile on exit"
@@ -396,6 +397,7 @@ def test_pidfile_is_written_by_the_master_and_vacuumed(start_server, tmp_path):
 def test_pidfile_stays_without_vacuum(start_server, tmp_path):
     pidfile = tmp_path / "server.pid"
     server = start_server("--pidfile", str(pidfile))
+    wait_until(pidfile.exists, what="the pidfile")
     assert int(pidfile.read_text()) == server.pid
     assert server.stop() == 0
     assert pidfile.exists()
@@ -1669,12 +1671,15 @@ def test_harakiri_answers_every_overdue_request(start_server):
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("uwsgi_too", [False, True], ids=["http", "threads-accepting-uwsgi-too"])
-def test_requests_queued_behind_threads_all_stuck_past_harakiri_get_a_503_at_once(start_server, tmp_path, uwsgi_too):
+@pytest.mark.parametrize("queued_by", ["http", "http-threads-accepting-uwsgi-too", "fastcgi"])
+def test_requests_queued_behind_threads_all_stuck_past_harakiri_get_a_503_at_once(start_server, tmp_path, queued_by):
     """Every app thread is stuck past --harakiri: what waits for a thread can never start. It waited for the end
     of --reload-mercy and then got a reset; now a 503 (nginx or the client may try again: the successor serves).
     (With a uwsgi socket the threads also accept: another queue, app_threads.AcceptingAppThreads.)"""
-    flags = ["--socket", f"127.0.0.1:{free_port()}"] if uwsgi_too else []
+    from test_fastcgi_server import Client, fastcgi_request, parse_cgi
+    other_port = free_port()
+    flags = {"http": [], "http-threads-accepting-uwsgi-too": ["--socket", f"127.0.0.1:{other_port}"],
+             "fastcgi": ["--fastcgi-socket", f"127.0.0.1:{other_port}"]}[queued_by]
     server = start_server("--harakiri", "2", "-p", "1", "--threads", "2", "--reload-mercy", "20", *flags)
     serving(server, 1)
     release = tmp_path / "release"
@@ -1686,11 +1691,22 @@ def test_requests_queued_behind_threads_all_stuck_past_harakiri_get_a_503_at_onc
         except Exception as exc:     # noqa: BLE001
             results[name] = repr(exc), time.monotonic()
 
+    def fetch_by_fastcgi():
+        client = Client(other_port)
+        try:
+            client.send(fastcgi_request(1, "/", keep_conn=True))
+            stdout, protocol_status = client.response(1)
+            results["queued"] = parse_cgi(stdout)[0], time.monotonic()
+            assert protocol_status == 0                 # FCGI_REQUEST_COMPLETE: nginx passes the 503 on
+        finally:
+            client.close()
+
     stuck = [threading.Thread(target=fetch, args=(n, f"/until?f={release}&t=25")) for n in ("stuck1", "stuck2")]
     for client in stuck:
         client.start()
     time.sleep(0.5)                  # both in the app threads (FIFO: the next request queues behind them)
-    queued = threading.Thread(target=fetch, args=("queued", "/"))
+    queued = threading.Thread(target=fetch_by_fastcgi if queued_by == "fastcgi" else fetch, args=() if
+                              queued_by == "fastcgi" else ("queued", "/"))
     queued.start()
     try:
         queued.join(15)

@@ -494,7 +494,7 @@ class Worker:
         log.warning("%s %s turned away (503): every app thread of worker %d is stuck past --harakiri",
                     exchange.environ.get("REQUEST_METHOD"), exchange.environ.get("REQUEST_URI"), self.number)
         if not conn.closed:
-            conn.send(conn.error_response(503, "every app thread is stuck; try again"))
+            conn.send_error(503, "every app thread is stuck; try again")
             conn.pending.clear()
             conn.active = None
             conn._close()

@@ -65,11 +65,12 @@ def tcp_socket(transport):
     return sock if sock is not None and sock.family != socket.AF_UNIX else None
 
 
-def _unread_bytes(transport) -> int:
-    """Bytes the kernel holds for us on this connection, not read yet."""
+def _queued_bytes(transport, which: int) -> int:
+    """Bytes the kernel holds on this connection: not read by us yet (FIONREAD), or not taken by the peer yet
+    (TIOCOUTQ, SIOCOUTQ for a socket)."""
     sock = transport.get_extra_info("socket")
     try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), which, b"\0\0\0\0"))[0]
     except (AttributeError, OSError, ValueError):
         return 0
 
@@ -190,10 +191,9 @@ class Connection(asyncio.Protocol):
             return False
         if worker.compression is not None:
             app = worker.compression.wrap(app, environ)
-        # Closing or draining: the last response on this connection. (A client's half-close leaves the requests
-        # it sent before: the last of them says so.)
-        if ((self.closing and not (self.pending and self.peer_closed))
-                or (worker.stopping and not self.drains_when_idle)):
+        # Closing or draining: the last response on this connection. (Requests read before what closes it, a
+        # half-close or a request answered with an error, are answered first: the last of them says so.)
+        if (self.closing and not self.pending) or (worker.stopping and not self.drains_when_idle):
             keep_alive = False
         exchange = self.active = self.exchange_class(self, environ, app, is_head, http11, keep_alive)
         if body is not None:
@@ -223,7 +223,7 @@ class Connection(asyncio.Protocol):
         while self.pending and self.active is None and not self.closed and not self.write_paused:
             item = self.pending.popleft()
             if type(item) is Reject:
-                self.send(self.error_response(item.status, item.detail))
+                self.send_error(item.status, item.detail)
                 self._close()
                 return
             if not self._start(item):
@@ -253,6 +253,10 @@ class Connection(asyncio.Protocol):
             self._run_pending()
             self.batching = False
             self._flush()
+
+    def send_error(self, status: int, detail: str) -> None:
+        """An answer of ours (not the app's) to the request under way, in this protocol's framing."""
+        self.send(self.error_response(status, detail))
 
     def end_now(self, reset: bool) -> None:
         """End the connection at once (--harakiri: its thread is stuck in the app), nothing more sent: with a reset for
@@ -335,10 +339,15 @@ class Connection(asyncio.Protocol):
         its keep-alive timeout or its shutdown: with nothing of the client's unread no reset can destroy an
         answer, and a lingering close would only hold a stopping worker for LINGER_TICKS more. Not when a request
         waits unread: inline app code held the loop while it came, and the sweep runs before the loop reads."""
-        if not self.closed and not _unread_bytes(self.transport):
-            self.closed = self.closing = True
-            self.ticks = 0
-            self.transport.close()          # after what is buffered
+        if self.closed or _queued_bytes(self.transport, termios.FIONREAD):
+            return
+        if self.transport.get_write_buffer_size() or _queued_bytes(self.transport, termios.TIOCOUTQ):
+            # The last answer is still on its way: a byte the client sends now would get a reset, which drops it
+            self._close()
+            return
+        self.closed = self.closing = True
+        self.ticks = 0
+        self.transport.close()
 
     def send_stall_tick(self) -> bool:
         """--send-timeout, from tick(): True when the connection was just aborted because the client took nothing

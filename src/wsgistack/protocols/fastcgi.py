@@ -323,9 +323,12 @@ class FastCGIConnection(GatewayConnection):
         answer = cgi_response(http_error_response(status, detail, self.worker.date_header, names_server=False))
         return codec.stdout_records(self.request_id, answer) + codec.end_request(self.request_id)
 
+    def send_error(self, status: int, detail: str) -> None:
+        self.codec.finish_request()     # its END_REQUEST is the one error_response ends with
+        self.send_raw(self.error_response(status, detail))
+
     def _reject(self, status: int, detail: str) -> None:
         """Answer a request the app never sees, end it, and close (the rest of its STDIN may still come)."""
         log.info("rejected a FastCGI request from %s: %d %s", self._peer(), status, detail)
-        self.codec.finish_request()     # its END_REQUEST is the one error_response ends with
-        self.send_raw(self.error_response(status, detail))
+        self.send_error(status, detail)
         self._close()
