@@ -68,8 +68,10 @@ def parse_address(text: str, protocol: str, option: str) -> Address:
     return Address(protocol, text, host=host, port=int(port_text))
 
 
-def bind(address: Address, backlog: int, chmod: str, option: str) -> socket.socket:
-    """Create, bind and listen; errors name the option and the address."""
+def bind(address: Address, backlog: int, chmod: str, option: str,
+         systemd_sockets: tuple[str, ...] = ()) -> socket.socket:
+    """Create, bind and listen; errors name the option and the address (and the sockets systemd passed, none of
+    which is bound to this address: the usual reason it is in use then)."""
     try:
         if address.is_unix:
             return _bind_unix(address, backlog, chmod)
@@ -78,6 +80,8 @@ def bind(address: Address, backlog: int, chmod: str, option: str) -> socket.sock
         reason = {errno.EADDRINUSE: "address already in use",
                   errno.EADDRNOTAVAIL: "address not available on this machine",
                   errno.EACCES: "permission denied"}.get(exc.errno, exc.strerror or str(exc))
+        if exc.errno == errno.EADDRINUSE and systemd_sockets:
+            reason += f" (systemd passed sockets on {', '.join(systemd_sockets)}, none bound to this address)"
         raise ConfigError(f"cannot listen on {address.text!r}: {reason}", option=option) from None
 
 

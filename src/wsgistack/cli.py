@@ -181,6 +181,7 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
     from wsgistack.master import Master, hold_signals
 
     hold_signals()
+    inherited = InheritedSockets.from_environment()     # first: no hook may see systemd's LISTEN_* variables
     run_hooks(config, "asap")
     _apply_limits(config)
     start_dir = _files_from_start_dir(config)
@@ -193,14 +194,13 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
         warn(f"wsgistack: {note}")
     _check_pidfile(config)
     listeners = []
-    inherited = InheritedSockets.from_environment()
     for option, protocol in LISTEN_OPTIONS:
         for text in getattr(config, option.replace("-", "_")):
             try:
                 address = parse_address(text, protocol, option)
                 sock = inherited.take(address)
                 if sock is None:
-                    sock = bind(address, config.listen, config.chmod_socket, option)
+                    sock = bind(address, config.listen, config.chmod_socket, option, inherited.passed)
                 else:
                     address = dataclasses.replace(address, inherited=True)
                 listeners.append((sock, address))
