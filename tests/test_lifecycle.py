@@ -537,11 +537,12 @@ def test_home_puts_the_apps_virtualenv_first(start_server, tmp_path):
     assert f"option 'home': '{tmp_path / 'src'}' has no lib/{version}/site-packages" in wrong.stderr
 
 
-def test_touch_reload_reloads_when_a_file_is_touched_or_created(start_server, tmp_path):
+@pytest.mark.parametrize("option", ["--touch-reload", "--touch-workers-reload"])
+def test_touch_reload_reloads_when_a_file_is_touched_or_created(start_server, tmp_path, option):
     app, touched, created = tmp_path / "app.py", tmp_path / "reload.touch", tmp_path / "deploy.flag"
     write_app(app, "v1")
     touched.write_text("")
-    server = start_server("--wsgi-file", app, "--touch-reload", touched, "--touch-reload", created, app=None)
+    server = start_server("--wsgi-file", app, option, touched, "--touch-reload", created, app=None)
     first = serving(server, 1)
     write_app(app, "v2")
     later = time.time_ns() + 10**9
@@ -1048,7 +1049,7 @@ def retirements(log: str) -> list[tuple[int, str]]:
 
 
 def test_max_requests_with_delta_recycles_workers(start_server):
-    server = start_server("-p", "2", "--max-requests", "5", "--max-requests-delta", "3")
+    server = start_server("-p", "2", "--max-requests", "5", "--max-requests-delta", "3", "--min-worker-lifetime", "0")
     served: dict[int, int] = {}
     for _ in range(40):
         status, body = get(server.port, "/pid")
@@ -1065,7 +1066,7 @@ def test_max_requests_with_delta_recycles_workers(start_server):
 
 
 def test_reload_on_rss_recycles_without_a_respawn_storm(start_server):
-    server = start_server("-p", "2", "--reload-on-rss", "1")
+    server = start_server("-p", "2", "--reload-on-rss", "1", "--min-worker-lifetime", "0")
     load = LoadClient(server.port, "/pid", threads=3).start()
     time.sleep(4.0)
     load.stop()
@@ -1082,7 +1083,7 @@ def test_reload_on_rss_recycles_without_a_respawn_storm(start_server):
 
 
 def test_reload_on_as_recycles_too(start_server):
-    server = start_server("--reload-on-as", "1")
+    server = start_server("--reload-on-as", "1", "--min-worker-lifetime", "0")
     first, = serving(server, 1)
     get(server.port, "/pid")
     server.wait_log("--reload-on-as")
@@ -1100,6 +1101,26 @@ def test_evil_reload_kills_a_worker_over_the_limit_even_mid_request(start_server
     server.wait_log(f"({flag}): killing it")
     wait_until(lambda: server.workers() and first not in server.workers(), what="a replacement")
     assert f"worker 1 (pid {first}) killed by SIGKILL; starting a new one" in server.wait_log("starting a new one")
+    assert server.stop() == 0
+
+
+def test_max_requests_waits_for_the_min_worker_lifetime(start_server):
+    """uWSGI's --min-worker-lifetime (10 s by default): --max-requests 1 under steady traffic forks no worker per
+    request; the worker goes at its first request once old enough (or within a second, with none)."""
+    server = start_server("--max-requests", "1", "--min-worker-lifetime", "3")
+    first, = serving(server, 1)
+    pids = {get(server.port, "/pid")[1] for _ in range(5)}
+    assert pids == {str(first).encode()} and "retiring" not in server.log()
+    server.wait_log("retiring: served", timeout=10)
+    assert re.search(rf"\(pid {first}\) retiring: served \d+ requests \(--max-requests\)", server.log())
+
+
+def test_max_worker_lifetime_delta_staggers_the_workers(start_server):
+    server = start_server("-p", "2", "--max-worker-lifetime", "2", "--max-worker-lifetime-delta", "3")
+    serving(server, 2)
+    wait_until(lambda: len(retirements(server.log())) >= 2, timeout=20, what="both workers retired")
+    reasons = re.findall(r"worker (\d) \(pid \d+\) retiring: lived (\d+) s", server.log())
+    assert ("1", "2") in reasons and ("2", "5") in reasons, reasons
     assert server.stop() == 0
 
 
@@ -1125,7 +1146,8 @@ def test_sigterm_during_constant_recycling_stops_every_worker(start_server):
     fork, or before its event loop runs, must still stop it (else the master waits for it). And a first
     worker that retires before the master saw it ready is no failed boot."""
     for _ in range(5):
-        server = start_server("-p", "4", "--max-requests", "1", "--disable-logging", "--reload-mercy", "60")
+        server = start_server("-p", "4", "--max-requests", "1", "--min-worker-lifetime", "0", "--disable-logging",
+                              "--reload-mercy", "60")
         load = LoadClient(server.port, "/pid", threads=4).start()
         try:
             wait_until(lambda: len(load.ok()) >= 40, timeout=20,
@@ -1236,7 +1258,8 @@ def test_ten_reloads_under_load_lose_nothing(start_server, tmp_path):
 
 
 def test_max_requests_under_load_loses_nothing(start_server):
-    server = start_server("-p", "4", "--max-requests", "50", "--max-requests-delta", "10", "--disable-logging")
+    server = start_server("-p", "4", "--max-requests", "50", "--max-requests-delta", "10", "--min-worker-lifetime", "0",
+                          "--disable-logging")
     wrk = start_wrk(server.port, seconds=20)
     try:
         report = finish_wrk(wrk, interrupt=False)

@@ -571,7 +571,8 @@ class UwsgiLoad:
 def test_app_threads_lose_nothing_through_reloads_and_recycling(start_uwsgi):
     """Workers that stop accepting (a reload, --max-requests reached on an app thread) while their threads
     accept and answer connections: no connection is dropped, and every request has its access-log line."""
-    server, address = start_uwsgi("--processes", "2", "--threads", "4", "--max-requests", "150")
+    server, address = start_uwsgi("--processes", "2", "--threads", "4", "--max-requests", "150",
+                                  "--min-worker-lifetime", "0")
     load = UwsgiLoad(address)
     try:
         for number in range(1, 4):

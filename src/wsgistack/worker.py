@@ -341,7 +341,7 @@ class Worker:
         if self.harakiri is not None and self.harakiri.ended(exchange):
             return      # harakiri logged it, answered 504 or cut: not the 200 its thread may finish with later
         number = self.requests = next(self.request_numbers)
-        if number == self.retire_after:
+        if number >= self.retire_after > 0 and self._lived_min_lifetime():
             reason = f"served {number} requests (--max-requests)"
             if on_thread:
                 self.loop.call_soon_threadsafe(self.retire, reason)
@@ -450,8 +450,13 @@ class Worker:
         if self.stopping:
             return
         config = self.config
-        if config.max_worker_lifetime and time.monotonic() - self.started > config.max_worker_lifetime:
-            self.retire(f"lived {config.max_worker_lifetime} s (--max-worker-lifetime)")
+        lifetime = config.max_worker_lifetime + (self.number - 1) * config.max_worker_lifetime_delta
+        if config.max_worker_lifetime and time.monotonic() - self.started > lifetime:
+            self.retire(f"lived {lifetime} s (--max-worker-lifetime)")
+        elif not self._lived_min_lifetime():
+            return
+        elif self.requests >= self.retire_after > 0:       # reached before --min-worker-lifetime
+            self.retire(f"served {self.requests} requests (--max-requests)")
         elif (config.reload_on_rss or config.reload_on_as) and self.requests:
             # Only once it served (as uWSGI checks after a request): a fresh worker already over the
             # limit would otherwise retire before accepting anything, and be replaced in a loop.
@@ -460,6 +465,9 @@ class Worker:
                 self.retire(f"resident memory {resident} MB over {config.reload_on_rss} MB (--reload-on-rss)")
             elif config.reload_on_as and size > config.reload_on_as:
                 self.retire(f"address space {size} MB over {config.reload_on_as} MB (--reload-on-as)")
+
+    def _lived_min_lifetime(self) -> bool:
+        return time.monotonic() - self.started >= self.config.min_worker_lifetime
 
     def retire(self, reason: str) -> None:
         """Recycle: the master starts a successor at once; this worker finishes what it has, then exits."""

@@ -190,7 +190,7 @@ class Config:
     unique_cron: list[str] = option([], "the same, not started again while its previous run goes on",
                                     metavar="SCHEDULE COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
-                                         "every second; repeatable)", aliases=("touch-chain-reload",),
+                                         "every second; repeatable)", aliases=("touch-chain-reload", "touch-workers-reload"),
                                      metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
                                aliases=("worker-reload-mercy",), metavar="SECONDS")
@@ -208,6 +208,11 @@ class Config:
                                         "middle of a request, and starts a new one (0: never)", metavar="MB")
     evil_reload_on_as: int = option(0, "the same for a worker's address space", metavar="MB")
     max_worker_lifetime: int = option(0, "recycle a worker after SECONDS (0: never)", metavar="SECONDS")
+    max_worker_lifetime_delta: int = option(0, "add (worker number - 1) x SECONDS to each worker's "
+                                               "max-worker-lifetime so they do not recycle together", metavar="SECONDS")
+    min_worker_lifetime: int = option(10, "a worker has lived SECONDS before --max-requests, --reload-on-rss or "
+                                          "--reload-on-as recycle it (uWSGI's default: no fork storm)",
+                                      metavar="SECONDS")
 
     # --- HTTP limits (nginx-like answers: 414, 431, 413, 408) ---
     limit_request_line: int = option(8190, "max bytes of the request line, else 414 (0: no limit; gunicorn: 4094, "
