@@ -116,6 +116,41 @@ def test_a_log_moved_away_by_logrotate_is_reopened(start_server, tmp_path):
     wait_until(lambda: "exiting with status 0" in log_text(logfile), what="the master's last line in the new file")
 
 
+def test_a_log_that_cannot_be_reopened_is_said_once_and_writing_goes_on(start_server, tmp_path):
+    """logrotate's `create` made a file the workers may not open (here: a directory at the path): lines go on to
+    the rotated file, and that is said once (it was silent, and logrotate deletes that file later)."""
+    logfile = tmp_path / "app.log"
+    server = start_server("--logto", str(logfile))
+    get(server.port, "/n?i=1")
+    wait_until(lambda: "/n?i=1" in log_text(logfile), what="the first line")
+    rotated = tmp_path / "app.log.1"
+    os.rename(logfile, rotated)
+    logfile.mkdir()
+    wait_until(lambda: "cannot reopen the log" in log_text(rotated), what="the failure said")
+    time.sleep(2.5)
+    get(server.port, "/n?i=2")
+    wait_until(lambda: "/n?i=2" in log_text(rotated), what="lines go on to the rotated file")
+    assert log_text(rotated).count(f"cannot reopen the log {logfile}") == 2      # master and worker, once each
+    logfile.rmdir()
+    wait_until(lambda: logfile.is_file() and f"the log {logfile} is written again" in log_text(logfile),
+               what="the new log file once it can be opened")
+    assert server.stop() == 0
+
+
+def test_logfile_chmod_and_chown(start_server, tmp_path):
+    logfile = tmp_path / "app.log"
+    flags = ["--logto", str(logfile), "--logfile-chmod", "640"]
+    if os.geteuid() == 0:            # CI: chown to --uid too
+        flags += ["--uid", "nobody", "--gid", "nogroup", "--logfile-chown"]
+    server = start_server(*flags, app="whoami.py")
+    get(server.port, "/")
+    info = logfile.stat()
+    assert info.st_mode & 0o777 == 0o640
+    if os.geteuid() == 0:
+        assert (info.st_uid, info.st_gid) == (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert server.stop() == 0
+
+
 def test_req_logger_gives_the_access_log_a_file_of_its_own(start_server, tmp_path):
     """uWSGI's logger = file:PATH and req-logger = file:PATH: errors in one file, request lines in another;
     the access file is reopened too once logrotate moved it."""

@@ -438,6 +438,63 @@ def test_log_x_forwarded_for_shows_the_client_behind_a_proxy(start_server):
     assert "] 127.0.0.1 () {" in log.split("GET /direct")[0].splitlines()[-1]
 
 
+def test_log_x_forwarded_for_shows_the_client_in_a_logformat_too(start_server):
+    server = start_server("--log-x-forwarded-for", "--logformat", "ACC addr=%(addr) %(uri)")
+    get(server.port, "/via-proxy", headers={"X-Forwarded-For": "203.0.113.7"})
+    assert "ACC addr=203.0.113.7 /via-proxy" in server.wait_log("ACC addr=")
+
+
+def test_the_access_line_counts_variables_and_names_the_user_as_uwsgi(start_server):
+    """uWSGI counts a key and a value per variable; the parentheses hold REMOTE_USER (an app or nginx's
+    auth_basic sets it). %(vars), %(pktsize) and %(switches) say the same as the default line."""
+    from wsgistack.protocols.uwsgi_codec import encode_uwsgi_request
+    port = free_port()
+    server = start_server("--socket", f"127.0.0.1:{port}")
+    variables = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/u", "PATH_INFO": "/u", "QUERY_STRING": "",
+                 "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "x", "SERVER_PORT": "80", "REMOTE_ADDR": "10.1.2.3",
+                 "REMOTE_USER": "bob", "HTTP_HOST": "x"}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(encode_uwsgi_request(variables))
+        while sock.recv(65536):
+            pass
+    line = next(line for line in server.wait_log("GET /u =>").splitlines() if "GET /u =>" in line)
+    match = re.search(r"\] 10\.1\.2\.3 \(bob\) \{(\d+) vars in (\d+) bytes\}", line)
+    assert match, line
+    assert int(match[1]) % 2 == 0 and int(match[1]) >= 2 * len(variables)
+
+
+def test_log_req_encoder_wraps_the_line_as_the_uwsgi_json_recipe_does(start_server, tmp_path):
+    ini = tmp_path / "log.ini"
+    ini.write_text("[uwsgi]\n"
+                   'log-format = "method": "%(method)", "uri": "%(uri)", "status": %(status), "addr": "%(addr)"\n'
+                   'log-req-encoder = format {"timestamp": "${strftime:%%Y-%%m-%%dT%%H:%%M:%%S}", '
+                   '"event": "uwsgi_request", ${msg}}\n'
+                   "log-req-encoder = nl\n")
+    server = start_server(str(ini))
+    get(server.port, "/x?y=1")
+    line = next(line for line in server.wait_log('"event": "uwsgi_request"').splitlines() if '"uwsgi_request"' in line)
+    record = json.loads(line)
+    assert (record["method"], record["uri"], record["status"]) == ("GET", "/x?y=1", 200)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", record["timestamp"])
+
+
+def test_logformat_strftime_and_ftime(start_server):
+    server = start_server("--logformat", "year=%Y t=%(ftime) %(uri)", "--logformat-strftime", "--log-date",
+                          "%Y-%m-%dT%H:%M:%S")
+    get(server.port, "/a%20b")
+    line = next(line for line in server.wait_log("/a%20b").splitlines() if "/a%20b" in line)
+    assert re.fullmatch(r"year=\d{4} t=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d /a%20b", line), line
+
+
+def test_log_micros_and_log_prefix(start_server):
+    server = start_server("--log-micros", "--log-prefix", "[site-a] ")
+    get(server.port, "/")
+    log = server.wait_log("GET / =>")
+    line = next(line for line in log.splitlines() if "GET / =>" in line)
+    assert line.startswith("[site-a] [pid: ") and re.search(r"generated 13 bytes in \d+ micros", line), line
+    assert all(line.startswith("[site-a] ") for line in log.splitlines() if "[INFO]" in line)
+
+
 def test_memory_report_starts_each_line_with_the_workers_memory(start_server):
     server = start_server("--memory-report")
     get(server.port, "/")
@@ -451,6 +508,17 @@ def test_memory_report_starts_each_line_with_the_workers_memory(start_server):
 def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
     ini, errors = failed_start(tmp_path, "logformat = %(method) %(nonsense)")
     assert f"{ini}:4: option 'logformat': unknown variable %(nonsense)" in errors
+
+
+@pytest.mark.parametrize("line, error", [
+    ("log-req-encoder = msgpack", "option 'log-req-encoder': unknown encoder 'msgpack'"),
+    ("log-req-encoder = format ${nope}", "option 'log-req-encoder': unknown variable ${nope}"),
+    ("log-encoder = json {}", "option 'log-encoder': not supported: encoders of the server's own log lines are not "
+                               "built in"),
+])
+def test_log_encoders_wsgistack_has_not_are_startup_errors(tmp_path, line, error):
+    ini, errors = failed_start(tmp_path, line)
+    assert f"{ini}:4: {error}" in errors
 
 
 @pytest.mark.parametrize("threads", ["1", "4"])

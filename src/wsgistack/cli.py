@@ -23,7 +23,8 @@ from wsgistack.cron import parse_job
 from wsgistack.daemon import report
 from wsgistack.daemons import smart_daemons
 from wsgistack.hooks import check_hooks, run_hooks
-from wsgistack.log_files import check_log_rotation, logger_files, note_log_path, open_request_log, redirect_output
+from wsgistack.log_files import (check_log_rotation, log_paths, logger_files, note_log_path, open_request_log,
+                                 redirect_output)
 from wsgistack.logs import check_log_format, setup_error_log
 from wsgistack.mounts import mountpoints
 from wsgistack.proctitle import set_title
@@ -229,7 +230,8 @@ def serve(config: Config, reload_config, warnings: list[str] | None = None) -> i
             open_log(path)
         except OSError as exc:
             raise ConfigError(f"cannot write {path!r}: {exc.strerror}", option=option, **config.where(option)) from None
-    setup_error_log("master")
+    _log_file_access(config)
+    setup_error_log("master", config.log_prefix)
     if config.daemonize or config.logto or config.logger:
         for message in warnings:
             logging.getLogger("wsgistack").warning("%s", message.removeprefix("wsgistack: "))
@@ -297,6 +299,28 @@ def _chown_sockets(config: Config, listeners) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot change the owner of the sockets: {exc.strerror}", option="chown-socket",
                           **config.where("chown-socket")) from None
+
+
+def _log_file_access(config: Config) -> None:
+    """--logfile-chmod, --logfile-chown (to --uid/--gid): set as root, before the drop, so that the workers may
+    reopen the files after logrotate."""
+    for path in log_paths():
+        for option, wanted in (("logfile-chmod", config.logfile_chmod), ("logfile-chown", config.logfile_chown)):
+            if not wanted:
+                continue
+            try:
+                if option == "logfile-chmod":
+                    os.chmod(path, int(config.logfile_chmod, 8))
+                elif config.uid or config.gid:
+                    os.chown(path, _user_id(config.uid) if config.uid else -1,
+                             _group_id(config.gid) if config.gid else -1)
+            except ValueError:
+                raise ConfigError(f"expected an octal mode, got {config.logfile_chmod!r}", option=option,
+                                  **config.where(option)) from None
+            except (KeyError, OSError) as exc:
+                raise ConfigError(f"cannot set {path}'s {'mode' if option == 'logfile-chmod' else 'owner'}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}", option=option,
+                                  **config.where(option)) from None
 
 
 def _drop_privileges(config: Config) -> None:

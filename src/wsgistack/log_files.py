@@ -169,16 +169,42 @@ def reopen_log_if_moved(force: bool = False) -> None:
     if _log_path is not None and (force or _moved(_log_path, 2)):
         try:
             redirect_output(_log_path)
-        except OSError:
-            pass            # the directory is gone: go on writing to the old file rather than nowhere
+            _reopened(_log_path)
+        except OSError as exc:
+            _reopen_failed(_log_path, exc)   # go on writing to the old file rather than nowhere
     if _request_log is not None and (force or _moved(*_request_log)):
         path, fd = _request_log
         try:
             new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError:
+        except OSError as exc:
+            _reopen_failed(path, exc)
             return
+        _reopened(path)
         os.dup2(new, fd)
         os.close(new)
+
+
+_reopen_failing: set[str] = set()
+
+
+def _reopen_failed(path: str, exc: OSError) -> None:
+    """Said once per path (this is tried every second): lines go on to the old file, which logrotate may delete."""
+    if path not in _reopen_failing:
+        _reopen_failing.add(path)
+        logging.getLogger("wsgistack").error(
+            "cannot reopen the log %s as user %s: %s; writing on to the file it replaced (said once; "
+            "--logfile-chown gives the log to --uid)", path, _user_name(), exc.strerror or exc)
+
+
+def _reopened(path: str) -> None:
+    if path in _reopen_failing:
+        _reopen_failing.discard(path)
+        logging.getLogger("wsgistack").info("the log %s is written again", path)
+
+
+def log_paths() -> list[str]:
+    """The log files this process writes (the general log, the access log's own file)."""
+    return [path for path in (_log_path, _request_log[0] if _request_log else None) if path]
 
 
 def _moved(path: str, fd: int) -> bool:

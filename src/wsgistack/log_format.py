@@ -49,6 +49,18 @@ class LoggedRequest:
     started: float              # wall-clock time the request reached the app (epoch seconds)
     worker_number: int
     request_number: int
+    address: str                # the client's, as the access log shows it (--log-x-forwarded-for)
+
+
+def cgi_variables(environ: dict) -> tuple[int, int]:
+    """The request's CGI variables as uWSGI counts them in its log: 2 per variable (a key and a value), and the
+    bytes of the uwsgi packet they would make."""
+    count = size = 0
+    for key, value in environ.items():
+        if type(value) is str and not key.startswith("wsgi."):
+            count += 2
+            size += len(key) + len(value) + 4
+    return count, size
 
 
 def _environ(key: str, default: str = "-") -> Callable[[LoggedRequest], str]:
@@ -74,7 +86,7 @@ _GETTERS: dict[str, Callable[[LoggedRequest], object]] = {
     "uri": _environ("REQUEST_URI"),
     "method": _environ("REQUEST_METHOD"),
     "user": _environ("REMOTE_USER"),
-    "addr": _environ("REMOTE_ADDR"),
+    "addr": lambda request: log_safe(request.address or "-"),
     "host": _environ("HTTP_HOST"),
     "proto": _environ("SERVER_PROTOCOL"),
     "uagent": _environ("HTTP_USER_AGENT"),
@@ -94,15 +106,15 @@ _GETTERS: dict[str, Callable[[LoggedRequest], object]] = {
     "hsize": _head_size,
     "size": lambda request: request.body_bytes + _head_size(request),
     "headers": lambda request: len(request.headers or ()),
-    "vars": lambda request: len(request.environ),
+    "vars": lambda request: cgi_variables(request.environ)[0],
     "pid": lambda request: os.getpid(),
     "wid": lambda request: request.worker_number,
     "core": lambda request: 0,
-    "switches": lambda request: 0,
+    "switches": lambda request: 1,
     "rerr": lambda request: 0,
     "werr": lambda request: 0,
     "ioerr": lambda request: 0,
-    "pktsize": lambda request: 0,
+    "pktsize": lambda request: cgi_variables(request.environ)[1],
     "modifier1": lambda request: 0,
     "modifier2": lambda request: 0,
     "rss": _memory(1),
@@ -112,23 +124,37 @@ _GETTERS: dict[str, Callable[[LoggedRequest], object]] = {
 }
 
 
-def compile_format(text: str) -> Callable[[LoggedRequest], str]:
-    """The line maker for `text` (no newline); ValueError names a variable that does not exist."""
+LTIME = "%d/%b/%Y:%H:%M:%S %z"
+
+
+def compile_format(text: str, strftime: str | None = None) -> Callable[[LoggedRequest], str]:
+    """The line maker for `text` (no newline); ValueError names a variable that does not exist. With `strftime`
+    (uWSGI's --logformat-strftime, the format of --log-date), the format's own text goes through strftime (not
+    the values: a %-escaped URI stays as sent) and %(ftime) is the time the answer ended in that format."""
     parts: list[str | Callable[[LoggedRequest], object]] = []
     position = 0
     for match in _VARIABLE.finditer(text):
-        parts.append(text[position:match.start()])
+        parts.append(_literal(text[position:match.start()], strftime is not None))
         name = match.group(1)
-        if name.startswith("var."):
+        if name == "ftime":
+            date_format = strftime or LTIME
+            parts.append(lambda request: time.strftime(date_format, time.localtime()))
+        elif name.startswith("var."):
             parts.append(_environ(name[4:]))
         elif name in _GETTERS:
             parts.append(_GETTERS[name])
         else:
-            raise ValueError(f"unknown variable %({name}) (known: {', '.join(sorted(_GETTERS))}, var.NAME)")
+            raise ValueError(f"unknown variable %({name}) (known: {', '.join(sorted(_GETTERS))}, ftime, var.NAME)")
         position = match.end()
-    parts.append(text[position:])
+    parts.append(_literal(text[position:], strftime is not None))
     parts = [part for part in parts if part != ""]
 
     def line(request: LoggedRequest) -> str:
         return "".join(part if type(part) is str else str(part(request)) for part in parts)
     return line
+
+
+def _literal(text: str, strftime: bool) -> str | Callable[[LoggedRequest], str]:
+    if strftime and "%" in text:
+        return lambda request: time.strftime(text, time.localtime())
+    return text

@@ -14,15 +14,17 @@ import time
 
 from wsgistack.config import ConfigError
 from wsgistack.log_files import request_log_fd
-from wsgistack.log_format import LoggedRequest, compile_format, head_size, log_safe
+from wsgistack.log_encoders import compile_encoders
+from wsgistack.log_format import LTIME, LoggedRequest, cgi_variables, compile_format, head_size, log_safe
 from wsgistack.memory import memory
 
 
-def setup_error_log(role: str) -> None:
-    """Errors go to stderr (which --logto/--daemonize point at a file) with pid and role."""
+def setup_error_log(role: str, prefix: str = "") -> None:
+    """Errors go to stderr (which --logto/--daemonize point at a file) with pid and role (after --log-prefix)."""
     handler = logging.StreamHandler(sys.stderr)
+    prefix = prefix.replace("%", "%%")
     handler.setFormatter(logging.Formatter(
-        f"%(asctime)s [%(levelname)s] [{role} {os.getpid()}] %(message)s", "%Y-%m-%d %H:%M:%S"))
+        f"{prefix}%(asctime)s [%(levelname)s] [{role} {os.getpid()}] %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger = logging.getLogger("wsgistack")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
@@ -54,22 +56,31 @@ class LogFilter:
                 or (self.empty and body_bytes == 0))
 
 
+def _line_format(config):
+    if not config.logformat:
+        return None
+    return compile_format(config.logformat, (config.log_date or LTIME) if config.logformat_strftime else None)
+
+
 def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
     """The worker's access log: every request, only the ones a --log-* option asks for, or none."""
-    line_format = compile_format(config.logformat) if config.logformat else None   # checked by cli.py
     log_filter = LogFilter.from_config(config) if config.disable_logging else None
     if config.disable_logging and log_filter is None:
         return None
-    return AccessLog(loop, worker_number, log_filter, line_format, config.memory_report, config.log_x_forwarded_for)
+    return AccessLog(loop, worker_number, log_filter, _line_format(config), config.memory_report,   # checked by cli
+                     config.log_x_forwarded_for, compile_encoders(config.log_req_encoder), config.log_micros,
+                     config.log_prefix)
 
 
 def check_log_format(config) -> None:
-    """--logformat with an unknown variable is a startup error naming option, file and line."""
-    if config.logformat:
+    """--logformat with an unknown variable, or an encoder wsgistack has not, is a startup error naming option,
+    file and line."""
+    for option, check in (("logformat", _line_format), ("log-req-encoder",
+                                                         lambda config: compile_encoders(config.log_req_encoder))):
         try:
-            compile_format(config.logformat)
+            check(config)
         except ValueError as exc:
-            raise ConfigError(str(exc), option="logformat", **config.where("logformat")) from None
+            raise ConfigError(str(exc), option=option, **config.where(option)) from None
 
 
 class AccessLog:
@@ -79,8 +90,12 @@ class AccessLog:
     Where uWSGI counts across workers (the second N), this is the worker's count: there is no shared counter."""
 
     def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None,
-                 memory_report: bool = False, forwarded_for: bool = False):
+                 memory_report: bool = False, forwarded_for: bool = False, encode=None, micros: bool = False,
+                 prefix: str = ""):
         self.loop = loop
+        self.encode = encode             # --log-req-encoder's chain (log_encoders.py)
+        self.micros = micros             # --log-micros: `in N micros` rather than msecs
+        self.prefix = prefix             # --log-prefix
         self.forwarded_for = forwarded_for   # the address shown is X-Forwarded-For's first (behind a proxy)
         self.only = only
         self.line_format = line_format
@@ -100,31 +115,33 @@ class AccessLog:
         if self.only is not None and not self.only.wants(status, body_bytes, msecs):
             return
         now = time.time()
+        address = environ.get("REMOTE_ADDR", "-")
+        if self.forwarded_for and "HTTP_X_FORWARDED_FOR" in environ:
+            address = environ["HTTP_X_FORWARDED_FOR"].partition(",")[0].strip()
         if self.line_format is not None:
             line = self.line_format(LoggedRequest(environ, status, exchange.status or "", exchange.headers or [],
                                                   body_bytes, int(seconds * 1e6), now - seconds, self.worker_number,
-                                                  count)) + "\n"
+                                                  count, address)) + "\n"
         else:
             if int(now) != self.stamp_second:
                 self.stamp_second = int(now)
                 self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
                 if self.memory_report:
                     self.memory = _memory_prefix()
-            address = environ.get("REMOTE_ADDR", "-")
-            if self.forwarded_for and "HTTP_X_FORWARDED_FOR" in environ:
-                address = environ["HTTP_X_FORWARDED_FOR"].partition(",")[0].strip()
             request = log_safe(f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']}")   # no forged lines
-            variables = variables_size = 0
-            for key, value in environ.items():      # the request's CGI variables, sized as a uwsgi packet
-                if type(value) is str and not key.startswith("wsgi."):
-                    variables += 1
-                    variables_size += len(key) + len(value) + 4
+            variables, variables_size = cgi_variables(environ)
             headers = exchange.headers or ()
-            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {log_safe(address)} () "
+            took = f"{int(seconds * 1e6)} micros" if self.micros else f"{msecs} msecs"
+            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {log_safe(address)} "
+                    f"({log_safe(environ.get('REMOTE_USER') or '')}) "
                     f"{{{variables} vars in {variables_size} bytes}} [{self.stamp}] "
-                    f"{request} => generated {body_bytes} bytes in {msecs} msecs "
+                    f"{request} => generated {body_bytes} bytes in {took} "
                     f"({log_safe(environ['SERVER_PROTOCOL'])} {status}) {len(headers)} headers in "
                     f"{head_size(exchange.status or '', headers)} bytes (1 switches on core 0)\n")
+        if self.encode is not None:
+            line = self.encode(line)
+        if self.prefix:
+            line = self.prefix + line
         if on_thread:
             _write(line.encode("utf-8", "replace"))
             return

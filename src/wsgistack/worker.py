@@ -110,7 +110,7 @@ class Worker:
 
     # --- process entry point (after fork) ---
     def run(self) -> int:
-        setup_error_log(f"worker {self.number}")
+        setup_error_log(f"worker {self.number}", self.config.log_prefix)
         # A crash in C code (an extension's segfault, abort()) leaves every thread's Python stack in the error log,
         # the app's frame among them, as uWSGI's backtrace does; the master then says which worker died. fd 2 is
         # the log (a reopened log is dup2'ed onto it).

@@ -270,6 +270,19 @@ class Config:
     logformat: str = option("", "the access log line, from uWSGI's %(name) variables: %(addr) %(method) %(uri) "
                                 "%(status) %(msecs) %(size) %(uagent) %(var.HTTP_X_FORWARDED_FOR) ...",
                             aliases=("log-format",), metavar="FORMAT")
+    logformat_strftime: bool = option(False, "the text of --logformat goes through strftime (%Y ...), and %(ftime) "
+                                             "is the time an answer ended in --log-date's format")
+    log_date: str = option("", "the strftime format of %(ftime) with --logformat-strftime (default: "
+                               "%d/%b/%Y:%H:%M:%S %z); every log line carries its date already",
+                           aliases=("logdate",), metavar="FORMAT", bare="")
+    log_req_encoder: list[str] = option([], "pass each access log line through an encoder, in order: format "
+                                            "TEMPLATE, json TEMPLATE (${msg} ${strftime:FMT} ${unix} ...), prefix "
+                                            "TEXT, suffix TEXT, nl (repeatable)", metavar="ENCODER")
+    log_micros: bool = option(False, "the access log line gives response times in microseconds (`in N micros`)")
+    log_prefix: str = option("", "start every log line (errors and access) with TEXT", metavar="TEXT")
+    logfile_chown: bool = option(False, "give the log files to --uid/--gid, so that workers may reopen them after "
+                                        "logrotate")
+    logfile_chmod: str = option("", "the log files' mode (octal, e.g. 640)", metavar="MODE")
 
     # --- monitoring (stats.py) ---
     stats: str = option("", "serve a JSON snapshot of the master and its workers on ADDR (host:port or a unix socket), "
@@ -321,6 +334,8 @@ UNSUPPORTED_OPTIONS: dict[str, str] = {
     # read by the ini reader (logic.py); as flags they would have no lines to hold
     **dict.fromkeys(sorted(BLOCK_STARTS | BLOCK_ENDS), "uWSGI's configuration logic (if-env, for, ... endif, endfor) "
                     "is read in ini files: put the block in one"),
+    "log-encoder": "encoders of the server's own log lines are not built in (plain text lines): --log-req-encoder "
+                   "encodes the access log (format, json, prefix, suffix, nl)",
     "master-fifo": "uWSGI's master FIFO is not built in: send the master signals instead (SIGHUP reloads, SIGTERM "
                    "stops, SIGTTIN/SIGTTOU add or remove a worker, SIGUSR1 logs their status), or run "
                    "`wsgistack --reload PIDFILE` / `wsgistack --stop PIDFILE`",
@@ -349,8 +364,11 @@ IGNORED_OPTIONS: dict[str, str] = {
     "offload-threads": "static files are sent by the event loop, never by an app thread",
     "auto-procname": "process titles are always set (`wsgistack master`, `wsgistack worker N`)",
     "py-call-osafterfork": "workers are forked by Python, so signal handling is always set up again in them",
-    "log-date": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
-    "logdate": "every log line carries its date already (the request line's own, or --logformat's %(ltime))",
+    "log-ioerror": "a client gone away is logged once, at info level; other I/O errors always",
+    "log-sendfile": "static files and wsgi.file_wrapper answers are logged as any answer",
+    "harakiri-graceful-timeout": "harakiri answers 504 at once and lets the worker's other threads finish under "
+                                 "--reload-mercy (a stuck loop thread: the worker ends at once)",
+    "offload-thread": "static files are sent by the event loop, never by an app thread",
     "log-reopen": "every process reopens a log file moved away within a second, after a reload too",
     "log-master": "every process appends its log lines to the log itself (O_APPEND), whole lines: no log pipe "
                   "through the master",
