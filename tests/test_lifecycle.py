@@ -1115,6 +1115,17 @@ def test_max_requests_waits_for_the_min_worker_lifetime(start_server):
     assert re.search(rf"\(pid {first}\) retiring: served \d+ requests \(--max-requests\)", server.log())
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_reload_on_exception_recycles_the_worker_whose_app_raised(start_server, threads):
+    server = start_server("--reload-on-exception", "--threads", threads)
+    first, = serving(server, 1)
+    assert get(server.port, "/error")[0] == 500
+    server.wait_log("retiring: an exception in the app (--reload-on-exception)")
+    successors(server, {first}, 1)
+    assert get(server.port, "/")[0] == 200
+    assert server.stop() == 0
+
+
 def test_max_worker_lifetime_delta_staggers_the_workers(start_server):
     server = start_server("-p", "2", "--max-worker-lifetime", "2", "--max-worker-lifetime-delta", "3")
     serving(server, 2)

@@ -395,9 +395,11 @@ class Exchange:
         else:
             log.error("%s %s: exception in the app", environ["REQUEST_METHOD"], environ["REQUEST_URI"],
                       exc_info=(type(exc), exc, exc.__traceback__))
-            counters = self.conn.worker.counters
-            if counters is not None:
-                counters.exception()
+            worker = self.conn.worker
+            if worker.counters is not None:
+                worker.counters.exception()
+            if worker.config.reload_on_exception:       # from any thread: the loop retires it
+                worker.loop.call_soon_threadsafe(worker.retire, "an exception in the app (--reload-on-exception)")
         self.keep_alive = False
         if not self.head_sent and not self.conn.closed:
             self.head_sent = True

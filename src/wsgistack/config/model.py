@@ -208,6 +208,8 @@ class Config:
                                         "middle of a request, and starts a new one (0: never)", metavar="MB")
     evil_reload_on_as: int = option(0, "the same for a worker's address space", metavar="MB")
     max_worker_lifetime: int = option(0, "recycle a worker after SECONDS (0: never)", metavar="SECONDS")
+    reload_on_exception: bool = option(False, "recycle a worker whose app raised an exception (the successor "
+                                              "starts first)")
     max_worker_lifetime_delta: int = option(0, "add (worker number - 1) x SECONDS to each worker's "
                                                "max-worker-lifetime so they do not recycle together", metavar="SECONDS")
     min_worker_lifetime: int = option(10, "a worker has lived SECONDS before --max-requests, --reload-on-rss or "
