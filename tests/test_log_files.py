@@ -131,6 +131,7 @@ def test_a_log_that_cannot_be_reopened_is_said_once_and_writing_goes_on(start_se
     get(server.port, "/n?i=2")
     wait_until(lambda: "/n?i=2" in log_text(rotated), what="lines go on to the rotated file")
     assert log_text(rotated).count(f"cannot reopen the log {logfile}") == 2      # master and worker, once each
+    assert "have logrotate create it for that user" in log_text(rotated)
     logfile.rmdir()
     wait_until(lambda: logfile.is_file() and f"the log {logfile} is written again" in log_text(logfile),
                what="the new log file once it can be opened")

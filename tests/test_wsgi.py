@@ -487,12 +487,34 @@ def test_logformat_strftime_and_ftime(start_server):
 
 
 def test_log_micros_and_log_prefix(start_server):
-    server = start_server("--log-micros", "--log-prefix", "[site-a] ")
+    """As uWSGI: --log-prefix (through strftime) starts the server's own lines; access lines stay as they are (a
+    JSON one must stay JSON)."""
+    server = start_server("--log-micros", "--log-prefix", "[site-a %Y] ")
     get(server.port, "/")
     log = server.wait_log("GET / =>")
     line = next(line for line in log.splitlines() if "GET / =>" in line)
-    assert line.startswith("[site-a] [pid: ") and re.search(r"generated 13 bytes in \d+ micros", line), line
-    assert all(line.startswith("[site-a] ") for line in log.splitlines() if "[INFO]" in line)
+    assert line.startswith("[pid: ") and re.search(r"generated 13 bytes in \d+ micros", line), line
+    own = [line for line in log.splitlines() if "[INFO]" in line]
+    assert own and all(re.match(r"\[site-a \d{4}\] ", line) for line in own), own
+
+
+def test_the_json_encoder_escapes_the_networks_values_once(start_server):
+    server = start_server("--logformat", "%(method) %(uri) %(uagent)", "--log-req-encoder", 'json {"m": "${msg}"}')
+    user_agent = 'say "hi" \\ caf\u00e9 \u2028 end'
+    with RawConnection(server.port) as conn:
+        conn.send(b'GET /a"b\\c HTTP/1.1\r\nHost: x\r\nUser-Agent: ' + user_agent.encode() + b"\r\n\r\n")
+        conn.read_response()
+    line = next(line for line in server.wait_log('{"m": ').split("\n") if line.startswith('{"m": '))
+    assert json.loads(line) == {"m": f'GET /a"b\\c {user_agent}'}
+
+
+def test_log_date_true_means_the_default_date_format(start_server, tmp_path):
+    ini = tmp_path / "log.ini"
+    ini.write_text("[uwsgi]\nlogdate = true\nlogformat-strftime = true\nlogformat = [%(ftime)] %(uri)\n")
+    server = start_server(str(ini))
+    get(server.port, "/x")
+    line = next(line for line in server.wait_log("] /x").splitlines() if line.endswith("] /x"))
+    assert re.fullmatch(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] /x", line), line
 
 
 def test_memory_report_starts_each_line_with_the_workers_memory(start_server):
@@ -511,7 +533,9 @@ def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
 
 
 @pytest.mark.parametrize("line, error", [
-    ("log-req-encoder = msgpack", "option 'log-req-encoder': unknown encoder 'msgpack'"),
+    ("log-req-encoder = msgpack\nlog-req-encoder = nl", "option 'log-req-encoder': unknown encoder 'msgpack'"),
+    ("logfile-chmod = 7777", "option 'logfile-chmod': expected a mode of 3 octal digits (640, say), got '7777'"),
+    ("logfile-chmod = -1", "option 'logfile-chmod': expected a mode of 3 octal digits"),
     ("log-req-encoder = format ${nope}", "option 'log-req-encoder': unknown variable ${nope}"),
     ("log-encoder = json {}", "option 'log-encoder': not supported: encoders of the server's own log lines are not "
                                "built in"),

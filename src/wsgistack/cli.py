@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import re
 import resource
 import sys
 
@@ -105,6 +106,9 @@ def check_feature_options(config: Config) -> None:
     Compression.from_config(config)
     Cheaper.from_config(config)
     check_log_format(config)
+    if config.logfile_chmod and not re.fullmatch(r"0?[0-7]{3}", config.logfile_chmod):
+        raise ConfigError(f"expected a mode of 3 octal digits (640, say), got {config.logfile_chmod!r}",
+                          option="logfile-chmod", **config.where("logfile-chmod"))
     mountpoints(config)
     check_hooks(config)
     logger_files(config)
@@ -314,9 +318,6 @@ def _log_file_access(config: Config) -> None:
                 elif config.uid or config.gid:
                     os.chown(path, _user_id(config.uid) if config.uid else -1,
                              _group_id(config.gid) if config.gid else -1)
-            except ValueError:
-                raise ConfigError(f"expected an octal mode, got {config.logfile_chmod!r}", option=option,
-                                  **config.where(option)) from None
             except (KeyError, OSError) as exc:
                 raise ConfigError(f"cannot set {path}'s {'mode' if option == 'logfile-chmod' else 'owner'}: "
                                   f"{getattr(exc, 'strerror', None) or exc}", option=option,

@@ -35,7 +35,15 @@ def compile_encoders(specs: list[str]) -> Encoder | None:
         for encoder in chain:
             line = encoder(line)
         return line if line.endswith("\n") else line + "\n"
+    # A json encoder escapes the message itself: the line is built from the values as they are (escaped twice,
+    # a client's `"` would read `\"` once decoded)
+    encode.escapes = any(spec.strip().partition(" ")[0] == "json" for spec in specs)
     return encode
+
+
+def check_encoder(spec: str) -> None:
+    """ValueError for a --log-req-encoder value wsgistack cannot apply."""
+    _encoder(spec)
 
 
 def _encoder(spec: str) -> Encoder:

@@ -192,8 +192,9 @@ def _reopen_failed(path: str, exc: OSError) -> None:
     if path not in _reopen_failing:
         _reopen_failing.add(path)
         logging.getLogger("wsgistack").error(
-            "cannot reopen the log %s as user %s: %s; writing on to the file it replaced (said once; "
-            "--logfile-chown gives the log to --uid)", path, _user_name(), exc.strerror or exc)
+            "cannot reopen the log %s as user %s: %s; writing on to the file it replaced (said once; have "
+            "logrotate create it for that user, `create 0640 USER GROUP`, or use copytruncate)", path, _user_name(),
+            exc.strerror or exc)
 
 
 def _reopened(path: str) -> None:

@@ -18,7 +18,7 @@ from typing import Callable
 from wsgistack.memory import memory
 
 _VARIABLE = re.compile(r"%\(([^)]*)\)")
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\\u2028\u2029]')     # U+2028/9: line ends to JavaScript
 
 
 def log_safe(value: str) -> str:
@@ -30,6 +30,11 @@ def log_safe(value: str) -> str:
     raw = value.encode("latin-1", "replace")
     text = raw.decode("utf-8", "replace") if not value.isascii() else value
     return _UNSAFE.sub(_escape, text)
+
+
+def as_text(value: str) -> str:
+    """A value from the network as text, not escaped: for an encoder that escapes the whole line itself (json)."""
+    return value if value.isascii() else value.encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def _escape(match: re.Match) -> str:
@@ -50,6 +55,7 @@ class LoggedRequest:
     worker_number: int
     request_number: int
     address: str                # the client's, as the access log shows it (--log-x-forwarded-for)
+    safe: Callable[[str], str] = log_safe   # how values from the network are written (as_text for json)
 
 
 def cgi_variables(environ: dict) -> tuple[int, int]:
@@ -65,7 +71,7 @@ def cgi_variables(environ: dict) -> tuple[int, int]:
 
 def _environ(key: str, default: str = "-") -> Callable[[LoggedRequest], str]:
     """A request variable; missing or empty, `default`: "-" as uWSGI writes it (log parsers expect a field there)."""
-    return lambda request: log_safe(str(request.environ.get(key) or default))
+    return lambda request: request.safe(str(request.environ.get(key) or default))
 
 
 def head_size(status_line: str, headers) -> int:
@@ -86,7 +92,7 @@ _GETTERS: dict[str, Callable[[LoggedRequest], object]] = {
     "uri": _environ("REQUEST_URI"),
     "method": _environ("REQUEST_METHOD"),
     "user": _environ("REMOTE_USER"),
-    "addr": lambda request: log_safe(request.address or "-"),
+    "addr": lambda request: request.safe(request.address or "-"),
     "host": _environ("HTTP_HOST"),
     "proto": _environ("SERVER_PROTOCOL"),
     "uagent": _environ("HTTP_USER_AGENT"),

@@ -14,17 +14,27 @@ import time
 
 from wsgistack.config import ConfigError
 from wsgistack.log_files import request_log_fd
-from wsgistack.log_encoders import compile_encoders
-from wsgistack.log_format import LTIME, LoggedRequest, cgi_variables, compile_format, head_size, log_safe
+from wsgistack.log_encoders import check_encoder, compile_encoders
+from wsgistack.log_format import LTIME, LoggedRequest, as_text, cgi_variables, compile_format, head_size, log_safe
 from wsgistack.memory import memory
+
+
+class _PrefixedFormatter(logging.Formatter):
+    """--log-prefix: before each of the server's own lines, through strftime as in uWSGI (`[%Y %H:%M] `)."""
+
+    def __init__(self, prefix: str, *args):
+        super().__init__(*args)
+        self.prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        return time.strftime(self.prefix) + super().format(record)
 
 
 def setup_error_log(role: str, prefix: str = "") -> None:
     """Errors go to stderr (which --logto/--daemonize point at a file) with pid and role (after --log-prefix)."""
     handler = logging.StreamHandler(sys.stderr)
-    prefix = prefix.replace("%", "%%")
-    handler.setFormatter(logging.Formatter(
-        f"{prefix}%(asctime)s [%(levelname)s] [{role} {os.getpid()}] %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(_PrefixedFormatter(
+        prefix, f"%(asctime)s [%(levelname)s] [{role} {os.getpid()}] %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger = logging.getLogger("wsgistack")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
@@ -59,7 +69,9 @@ class LogFilter:
 def _line_format(config):
     if not config.logformat:
         return None
-    return compile_format(config.logformat, (config.log_date or LTIME) if config.logformat_strftime else None)
+    # `log-date = true` (uWSGI's bare form, common in inis) means the default format
+    date_format = "" if config.log_date.lower() in ("true", "yes", "on", "1") else config.log_date
+    return compile_format(config.logformat, (date_format or LTIME) if config.logformat_strftime else None)
 
 
 def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
@@ -68,19 +80,21 @@ def access_log_for(config, loop, worker_number: int) -> AccessLog | None:
     if config.disable_logging and log_filter is None:
         return None
     return AccessLog(loop, worker_number, log_filter, _line_format(config), config.memory_report,   # checked by cli
-                     config.log_x_forwarded_for, compile_encoders(config.log_req_encoder), config.log_micros,
-                     config.log_prefix)
+                     config.log_x_forwarded_for, compile_encoders(config.log_req_encoder), config.log_micros)
 
 
 def check_log_format(config) -> None:
     """--logformat with an unknown variable, or an encoder wsgistack has not, is a startup error naming option,
     file and line."""
-    for option, check in (("logformat", _line_format), ("log-req-encoder",
-                                                         lambda config: compile_encoders(config.log_req_encoder))):
+    try:
+        _line_format(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc), option="logformat", **config.where("logformat")) from None
+    for spec in config.log_req_encoder:
         try:
-            check(config)
+            check_encoder(spec)
         except ValueError as exc:
-            raise ConfigError(str(exc), option=option, **config.where(option)) from None
+            raise ConfigError(str(exc), option="log-req-encoder", **config.where("log-req-encoder", spec)) from None
 
 
 class AccessLog:
@@ -90,12 +104,11 @@ class AccessLog:
     Where uWSGI counts across workers (the second N), this is the worker's count: there is no shared counter."""
 
     def __init__(self, loop, worker_number: int, only: LogFilter | None = None, line_format=None,
-                 memory_report: bool = False, forwarded_for: bool = False, encode=None, micros: bool = False,
-                 prefix: str = ""):
+                 memory_report: bool = False, forwarded_for: bool = False, encode=None, micros: bool = False):
         self.loop = loop
         self.encode = encode             # --log-req-encoder's chain (log_encoders.py)
+        self.safe = as_text if encode is not None and encode.escapes else log_safe
         self.micros = micros             # --log-micros: `in N micros` rather than msecs
-        self.prefix = prefix             # --log-prefix
         self.forwarded_for = forwarded_for   # the address shown is X-Forwarded-For's first (behind a proxy)
         self.only = only
         self.line_format = line_format
@@ -121,27 +134,26 @@ class AccessLog:
         if self.line_format is not None:
             line = self.line_format(LoggedRequest(environ, status, exchange.status or "", exchange.headers or [],
                                                   body_bytes, int(seconds * 1e6), now - seconds, self.worker_number,
-                                                  count, address)) + "\n"
+                                                  count, address, self.safe)) + "\n"
         else:
             if int(now) != self.stamp_second:
                 self.stamp_second = int(now)
                 self.stamp = time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
                 if self.memory_report:
                     self.memory = _memory_prefix()
-            request = log_safe(f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']}")   # no forged lines
+            safe = self.safe
+            request = safe(f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']}")   # no forged lines
             variables, variables_size = cgi_variables(environ)
             headers = exchange.headers or ()
             took = f"{int(seconds * 1e6)} micros" if self.micros else f"{msecs} msecs"
-            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {log_safe(address)} "
-                    f"({log_safe(environ.get('REMOTE_USER') or '')}) "
+            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {safe(address)} "
+                    f"({safe(environ.get('REMOTE_USER') or '')}) "
                     f"{{{variables} vars in {variables_size} bytes}} [{self.stamp}] "
                     f"{request} => generated {body_bytes} bytes in {took} "
-                    f"({log_safe(environ['SERVER_PROTOCOL'])} {status}) {len(headers)} headers in "
+                    f"({safe(environ['SERVER_PROTOCOL'])} {status}) {len(headers)} headers in "
                     f"{head_size(exchange.status or '', headers)} bytes (1 switches on core 0)\n")
         if self.encode is not None:
             line = self.encode(line)
-        if self.prefix:
-            line = self.prefix + line
         if on_thread:
             _write(line.encode("utf-8", "replace"))
             return

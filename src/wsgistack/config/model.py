@@ -281,7 +281,8 @@ class Config:
                                             "TEMPLATE, json TEMPLATE (${msg} ${strftime:FMT} ${unix} ...), prefix "
                                             "TEXT, suffix TEXT, nl (repeatable)", metavar="ENCODER")
     log_micros: bool = option(False, "the access log line gives response times in microseconds (`in N micros`)")
-    log_prefix: str = option("", "start every log line (errors and access) with TEXT", metavar="TEXT")
+    log_prefix: str = option("", "start every line of the server's own log (not the access lines) with TEXT, "
+                                 "through strftime", metavar="TEXT")
     logfile_chown: bool = option(False, "give the log files to --uid/--gid, so that workers may reopen them after "
                                         "logrotate")
     logfile_chmod: str = option("", "the log files' mode (octal, e.g. 640)", metavar="MODE")
