@@ -24,7 +24,7 @@ make_venv() {   # make_venv EXTRAS : one setup at a time (serve.sh and test.sh a
 }
 _make_venv() {
     # Installed already, from this checkout and this pyproject.toml: nothing to fetch (a re-run works offline).
-    local stamp="$VENV/.installed-$1" want
+    local stamp="$VENV/.installed-$1" want other
     want="$ROOT $(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$VENV/bin/python" -c "import wsgistack" 2>/dev/null; then
         return 0

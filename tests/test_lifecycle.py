@@ -1117,10 +1117,14 @@ def test_max_requests_waits_for_the_min_worker_lifetime(start_server):
 
 @pytest.mark.parametrize("threads", ["1", "4"])
 def test_reload_on_exception_recycles_the_worker_whose_app_raised(start_server, threads):
-    server = start_server("--reload-on-exception", "--threads", threads)
+    """Once --min-worker-lifetime has passed: an app raising on every request (its database down) forked a worker
+    per request."""
+    server = start_server("--reload-on-exception", "--threads", threads, "--min-worker-lifetime", "3")
     first, = serving(server, 1)
-    assert get(server.port, "/error")[0] == 500
-    server.wait_log("retiring: an exception in the app (--reload-on-exception)")
+    for _ in range(3):
+        assert get(server.port, "/error")[0] == 500
+    assert "retiring" not in server.log() and server.workers() == [first]
+    server.wait_log("retiring: an exception in the app (--reload-on-exception)", timeout=10)
     successors(server, {first}, 1)
     assert get(server.port, "/")[0] == 200
     assert server.stop() == 0

@@ -138,17 +138,26 @@ def test_a_log_that_cannot_be_reopened_is_said_once_and_writing_goes_on(start_se
     assert server.stop() == 0
 
 
-def test_logfile_chmod_and_chown(start_server, tmp_path):
+def test_logfile_chmod_holds_for_the_file_made_after_logrotate_too(start_server, tmp_path):
     logfile = tmp_path / "app.log"
-    flags = ["--logto", str(logfile), "--logfile-chmod", "640"]
-    if os.geteuid() == 0:            # CI: chown to --uid too
-        flags += ["--uid", "nobody", "--gid", "nogroup", "--logfile-chown"]
-    server = start_server(*flags, app="whoami.py")
+    server = start_server("--logto", str(logfile), "--logfile-chmod", "640")
+    get(server.port, "/")
+    assert logfile.stat().st_mode & 0o777 == 0o640
+    os.rename(logfile, tmp_path / "app.log.1")
+    wait_until(logfile.exists, what="a new log file")
+    assert logfile.stat().st_mode & 0o777 == 0o640
+    assert server.stop() == 0
+
+
+def test_logfile_chown_gives_the_log_to_uid(start_server, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("--uid needs root to switch users, and this test does not run as root")
+    logfile = tmp_path / "app.log"
+    server = start_server("--logto", str(logfile), "--uid", "nobody", "--gid", "nogroup", "--logfile-chown",
+                          app="whoami.py")
     get(server.port, "/")
     info = logfile.stat()
-    assert info.st_mode & 0o777 == 0o640
-    if os.geteuid() == 0:
-        assert (info.st_uid, info.st_gid) == (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert (info.st_uid, info.st_gid) == (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
     assert server.stop() == 0
 
 

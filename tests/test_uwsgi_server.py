@@ -675,13 +675,15 @@ def test_a_file_sent_by_sendfile_frees_its_app_thread(start_uwsgi, tmp_path):
             sock.close()
 
 
-def test_the_index_slash_redirect_keeps_the_mount_nginx_names_in_script_name(start_uwsgi, tmp_path):
+@pytest.mark.parametrize("script_name, location", [("/app", "/app/docs/guide/?v=1"), ("/", "/docs/guide/?v=1")])
+def test_the_index_slash_redirect_keeps_the_mount_nginx_names_in_script_name(start_uwsgi, tmp_path, script_name,
+                                                                             location):
     """`location /app/ { uwsgi_param SCRIPT_NAME /app; ... }`: PATH_INFO is what follows the mount, and a
     redirect to PATH_INFO alone sent the browser out of it (nginx's own directory redirect keeps the whole URI)."""
     (tmp_path / "docs" / "guide").mkdir(parents=True)
     (tmp_path / "docs" / "guide" / "index.html").write_text("<p>guide</p>")
     _, address = start_uwsgi("--static-map", f"/docs={tmp_path / 'docs'}", "--static-index", "index.html")
     answer, _ = exchange(address, encode_uwsgi_request(request_vars(
-        "/docs/guide?v=1", SCRIPT_NAME="/app", REQUEST_URI="/app/docs/guide?v=1")))
+        "/docs/guide?v=1", SCRIPT_NAME=script_name, REQUEST_URI=location.replace("/?", "?"))))
     status, headers, _ = parse_response(answer)
-    assert (status, headers["location"]) == (301, "/app/docs/guide/?v=1")
+    assert (status, headers["location"]) == (301, location)       # "//docs/...": another host

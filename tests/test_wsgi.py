@@ -478,6 +478,15 @@ def test_log_req_encoder_wraps_the_line_as_the_uwsgi_json_recipe_does(start_serv
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", record["timestamp"])
 
 
+def test_log_req_encoders_prefix_suffix_and_nl_make_one_line(start_server):
+    server = start_server("--logformat", "%(method) %(uri)", "--log-req-encoder", "prefix [app] ",
+                          "--log-req-encoder", "suffix END", "--log-req-encoder", "nl")
+    get(server.port, "/one")
+    get(server.port, "/two")
+    log = server.wait_log("/two")
+    assert "[app] GET /oneEND\n[app] GET /twoEND\n" in log
+
+
 def test_logformat_strftime_and_ftime(start_server):
     server = start_server("--logformat", "year=%Y t=%(ftime) %(uri)", "--logformat-strftime", "--log-date",
                           "%Y-%m-%dT%H:%M:%S")
@@ -536,6 +545,7 @@ def test_logformat_with_an_unknown_variable_is_a_startup_error(tmp_path):
     ("log-req-encoder = msgpack\nlog-req-encoder = nl", "option 'log-req-encoder': unknown encoder 'msgpack'"),
     ("logfile-chmod = 7777", "option 'logfile-chmod': expected a mode of 3 octal digits (640, say), got '7777'"),
     ("logfile-chmod = -1", "option 'logfile-chmod': expected a mode of 3 octal digits"),
+    ("logfile-chown = true", "option 'logfile-chown': gives the log files to --uid/--gid: give one of them"),
     ("log-req-encoder = format ${nope}", "option 'log-req-encoder': unknown variable ${nope}"),
     ("log-encoder = json {}", "option 'log-encoder': not supported: encoders of the server's own log lines are not "
                                "built in"),

@@ -25,7 +25,7 @@ from wsgistack.daemon import report
 from wsgistack.daemons import smart_daemons
 from wsgistack.hooks import check_hooks, run_hooks
 from wsgistack.log_files import (check_log_rotation, log_paths, logger_files, note_log_path, open_request_log,
-                                 redirect_output)
+                                 redirect_output, set_log_file_mode)
 from wsgistack.logs import check_log_format, setup_error_log
 from wsgistack.mounts import mountpoints
 from wsgistack.proctitle import set_title
@@ -109,6 +109,9 @@ def check_feature_options(config: Config) -> None:
     if config.logfile_chmod and not re.fullmatch(r"0?[0-7]{3}", config.logfile_chmod):
         raise ConfigError(f"expected a mode of 3 octal digits (640, say), got {config.logfile_chmod!r}",
                           option="logfile-chmod", **config.where("logfile-chmod"))
+    if config.logfile_chown and not (config.uid or config.gid):
+        raise ConfigError("gives the log files to --uid/--gid: give one of them", option="logfile-chown",
+                          **config.where("logfile-chown"))
     mountpoints(config)
     check_hooks(config)
     logger_files(config)
@@ -307,21 +310,24 @@ def _chown_sockets(config: Config, listeners) -> None:
 
 def _log_file_access(config: Config) -> None:
     """--logfile-chmod, --logfile-chown (to --uid/--gid): set as root, before the drop, so that the workers may
-    reopen the files after logrotate."""
+    reopen the files after logrotate. Regular files only (not a --logto /dev/stdout)."""
+    if config.logfile_chmod:
+        set_log_file_mode(int(config.logfile_chmod, 8))     # checked by check_feature_options
     for path in log_paths():
-        for option, wanted in (("logfile-chmod", config.logfile_chmod), ("logfile-chown", config.logfile_chown)):
-            if not wanted:
-                continue
+        if not os.path.isfile(path):
+            continue
+        if config.logfile_chmod:
             try:
-                if option == "logfile-chmod":
-                    os.chmod(path, int(config.logfile_chmod, 8))
-                elif config.uid or config.gid:
-                    os.chown(path, _user_id(config.uid) if config.uid else -1,
-                             _group_id(config.gid) if config.gid else -1)
+                os.chmod(path, int(config.logfile_chmod, 8))
+            except OSError as exc:
+                raise ConfigError(f"cannot set {path}'s mode: {exc.strerror}", option="logfile-chmod",
+                                  **config.where("logfile-chmod")) from None
+        if config.logfile_chown and (config.uid or config.gid):
+            try:
+                os.chown(path, _user_id(config.uid) if config.uid else -1, _group_id(config.gid) if config.gid else -1)
             except (KeyError, OSError) as exc:
-                raise ConfigError(f"cannot set {path}'s {'mode' if option == 'logfile-chmod' else 'owner'}: "
-                                  f"{getattr(exc, 'strerror', None) or exc}", option=option,
-                                  **config.where(option)) from None
+                raise ConfigError(f"cannot give {path} to --uid/--gid: {getattr(exc, 'strerror', None) or exc}",
+                                  option="logfile-chown", **config.where("logfile-chown")) from None
 
 
 def _drop_privileges(config: Config) -> None:

@@ -22,23 +22,29 @@ _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _CLOCK = {"unix": lambda: str(int(time.time())), "millis": lambda: str(int(time.time() * 1e3)),
           "micros": lambda: str(int(time.time() * 1e6))}
 
-Encoder = Callable[[str], str]
+Encoder = Callable[[str], str]      # a line without its newline -> the encoded line
 
 
-def compile_encoders(specs: list[str]) -> Encoder | None:
-    """The chain for these --log-req-encoder values, or None without any; ValueError says what is wrong."""
-    if not specs:
-        return None
-    chain = [_encoder(spec) for spec in specs]
+class EncoderChain:
+    """The encoders of --log-req-encoder, applied in order to a line without its newline; the result ends with
+    one."""
 
-    def encode(line: str) -> str:
-        for encoder in chain:
+    def __init__(self, specs: list[str]):
+        self.encoders = [_encoder(spec) for spec in specs]
+        # A json encoder escapes the message itself: the line is then built from the values as they are
+        # (escaped twice, a client's `"` would read `\"` once decoded).
+        self.escapes = any(spec.strip().partition(" ")[0] == "json" for spec in specs)
+
+    def __call__(self, line: str) -> str:
+        line = line.removesuffix("\n")
+        for encoder in self.encoders:
             line = encoder(line)
         return line if line.endswith("\n") else line + "\n"
-    # A json encoder escapes the message itself: the line is built from the values as they are (escaped twice,
-    # a client's `"` would read `\"` once decoded)
-    encode.escapes = any(spec.strip().partition(" ")[0] == "json" for spec in specs)
-    return encode
+
+
+def compile_encoders(specs: list[str]) -> EncoderChain | None:
+    """The chain for these --log-req-encoder values, or None without any; ValueError says what is wrong."""
+    return EncoderChain(specs) if specs else None
 
 
 def check_encoder(spec: str) -> None:
@@ -47,7 +53,7 @@ def check_encoder(spec: str) -> None:
 
 
 def _encoder(spec: str) -> Encoder:
-    name, _, argument = spec.strip().partition(" ")
+    name, _, argument = spec.lstrip().partition(" ")      # a prefix's own trailing space stays
     if ":" in name:
         raise ValueError(f"encoder {name!r}: encoders for named loggers are not built in (one access log)")
     if name == "nl":
@@ -77,7 +83,7 @@ def _variable(name: str, escape: bool) -> Callable[[str], str]:
         newline = name == "msgnl"
 
         def message(line: str) -> str:
-            text = line.removesuffix("\n") + ("\n" if newline else "")
+            text = line + "\n" if newline else line
             return json.dumps(text)[1:-1] if escape else text
         return message
     if name in _CLOCK:

@@ -47,13 +47,31 @@ def logger_files(config: Config, start_dir: str = "") -> tuple[str | None, str |
 
 def redirect_output(path: str) -> None:
     """stdout and stderr (ours, the app's, any print) append to FILE, as uWSGI's --logto."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = _open_log(path)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     note_log_path(path)
+
+
+_file_mode: int | None = None       # --logfile-chmod: for the files made again after a rotation too
+
+
+def set_log_file_mode(mode: int) -> None:
+    global _file_mode
+    _file_mode = mode
+
+
+def _open_log(path: str) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if _file_mode is not None and os.path.isfile(path):
+        try:
+            os.fchmod(fd, _file_mode)
+        except OSError:
+            pass                          # not ours to change (another user's file): it is written all the same
+    return fd
 
 
 def note_log_path(path: str) -> None:
@@ -65,7 +83,7 @@ def note_log_path(path: str) -> None:
 def open_request_log(path: str) -> None:
     """--req-logger file:PATH: the access log appends to its own file (opened by the master, before forking)."""
     global _request_log
-    _request_log = (os.path.abspath(path), os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+    _request_log = (os.path.abspath(path), _open_log(path))
 
 
 def request_log_fd() -> int:
@@ -175,7 +193,7 @@ def reopen_log_if_moved(force: bool = False) -> None:
     if _request_log is not None and (force or _moved(*_request_log)):
         path, fd = _request_log
         try:
-            new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            new = _open_log(path)
         except OSError as exc:
             _reopen_failed(path, exc)
             return

@@ -3,8 +3,11 @@
 `logformat = %(addr) - %(user) [%(ltime)] "%(method) %(uri) %(proto)" %(status) %(size) "%(referer)" "%(uagent)"`
 gives an Apache-style line. The format is compiled once into literal text and getters; a name wsgistack does
 not know is a startup error (uWSGI would print it empty, expecting the app to set it through its `uwsgi`
-module, which wsgistack does not have). Counters wsgistack has no notion of (async switches, read and write
-errors, modifiers) are 0. `hsize` and `headers` count the app's status line and headers as it gave them.
+module, which wsgistack does not have). Counters wsgistack has no notion of (read and write errors, modifiers)
+are 0, `switches` 1 and `core` 0, as the default line says; `vars` and `pktsize` count as uWSGI does. `hsize` and
+`headers` count the app's status line and headers as it gave them. With --logformat-strftime the format's text
+goes through strftime, and %(ftime) is the answer's end time. Values from the network are escaped (log_safe),
+or left to a json encoder to escape (as_text, log_encoders.py).
 """
 
 from __future__ import annotations

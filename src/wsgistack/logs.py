@@ -27,14 +27,14 @@ class _PrefixedFormatter(logging.Formatter):
         self.prefix = prefix
 
     def format(self, record: logging.LogRecord) -> str:
-        return time.strftime(self.prefix) + super().format(record)
+        return time.strftime(self.prefix, time.localtime(record.created)) + super().format(record)
 
 
 def setup_error_log(role: str, prefix: str = "") -> None:
     """Errors go to stderr (which --logto/--daemonize point at a file) with pid and role (after --log-prefix)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PrefixedFormatter(
-        prefix, f"%(asctime)s [%(levelname)s] [{role} {os.getpid()}] %(message)s", "%Y-%m-%d %H:%M:%S"))
+    line_format = f"%(asctime)s [%(levelname)s] [{role} {os.getpid()}] %(message)s", "%Y-%m-%d %H:%M:%S"
+    handler.setFormatter(_PrefixedFormatter(prefix, *line_format) if prefix else logging.Formatter(*line_format))
     logger = logging.getLogger("wsgistack")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
@@ -146,8 +146,8 @@ class AccessLog:
             variables, variables_size = cgi_variables(environ)
             headers = exchange.headers or ()
             took = f"{int(seconds * 1e6)} micros" if self.micros else f"{msecs} msecs"
-            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {safe(address)} "
-                    f"({safe(environ.get('REMOTE_USER') or '')}) "
+            user = environ.get("REMOTE_USER")
+            line = (f"{self.memory}{self.prefix_pid}{count}/{count}] {safe(address)} ({safe(user) if user else ''}) "
                     f"{{{variables} vars in {variables_size} bytes}} [{self.stamp}] "
                     f"{request} => generated {body_bytes} bytes in {took} "
                     f"({safe(environ['SERVER_PROTOCOL'])} {status}) {len(headers)} headers in "

@@ -202,7 +202,7 @@ class StaticFiles:
                 os.close(fd)
                 query = environ.get("QUERY_STRING")
                 # the whole path: under a mount (nginx's SCRIPT_NAME) PATH_INFO is only the part after it
-                full_path = environ.get("SCRIPT_NAME", "") + path
+                full_path = environ.get("SCRIPT_NAME", "").rstrip("/") + path    # "/" + "/dir": no "//dir", a host
                 location = quote(full_path.encode("latin-1")) + "/" + (f"?{query}" if query else "")
                 return Redirect(location)
             return self._file(fd, info, os.path.join(directory, name), environ)

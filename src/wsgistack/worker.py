@@ -54,6 +54,7 @@ except ImportError:      # still runs on plain asyncio, only slower
     uvloop = None
 
 log = logging.getLogger("wsgistack")
+_RAISED = "an exception in the app (--reload-on-exception)"
 
 # Sent by the kernel when the master dies (prctl PR_SET_PDEATHSIG); a real-time signal nobody else sends, so that
 # the app keeps SIGUSR2 and the others for itself.
@@ -90,6 +91,8 @@ class Worker:
         self.date_header = b""
         self.threads: AppThreads | None = None
         self.all_threads_stuck = False   # --harakiri: every app thread is in an overdue request (abandon)
+        self.app_has_raised = False      # --reload-on-exception: retire once --min-worker-lifetime has passed
+        self.turned_away = 0             # requests answered 503 by turn_away
         # --threads 1: a helper-thread exchange (Expect: 100-continue) holds the app; inline work waits.
         self.app_busy = False
         self.helpers = 0                 # --threads 1: helper-thread exchanges not done; one at a time
@@ -341,7 +344,7 @@ class Worker:
         if self.harakiri is not None and self.harakiri.ended(exchange):
             return      # harakiri logged it, answered 504 or cut: not the 200 its thread may finish with later
         number = self.requests = next(self.request_numbers)
-        if number >= self.retire_after > 0 and self._lived_min_lifetime():
+        if number == self.retire_after and self._lived_min_lifetime():    # else _check_recycle, once it has
             reason = f"served {number} requests (--max-requests)"
             if on_thread:
                 self.loop.call_soon_threadsafe(self.retire, reason)
@@ -457,6 +460,8 @@ class Worker:
             return
         elif self.requests >= self.retire_after > 0:       # reached before --min-worker-lifetime
             self.retire(f"served {self.requests} requests (--max-requests)")
+        elif self.app_has_raised:
+            self.retire(_RAISED)
         elif (config.reload_on_rss or config.reload_on_as) and self.requests:
             # Only once it served (as uWSGI checks after a request): a fresh worker already over the
             # limit would otherwise retire before accepting anything, and be replaced in a loop.
@@ -465,6 +470,13 @@ class Worker:
                 self.retire(f"resident memory {resident} MB over {config.reload_on_rss} MB (--reload-on-rss)")
             elif config.reload_on_as and size > config.reload_on_as:
                 self.retire(f"address space {size} MB over {config.reload_on_as} MB (--reload-on-as)")
+
+    def app_raised(self) -> None:
+        """--reload-on-exception, on the loop thread: retire now, or once --min-worker-lifetime has passed (an app
+        that raises on every request, its database down say, would fork a worker per request)."""
+        self.app_has_raised = True
+        if self._lived_min_lifetime():
+            self.retire(_RAISED)
 
     def _lived_min_lifetime(self) -> bool:
         return time.monotonic() - self.started >= self.config.min_worker_lifetime
@@ -497,15 +509,14 @@ class Worker:
             self._stop_when_drained()
 
     def turn_away(self, exchange) -> None:
-        """An exchange no app thread will run: 503, and its connection closes."""
-        conn = exchange.conn
-        log.warning("%s %s turned away (503): every app thread of worker %d is stuck past --harakiri",
-                    exchange.environ.get("REQUEST_METHOD"), exchange.environ.get("REQUEST_URI"), self.number)
-        if not conn.closed:
-            conn.send_error(503, "every app thread is stuck; try again")
-            conn.pending.clear()
-            conn.active = None
-            conn._close()
+        """An exchange no app thread will run: 503, and its connection closes (said once per worker: in an
+        outage every request would say it)."""
+        if not self.turned_away:
+            log.warning("%s %s and what comes after it turned away (503): every app thread of worker %d is stuck "
+                        "past --harakiri", exchange.environ.get("REQUEST_METHOD"),
+                        exchange.environ.get("REQUEST_URI"), self.number)
+        self.turned_away += 1
+        exchange.conn.refuse(exchange, 503, "every app thread is stuck; try again")
 
     def stop_gracefully(self) -> None:
         """Stop accepting (the other workers and the successor still do), finish what was read, then exit."""

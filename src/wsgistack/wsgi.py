@@ -398,8 +398,8 @@ class Exchange:
             worker = self.conn.worker
             if worker.counters is not None:
                 worker.counters.exception()
-            if worker.config.reload_on_exception:       # from any thread: the loop retires it
-                worker.loop.call_soon_threadsafe(worker.retire, "an exception in the app (--reload-on-exception)")
+            if worker.config.reload_on_exception:       # from any thread: the loop decides
+                worker.loop.call_soon_threadsafe(worker.app_raised)
         self.keep_alive = False
         if not self.head_sent and not self.conn.closed:
             self.head_sent = True

@@ -190,7 +190,8 @@ class Config:
     unique_cron: list[str] = option([], "the same, not started again while its previous run goes on",
                                     metavar="SCHEDULE COMMAND")
     touch_reload: list[str] = option([], "reload gracefully when FILE is modified, touched or created (checked "
-                                         "every second; repeatable)", aliases=("touch-chain-reload", "touch-workers-reload"),
+                                         "every second; repeatable)",
+                                     aliases=("touch-chain-reload", "touch-workers-reload"),
                                      metavar="FILE")
     reload_mercy: int = option(30, "seconds in-flight requests get to finish on reload, recycle or SIGTERM",
                                aliases=("worker-reload-mercy",), metavar="SECONDS")

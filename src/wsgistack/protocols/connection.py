@@ -258,6 +258,16 @@ class Connection(asyncio.Protocol):
         """An answer of ours (not the app's) to the request under way, in this protocol's framing."""
         self.send(self.error_response(status, detail))
 
+    def refuse(self, exchange: Exchange, status: int, detail: str) -> None:
+        """This exchange will not run: answer it so, and close (what is pipelined after it is dropped)."""
+        if exchange.body is not None:
+            _close_input(exchange.body)     # a spooled body's temporary file goes now
+        if not self.closed:
+            self.send_error(status, detail)
+            self.pending.clear()
+            self.active = None
+            self._close()
+
     def end_now(self, reset: bool) -> None:
         """End the connection at once (--harakiri: its thread is stuck in the app), nothing more sent: with a reset for
         an answer cut short, a close for one answered whole (a reset could destroy it unread)."""

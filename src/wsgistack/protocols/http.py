@@ -25,7 +25,8 @@ log = logging.getLogger("wsgistack")
 
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
             417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported"}
+            501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout",
+            505: "HTTP Version Not Supported"}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _env_keys: dict[bytes, str] = {}       # raw header name -> environ key ("" = dropped); bounded
 _MAX_CACHED_KEYS = 4096
