@@ -128,12 +128,13 @@ def test_an_idle_close_while_the_last_answer_is_still_on_its_way_lingers(start_s
         assert len(data.partition(b"\r\n\r\n")[2]) == size, f"the answer was cut at {len(data)} bytes"
 
 
-def stalled_download(port: int, path: str) -> socket.socket:
-    """A client that asks for a big answer and then reads nothing of it (a tiny receive window)."""
+def stalled_download(port: int, path: str, repeat: int = 1, then: bytes = b"") -> socket.socket:
+    """A client that asks for a big answer (`repeat` times, then sends `then`) and reads nothing of it (a tiny
+    receive window)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * repeat + then)
     return sock
 
 
@@ -608,12 +609,8 @@ def test_tiny_pipelined_requests_behind_a_stalled_answer_wait_as_bytes_not_as_en
     clients = []
     try:
         for _ in range(20):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
-            sock.settimeout(10)
-            sock.sendall(b"GET /big?size=1000000 HTTP/1.1\r\nHost: x\r\n\r\n" + tiny * count)
-            clients.append(sock)
+            clients.append(stalled_download(server.port, "/big?size=1000000", then=tiny * count))
+            clients[-1].settimeout(10)
         time.sleep(1.5)
         grown = _resident_kib(worker) - before
         assert grown < 20 * 1024, f"the worker grew by {grown} KiB"
@@ -776,11 +773,7 @@ def test_a_sendfile_given_up_starts_no_pipelined_request(start_server, tmp_path,
     clients = []
     try:
         for _ in range(5):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
-            sock.sendall(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 30)
-            clients.append(sock)
+            clients.append(stalled_download(server.port, "/files/big.bin", repeat=30))
         wait_until(lambda: server.log().count("(--send-timeout)") == 5, timeout=20, what="5 send timeouts")
         # the clients still hold their ends: the worker must hold nothing of theirs
         wait_until(lambda: len(os.listdir(f"/proc/{worker}/fd")) <= baseline, timeout=10,
