@@ -30,9 +30,7 @@ def log_safe(value: str) -> str:
     the bytes (given as latin-1 by PEP 3333) are shown as the UTF-8 they mostly are."""
     if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
         return value                            # the usual case
-    raw = value.encode("latin-1", "replace")
-    text = raw.decode("utf-8", "replace") if not value.isascii() else value
-    return _UNSAFE.sub(_escape, text)
+    return _UNSAFE.sub(_escape, as_text(value))
 
 
 def as_text(value: str) -> str:
